@@ -1,0 +1,89 @@
+"""The paper's (mu + lambda) generational evolution, driven by ask/tell."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .crossover import crossover
+from .evaluation import Evaluation
+from .genotype import Genotype
+from .mutation import MutationRates, mutate
+from .selection import select_survivors
+from .space import SearchSpace
+from .strategy import Strategy
+
+__all__ = ["EvolutionEngine"]
+
+
+class EvolutionEngine(Strategy):
+    """(mu + lambda) evolution of VAE genotypes.
+
+    Generation 0 asks for ``mu`` distinct random genotypes (or ``initial``).
+    Each later generation breeds ``lam`` offspring: a parent drawn uniformly
+    from the population; with probability ``crossover_rate`` crossed with a
+    second, distinct parent; then mutated with probability ``mutation_rate``
+    (always, when the child equals a parent). An offspring whose genotype was
+    seen before - an evaluated genotype, an outstanding one, or an earlier
+    offspring of the same generation - is dropped and counted as a duplicate:
+    it is never evaluated again (the paper's seen-set). Parents keep their
+    fitness: survivors are the ``mu`` best of parents and offspring (elitism).
+    A failed evaluation has fitness 0, stays in the seen-set and never
+    survives. If no genotype of the population ever succeeded, the next
+    generation starts again from fresh random genotypes.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace = SearchSpace(),
+        *,
+        mu: int = 10,
+        lam: int = 10,
+        seed: int = 0,
+        crossover_rate: float = 0.5,
+        mutation_rate: float = 0.8,
+        mutation: MutationRates = MutationRates(),
+        initial: Sequence[Genotype] = (),
+    ) -> None:
+        super().__init__(space, mu=mu, seed=seed)
+        if lam < 1:
+            raise ValueError(f"offspring count (lambda) must be >= 1, got {lam}")
+        for name, rate in (("crossover_rate", crossover_rate), ("mutation_rate", mutation_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name}={rate} is not a probability in [0, 1]")
+        for genotype in initial:
+            space.validate(genotype)
+        if len(set(initial)) != len(initial):
+            raise ValueError("the initial population holds the same genotype twice")
+        self.lam = lam
+        self.crossover_rate = crossover_rate
+        self.mutation_rate = mutation_rate
+        self.mutation = mutation
+        self._initial = list(initial)
+
+    def _propose(self) -> list[Genotype]:
+        if not self.population:
+            initial, self._initial = self._initial, []
+            taken = set(initial)
+            return initial + self._random_unseen(self.mu - len(initial), taken)
+        batch: list[Genotype] = []
+        for _ in range(self.lam):
+            child = self._breed()
+            if child in self._seen or child in batch:
+                self._duplicates += 1
+            else:
+                batch.append(child)
+        return batch
+
+    def _breed(self) -> Genotype:
+        parents = [e.genotype for e in self.population]
+        first = parents[int(self.rng.integers(len(parents)))]
+        child = first
+        if len(parents) > 1 and self.rng.random() < self.crossover_rate:
+            others = [p for p in parents if p != first]
+            second = others[int(self.rng.integers(len(others)))]
+            child = crossover(first, second, self.rng)
+        if child in parents or self.rng.random() < self.mutation_rate:
+            child = mutate(child, self.space, self.rng, self.mutation)
+        return child
+
+    def _select(self, batch: list[Evaluation]) -> tuple[Evaluation, ...]:
+        return select_survivors(self.population, batch, self.mu)
