@@ -51,6 +51,8 @@ class EvolutionEngine(Strategy):
                 raise ValueError(f"{name}={rate} is not a probability in [0, 1]")
         for genotype in initial:
             space.validate(genotype)
+        if len(initial) > mu:
+            raise ValueError(f"{len(initial)} initial genotypes do not fit a population of {mu}")
         if len(set(initial)) != len(initial):
             raise ValueError("the initial population holds the same genotype twice")
         self.lam = lam

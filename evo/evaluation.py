@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -55,6 +56,6 @@ class Evaluation:
 def evaluation_from_metrics(genotype: Genotype, ok: bool, metrics: Mapping[str, Any], error: str = "") -> Evaluation:
     """An Evaluation from a trainer's or a worker's report (``metrics['loss']`` in nats per image)."""
     loss = metrics.get("loss")
-    if ok and isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss) and loss > 0:
+    if ok and isinstance(loss, numbers.Real) and not isinstance(loss, bool) and math.isfinite(loss) and loss > 0:
         return Evaluation.succeeded(genotype, float(loss), metrics)
     return Evaluation.failed(genotype, error or f"no finite positive loss reported (loss={loss!r})", metrics)

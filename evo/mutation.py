@@ -17,7 +17,9 @@ class MutationRates:
 
     Each of the encoder and decoder mutates with probability ``network``, the
     latent size with probability ``latent``; when nothing was drawn, one of the
-    three (uniformly) mutates, so a mutant always differs from its parent.
+    three (uniformly) mutates. A mutant differs from its parent whenever the
+    space allows any change: if the drawn genes could not move, the latent,
+    then the encoder, then the decoder are tried in turn.
     A mutating network appends a layer with probability ``append`` (modify a
     random layer otherwise); at ``max_layers`` an append falls back to modify.
     """
@@ -68,4 +70,14 @@ def mutate(
         latent = mutate_latent(latent, space, rng)
     if targets[2]:
         decoder = mutate_network(decoder, space, rng, rates.append)
-    return Genotype(encoder, latent, decoder)
+    child = Genotype(encoder, latent, decoder)
+    if child == genotype:  # the drawn genes had nowhere to go (a one-width space at full depth)
+        for fallback in (
+            lambda: Genotype(genotype.encoder, mutate_latent(genotype.latent, space, rng), genotype.decoder),
+            lambda: Genotype(mutate_network(genotype.encoder, space, rng, 1.0), genotype.latent, genotype.decoder),
+            lambda: Genotype(genotype.encoder, genotype.latent, mutate_network(genotype.decoder, space, rng, 1.0)),
+        ):
+            child = fallback()
+            if child != genotype:
+                break
+    return child

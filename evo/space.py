@@ -25,6 +25,11 @@ class SearchSpace:
     latent_step: int = 10
 
     def __post_init__(self) -> None:
+        for name in ("min_layers", "max_layers", "width_min", "width_max", "width_step", "latent_min",
+                     "latent_max", "latent_step"):
+            value = getattr(self, name)
+            if type(value) is not int:
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if not 1 <= self.min_layers <= self.max_layers:
             raise ValueError(f"need 1 <= min_layers <= max_layers, got {self.min_layers}, {self.max_layers}")
         for lo, hi, step, what in (

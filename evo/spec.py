@@ -44,8 +44,9 @@ class TrainSpec:
             value = getattr(self, name)
             if type(value) is not int or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
             raise ValueError(f"lr must be a positive number below 10, got {self.lr!r}")
+        object.__setattr__(self, "lr", float(self.lr))  # lr=1 and lr=1.0 are one spec, with one task id
         for name in ("seed", "split_seed", "trainer"):
             if type(getattr(self, name)) is not int:
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
@@ -59,10 +60,7 @@ class TrainSpec:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training spec fields {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(data)
-        if "lr" in values and isinstance(values["lr"], int) and not isinstance(values["lr"], bool):
-            values["lr"] = float(values["lr"])
-        return cls(**values)
+        return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainSpec":
         return type(self).from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,98 @@
+"""The VAE and its trainer, on small synthetic data (fast) and on real Fashion-MNIST."""
+import math
+
+import pytest
+import torch
+
+from evo.genotype import parse_genotype
+from evo.spec import TrainSpec
+from gpuworker.data import DataError, Splits, splits
+from gpuworker.model import VAE, negative_elbo
+from gpuworker.train import evaluate, measure, train
+
+SYNTH = TrainSpec(dataset="synthetic", epochs=2, val_size=500, train_subset=2000)
+
+
+def test_vae_shapes_and_parameter_count_match_the_genotype():
+    g = parse_genotype("200,500|20|1000,650,50")
+    model = VAE(g, 784)
+    x = torch.rand(7, 784)
+    logits, mu, logvar = model(x)
+    assert logits.shape == (7, 784) and mu.shape == (7, 20) and logvar.shape == (7, 20)
+    assert model.parameter_count() == g.parameter_count(784)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [200, 500, 20, 20, 1000, 650, 50, 784]
+
+
+def test_negative_elbo_is_bce_summed_plus_kl():
+    x = torch.rand(3, 5)
+    logits = torch.randn(3, 5)
+    mu, logvar = torch.zeros(3, 2), torch.zeros(3, 2)
+    recon, kl = negative_elbo(logits, x, mu, logvar)
+    p = torch.sigmoid(logits)
+    by_hand = -(x * p.log() + (1 - x) * (1 - p).log()).sum()
+    assert torch.allclose(recon, by_hand, rtol=1e-5)
+    assert kl.item() == pytest.approx(0.0, abs=1e-7)  # q == prior
+    _, kl2 = negative_elbo(logits, x, torch.ones(3, 2), torch.zeros(3, 2))
+    assert kl2.item() == pytest.approx(0.5 * 6)  # 0.5 * sum(mu^2)
+
+
+def test_training_on_synthetic_data_learns_and_reports_everything():
+    g = parse_genotype("200|10|200")
+    progress = []
+    result = evaluate(g, SYNTH, device="cpu", progress=progress.append, test=True)
+    assert result.ok, result.error
+    assert len(result.curve) == 2 and result.curve[1] < result.curve[0]
+    assert result.loss == result.curve[-1] == pytest.approx(result.recon + result.kl)
+    assert result.params == g.parameter_count(256)
+    assert set(result.test) == {"loss", "recon", "kl"} and math.isfinite(result.test["loss"])
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+    untrained = VAE(g, 256)
+    torch.manual_seed(0)
+    assert result.loss < measure(untrained, splits(SYNTH).val)[0]
+
+
+def test_training_is_deterministic_for_a_seed():
+    g = parse_genotype("100|10|100")
+    a, b = evaluate(g, SYNTH), evaluate(g, SYNTH)
+    assert a.curve == b.curve
+    assert evaluate(g, SYNTH.replace(seed=1)).curve != a.curve
+
+
+def test_a_diverging_run_is_a_failed_result_not_an_exception():
+    data = splits(SYNTH)
+    poisoned = data.train.clone()
+    poisoned[0, 0] = float("nan")
+    _, result = train(parse_genotype("100|10|100"), SYNTH, Splits(poisoned, data.val, data.test, data.shape), torch.device("cpu"))
+    assert not result.ok and result.loss is None
+    assert "diverged in epoch 1" in result.error
+
+
+def test_validation_split_is_fixed_and_disjoint_from_training():
+    a = splits(SYNTH)
+    b = splits(SYNTH.replace(epochs=5))  # other training settings, same split
+    assert torch.equal(a.val, b.val)
+    rows = {tuple(r.tolist()) for r in a.val[:200]}
+    assert not rows & {tuple(r.tolist()) for r in a.train}
+    other = splits(SYNTH.replace(split_seed=1))
+    assert not torch.equal(a.val, other.val)
+
+
+def test_missing_data_names_the_files_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVOVAE_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError) as err:
+        splits(TrainSpec(dataset="fashion-mnist"), root=tmp_path / "empty")
+    message = str(err.value)
+    assert "train-images-idx3-ubyte" in message and "apt-get install dataset-fashion-mnist" in message
+
+
+# The genotypes of the paper's Table I and the one its code logged.
+TABLE_I = ["850|20|1000", "200,500|20|1000,650,50", "1000|60|700,750"]
+
+
+@pytest.mark.parametrize("text", TABLE_I)
+def test_table_one_genotypes_train_on_real_fashion_mnist(text):
+    spec = TrainSpec(dataset="fashion-mnist", epochs=1, train_subset=512, val_size=512)
+    result = evaluate(parse_genotype(text), spec, device="cpu")
+    assert result.ok, result.error
+    assert 100 < result.loss < 600  # nats per image: between a good VAE and an untrained one
