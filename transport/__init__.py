@@ -1,0 +1,42 @@
+"""ZeroMQ + msgpack transport between the evovae head node and its GPU workers.
+
+Imports only the standard library, zmq, msgpack and structlog (never torch, never evo).
+The wire protocol is written out in docs/protocol.md.
+
+* :mod:`transport.protocol` message dataclasses (Ready, Task, Heartbeat, Result), ProtocolError
+* :mod:`transport.codec`    encode / decode (strict schema check)
+* :mod:`transport.broker`   head side: Broker (ventilator + sink + leases), Done, Failed
+* :mod:`transport.channel`  worker side: WorkerChannel
+"""
+
+from transport.broker import Broker, BrokerStats, Done, Failed
+from transport.channel import WorkerChannel
+from transport.codec import decode, encode
+from transport.protocol import (
+    PROTOCOL_VERSION,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    Ready,
+    Result,
+    Task,
+    wire_metrics,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Broker",
+    "BrokerStats",
+    "Done",
+    "Failed",
+    "Heartbeat",
+    "Message",
+    "ProtocolError",
+    "Ready",
+    "Result",
+    "Task",
+    "WorkerChannel",
+    "decode",
+    "encode",
+    "wire_metrics",
+]

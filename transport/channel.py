@@ -1,0 +1,276 @@
+"""Worker side of the transport: ask for a task, heartbeat while training, send the result.
+
+A worker process loop (no torch here; gpuworker/ supplies ``train``)::
+
+    with WorkerChannel("tcp://head:5557", "tcp://head:5558") as channel:
+        while not stopping:
+            task = channel.next_task(timeout_s=1.0)      # None: nothing yet, ask again
+            if task is None:
+                continue
+            with channel.working(task) as job:         # heartbeats in the background
+                ok, metrics, error = train(task, on_progress=job.progress)
+            channel.send_result(Result(channel.worker_id, task.task_id, task.attempt,
+                                       ok, metrics, error))
+
+The channel survives a restart of the head: its sockets reconnect with backoff
+(``reconnect_ivl_ms`` doubling up to ``reconnect_ivl_max_ms``), ``next_task`` keeps
+re-sending ``Ready`` every heartbeat interval so a new head learns of the worker, and
+results pushed while the head is away are queued and delivered when it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from typing import Iterator
+
+import structlog
+import zmq
+
+from transport.codec import decode, encode
+from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
+
+__all__ = ["WorkerChannel", "TaskProgress", "default_worker_id"]
+
+log = structlog.get_logger(__name__)
+
+_READY_HWM = 4  # Ready messages queued while the head is unreachable (they are idempotent)
+_HEARTBEAT_HWM = 4
+_RESULT_LINGER_MS = 2000  # on close, how long a queued result may still try to leave
+_RESULT_SEND_TIMEOUT_MS = 10000
+
+
+def default_worker_id() -> str:
+    """``<hostname>-<pid>-<8 hex>``, cut to the protocol's id alphabet and length."""
+    host = re.sub(r"[^A-Za-z0-9_.:-]", "_", socket.gethostname())[:80] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class TaskProgress:
+    """Handed out by :meth:`WorkerChannel.working`; the training loop reports progress."""
+
+    def __init__(self) -> None:
+        self._value = 0.0
+
+    def progress(self, fraction: float) -> None:
+        """Set the fraction done, clamped to [0, 1]; NaN is ignored."""
+        try:
+            value = float(fraction)
+        except (TypeError, ValueError):
+            return
+        if math.isnan(value):
+            return
+        self._value = min(1.0, max(0.0, value))
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+
+class WorkerChannel:
+    """DEALER to the ventilator (Ready out, Task in) + PUSH to the sink (Result out).
+
+    Heartbeats go out on a separate PUSH socket owned by a background thread while
+    inside :meth:`working` (zmq sockets are not thread-safe).  Use from one thread.
+    """
+
+    def __init__(
+        self,
+        ventilator: str,
+        sink: str,
+        *,
+        worker_id: str | None = None,
+        heartbeat_s: float = 1.0,
+        context: zmq.Context | None = None,
+        reconnect_ivl_ms: int = 100,
+        reconnect_ivl_max_ms: int = 5000,
+    ) -> None:
+        if not (math.isfinite(heartbeat_s) and heartbeat_s > 0):
+            raise ValueError(f"heartbeat_s must be a finite number > 0, got {heartbeat_s!r}")
+        self.worker_id = default_worker_id() if worker_id is None else worker_id
+        Ready(self.worker_id)  # validates the id (ProtocolError, a ValueError)
+        self.ventilator = ventilator
+        self.sink = sink
+        self.heartbeat_s = float(heartbeat_s)
+        self._reconnect = (int(reconnect_ivl_ms), int(reconnect_ivl_max_ms))
+        self._ready_payload = encode(Ready(self.worker_id, 1))
+        self._closed = False
+        self._own_context = context is None
+        self._ctx = zmq.Context() if context is None else context
+        self._dealer: zmq.Socket | None = None
+        self._push: zmq.Socket | None = None
+        self._log = log.bind(worker_id=self.worker_id)
+        try:
+            # DEALER, connect, ventilator endpoint: sends [Ready], receives [Task] (no delimiter frame)
+            self._dealer = self._ctx.socket(zmq.DEALER)
+            self._configure(self._dealer, linger_ms=0, sndhwm=_READY_HWM)
+            self._dealer.connect(ventilator)
+
+            # PUSH, connect, sink endpoint: sends [Result]; queues them while the head is away
+            self._push = self._ctx.socket(zmq.PUSH)
+            self._configure(self._push, linger_ms=_RESULT_LINGER_MS, sndhwm=1000)
+            self._push.setsockopt(zmq.SNDTIMEO, _RESULT_SEND_TIMEOUT_MS)
+            self._push.connect(sink)
+        except BaseException:
+            self.close()
+            raise
+        self._log.info("channel.connected", ventilator=ventilator, sink=sink, heartbeat_s=self.heartbeat_s)
+
+    def _configure(self, sock: zmq.Socket, *, linger_ms: int, sndhwm: int) -> None:
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, self._reconnect[0])
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self._reconnect[1])
+        # ZMTP heartbeats: notice a head that vanished without closing its TCP connection
+        ivl_ms = max(100, int(self.heartbeat_s * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl_ms)
+
+    # ------------------------------------------------------------------ public API
+
+    def next_task(self, timeout_s: float) -> Task | None:
+        """Wait at most ``timeout_s`` seconds for a task; None when none came.
+
+        Sends Ready at once and again every heartbeat interval while waiting.  A Task
+        that arrived since the last call is returned without sending Ready.  Frames that
+        are not a valid Task are logged (``frame.rejected``) and dropped.
+        """
+        self._check_open()
+        timeout_s = float(timeout_s)
+        if math.isnan(timeout_s) or math.isinf(timeout_s):
+            raise ValueError(f"timeout_s must be finite, got {timeout_s!r}")
+        task = self._receive(0)
+        if task is not None:
+            return task
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        next_ready = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_ready:
+                self._send_ready()
+                next_ready = now + self.heartbeat_s
+            wait = min(deadline, next_ready) - now
+            task = self._receive(max(0, math.ceil(wait * 1000)) if wait > 0 else 0)
+            if task is not None:
+                return task
+            if time.monotonic() >= deadline:
+                return None
+
+    @contextlib.contextmanager
+    def working(self, task: Task) -> Iterator[TaskProgress]:
+        """Heartbeat ``task`` every heartbeat interval while the block runs.
+
+        Yields a :class:`TaskProgress`; call ``.progress(fraction)`` to report how far
+        the training is.  The first heartbeat goes out at once.
+        """
+        self._check_open()
+        job = TaskProgress()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._heartbeat_loop,
+            args=(task, job, stop),
+            name=f"heartbeat-{task.task_id[:32]}",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            yield job
+        finally:
+            stop.set()
+            thread.join(timeout=max(5.0, 2 * self.heartbeat_s))
+
+    def send_result(self, result: Result) -> None:
+        """Push the result to the sink.  It is queued if the head is away.
+
+        Raises TimeoutError if it cannot even be queued within 10 s (1000 results
+        already waiting), ProtocolError if the result is invalid.
+        """
+        self._check_open()
+        payload = encode(result)
+        try:
+            self._push.send(payload)
+        except zmq.Again:
+            self._log.error("result.unsent", task_id=result.task_id, attempt=result.attempt)
+            raise TimeoutError(f"could not queue the result of {result.task_id} for the sink") from None
+        self._log.info("result.sent", task_id=result.task_id, attempt=result.attempt, ok=result.ok)
+
+    def close(self) -> None:
+        """Close the sockets (a queued result gets up to 2 s to leave). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+        if self._push is not None:
+            self._push.close()  # its own LINGER
+        if self._own_context:
+            self._ctx.term()
+        self._log.info("channel.closed")
+
+    def __enter__(self) -> WorkerChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("channel is closed")
+
+    def _send_ready(self) -> None:
+        try:
+            self._dealer.send(self._ready_payload, zmq.NOBLOCK)
+        except zmq.Again:  # a few Ready are already queued for an unreachable head
+            self._log.debug("ready.skipped", reason="send queue full")
+
+    def _receive(self, timeout_ms: int) -> Task | None:
+        """Wait up to timeout_ms for one Task; drop anything else."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            if not self._dealer.poll(remaining, zmq.POLLIN):
+                return None
+            frames = self._dealer.recv_multipart(zmq.NOBLOCK)
+            if len(frames) != 1:
+                self._log.warning("frame.rejected", socket="ventilator", reason=f"expected 1 frame, got {len(frames)}")
+                continue
+            try:
+                msg = decode(frames[0])
+            except ProtocolError as exc:
+                self._log.warning("frame.rejected", socket="ventilator", reason=str(exc))
+                continue
+            if not isinstance(msg, Task):
+                self._log.warning("frame.rejected", socket="ventilator", reason=f"a {msg.TYPE} message from the ventilator")
+                continue
+            self._log.info("task.received", task_id=msg.task_id, attempt=msg.attempt, genotype=msg.genotype)
+            return msg
+
+    def _heartbeat_loop(self, task: Task, job: TaskProgress, stop: threading.Event) -> None:
+        """Runs in the heartbeat thread; owns its own PUSH socket."""
+        sock = None
+        try:
+            # PUSH, connect, sink endpoint: Heartbeat messages of this task, from this thread only
+            sock = self._ctx.socket(zmq.PUSH)
+            self._configure(sock, linger_ms=0, sndhwm=_HEARTBEAT_HWM)
+            sock.connect(self.sink)
+            while True:
+                beat = Heartbeat(self.worker_id, task.task_id, task.attempt, job.value)
+                try:
+                    sock.send(encode(beat), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # head away; the next beat will try again
+                if stop.wait(self.heartbeat_s):
+                    return
+        except Exception:  # never kill the worker from the heartbeat thread
+            self._log.exception("heartbeat.error", task_id=task.task_id, attempt=task.attempt)
+        finally:
+            if sock is not None:
+                sock.close(linger=0)
