@@ -63,8 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--initial", nargs="*", default=[], metavar="GENOTYPE", help="genotypes to seed generation 0")
     s.add_argument("--max-layers", type=int, default=5, help="hidden layers per network, at most (default 5)")
     s.add_argument("--output", default=None, metavar="FILE", help="write the search's result as JSON here")
+    d = search.add_argument_group("distribution (ventilator/sink over ZeroMQ; see docs/protocol.md)")
+    d.add_argument("--in-process", action="store_true", help="train in this process: no sockets, no workers")
+    d.add_argument("--local-workers", type=int, default=0, metavar="N",
+                   help="start N worker processes on this machine (restarted if they die)")
+    d.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the local workers, e.g. --worker-arg=--fake (repeatable)")
+    d.add_argument("--bind", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
+                   help="ventilator endpoint (default tcp://127.0.0.1:5557; tcp://*:5557 for remote workers)")
+    d.add_argument("--sink-bind", default=None, metavar="ENDPOINT", help="sink endpoint (default: --bind's port + 1)")
+    d.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS", help="worker heartbeat interval")
+    d.add_argument("--liveness", type=int, default=3, help="heartbeats a busy worker may miss before its task is re-sent")
+    d.add_argument("--lease", type=float, default=3600.0, metavar="SECONDS", help="longest one attempt may run")
+    d.add_argument("--max-attempts", type=int, default=3, help="attempts before a genotype is recorded as failed")
     _add_training_options(search, epochs=2)
     _add_log_options(search)
+
+    worker = sub.add_parser("worker", help="serve evaluation tasks from a search head (see evovae worker --help)",
+                            add_help=False)
+    worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -164,11 +181,17 @@ def _summary(strategy, spec: TrainSpec, seconds: float) -> dict:
     }
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def _finish(args: argparse.Namespace, strategy, spec: TrainSpec, started: float) -> None:
+    print("final population (best first):")
+    for rank_, e in enumerate(strategy.population, 1):
+        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(_summary(strategy, spec, time.perf_counter() - started), indent=2))
+
+
+def _search_in_process(args: argparse.Namespace, strategy, spec: TrainSpec) -> int:
     from .search import format_report, run_search
 
-    spec = _spec(args)
-    strategy = _strategy(args)
     _setup_torch(args)
     from gpuworker.data import DataError, splits
 
@@ -179,15 +202,106 @@ def cmd_search(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     run_search(strategy, _local_evaluator(args, spec), args.generations,
                on_generation=lambda r: print(format_report(r, f"{time.perf_counter() - started:.0f}s"), flush=True))
-    print("final population (best first):")
-    for rank_, e in enumerate(strategy.population, 1):
-        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}")
-    if args.output:
-        Path(args.output).write_text(json.dumps(_summary(strategy, spec, time.perf_counter() - started), indent=2))
+    _finish(args, strategy, spec, started)
     return 0
 
 
+def _search_distributed(args: argparse.Namespace, strategy, spec: TrainSpec) -> int:
+    import signal
+    import threading
+
+    from transport.broker import Broker
+
+    from .head import DistributedEvaluator, SearchStopped
+    from .local_workers import LocalWorkers
+    from .search import format_report, run_search
+
+    try:
+        sink = args.sink_bind or _next_port(args.bind)
+        broker = Broker(args.bind, sink, heartbeat_s=args.heartbeat, liveness=args.liveness, lease_s=args.lease,
+                        max_attempts=args.max_attempts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        raise UsageError(f"cannot bind {args.bind}: {exc} (is another search running? pick another --bind)") from None
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    worker_args = [*args.worker_arg, "--heartbeat", str(args.heartbeat), "--log-format", "json",
+                   "--log-level", args.log_level]
+    if args.data_root:
+        worker_args += ["--data-root", args.data_root]
+    if args.download:
+        worker_args.append("--download")
+    if args.device:
+        worker_args += ["--device", args.device]
+    threads = max(1, _cores() // max(1, args.local_workers))
+    workers = LocalWorkers(args.local_workers, broker.ventilator_endpoint, broker.sink_endpoint, worker_args,
+                           threads_each=args.threads or threads)
+    started = time.perf_counter()
+
+    def progress(report) -> None:
+        st = broker.stats
+        extra = (f"workers {len(broker.workers())}  resends {st.resends}  lost {st.failures}  "
+                 f"duplicate-results {st.duplicates}  {time.perf_counter() - started:.0f}s")
+        print(format_report(report, extra), flush=True)
+
+    print(f"ventilator {broker.ventilator_endpoint}  sink {broker.sink_endpoint}  "
+          f"local workers {args.local_workers}", flush=True)
+    try:
+        workers.start()
+        evaluator = DistributedEvaluator(broker, spec, stop=stop, tick=workers.check)
+        run_search(strategy, evaluator, args.generations, on_generation=progress)
+    except SearchStopped as exc:
+        print(f"evovae: stopped by {signal.Signals(received[0]).name}: {exc}", file=sys.stderr)
+        return 128 + received[0]
+    finally:
+        workers.stop()
+        broker.close()
+    _finish(args, strategy, spec, started)
+    return 0
+
+
+def _next_port(endpoint: str) -> str:
+    head, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"cannot derive the sink endpoint from {endpoint!r}: give --sink-bind")
+    return f"{head}:{int(port) + 1}"
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    strategy = _strategy(args)
+    if args.in_process:
+        return _search_in_process(args, strategy, spec)
+    return _search_distributed(args, strategy, spec)
+
+
+def cmd_worker(argv: Sequence[str]) -> int:
+    from gpuworker.worker import main as worker_main
+
+    return worker_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # the worker parses its own options
+        return cmd_worker(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     from .log import configure

@@ -1,0 +1,92 @@
+"""Worker processes on this machine, started and looked after by the head.
+
+For a one-command run (``evovae search --local-workers N``): each worker is a
+real ``python -m gpuworker`` process talking ZeroMQ to the head, exactly as a
+worker on another node would. A worker that dies is restarted (at most once a
+second per slot), as systemd's Restart=on-failure does on a GPU node.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import structlog
+
+__all__ = ["LocalWorkers", "local_endpoint"]
+
+log = structlog.get_logger(__name__)
+
+
+def local_endpoint(bound: str) -> str:
+    """Where a process on this machine connects to reach a socket bound at ``bound``."""
+    for wildcard in ("//*:", "//0.0.0.0:"):
+        bound = bound.replace(wildcard, "//127.0.0.1:")
+    return bound.replace("//[::]:", "//[::1]:")
+
+
+class LocalWorkers:
+    """``count`` worker processes connected to ``ventilator`` and ``sink``."""
+
+    def __init__(self, count: int, ventilator: str, sink: str, extra_args: Sequence[str] = (),
+                 threads_each: int = 1, restart_interval_s: float = 1.0) -> None:
+        if count < 0:
+            raise ValueError(f"local worker count must be >= 0, got {count}")
+        self.count = count
+        self.restarts = 0
+        self._command = [sys.executable, "-m", "gpuworker", "--connect", local_endpoint(ventilator),
+                         "--sink", local_endpoint(sink), "--threads", str(threads_each), *extra_args]
+        self._procs: list[subprocess.Popen | None] = [None] * count
+        self._started_at = [0.0] * count
+        self._interval = restart_interval_s
+
+    def _spawn(self, slot: int) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": self._command[self._command.index("--threads") + 1]}
+        command = [*self._command, "--worker-id", f"local{slot}-{os.getpid()}-{self.restarts}"]
+        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        self._started_at[slot] = time.monotonic()
+        log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
+
+    def start(self) -> "LocalWorkers":
+        for slot in range(self.count):
+            self._spawn(slot)
+        return self
+
+    def check(self) -> None:
+        """Restart the workers that exited (call it from the head's loop)."""
+        for slot, proc in enumerate(self._procs):
+            if proc is None or proc.poll() is None:
+                continue
+            if time.monotonic() - self._started_at[slot] < self._interval:
+                continue
+            log.warning("local_worker.exited", slot=slot, pid=proc.pid, returncode=proc.returncode)
+            self.restarts += 1
+            self._spawn(slot)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p is not None and p.poll() is None]
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM every worker, wait up to ``timeout_s``, then SIGKILL what is left."""
+        alive = [p for p in self._procs if p is not None and p.poll() is None]
+        for proc in alive:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in alive:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                log.warning("local_worker.killed", pid=proc.pid)
+        self._procs = [None] * self.count
+
+    def __enter__(self) -> "LocalWorkers":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

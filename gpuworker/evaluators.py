@@ -1,0 +1,98 @@
+"""What a worker does with a task: train a VAE, or (for tests and benchmarks) fake it.
+
+An evaluator is ``evaluator(genotype, spec, progress) -> (ok, metrics, error)``
+where ``metrics['loss']`` is the validation negative ELBO in nats per image.
+Only :func:`torch_evaluator` imports torch, and only when it is built, so a
+fake worker starts in a fraction of a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Collection
+
+from evo.genotype import Genotype
+from evo.spec import TrainSpec
+
+__all__ = ["Evaluator", "Interrupted", "WorkerUnfit", "fake_evaluator", "fake_loss", "torch_evaluator"]
+
+Progress = Callable[[float], None]
+Evaluator = Callable[[Genotype, TrainSpec, Progress], tuple[bool, dict[str, Any], str]]
+
+
+class Interrupted(Exception):
+    """Raised inside an evaluation when the worker was asked to stop."""
+
+
+class WorkerUnfit(Exception):
+    """This worker cannot evaluate anything (e.g. its node lacks the data set):
+    the task is not the problem, so no result is sent and the head re-sends it."""
+
+
+def torch_evaluator(device: str | None = None, data_root: str | None = None, download: bool = False,
+                    stop: threading.Event | None = None) -> Evaluator:
+    """Train and validate the VAE for real (CUDA when present, else CPU)."""
+    from .data import DataError
+    from .train import evaluate
+
+    def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
+        def report(fraction: float) -> None:
+            if stop is not None and stop.is_set():
+                raise Interrupted("worker stopping")
+            progress(fraction)
+
+        try:
+            result = evaluate(genotype, spec, device=device, data_root=data_root, download=download,
+                              progress=report)
+        except DataError as exc:
+            raise WorkerUnfit(str(exc)) from None
+        return result.ok, result.metrics(), result.error
+
+    return run
+
+
+def _unit(genotype: Genotype, salt: str) -> float:
+    """A number in (0, 1] fixed by the genotype: reproducible fake randomness."""
+    digest = hashlib.sha256(f"{salt}:{genotype}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") + 1) / 2**64
+
+
+def fake_loss(genotype: Genotype) -> float:
+    """A cheap, deterministic stand-in for a validation loss, smooth in the genotype."""
+    return 100.0 + sum(genotype.encoder) / 100 + sum(genotype.decoder) / 100 + genotype.latent / 10
+
+
+def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Collection[str] = (),
+                   stop: threading.Event | None = None) -> Evaluator:
+    """A worker that computes :func:`fake_loss` after sleeping.
+
+    ``durations``: ``fixed`` sleeps ``sleep_s``; ``pareto`` sleeps ``sleep_s``
+    times a Pareto(alpha=1.5) draw fixed by the genotype (heavy-tailed, capped
+    at 50x). A genotype in ``poison`` kills the worker process (SIGKILL), as a
+    genotype that crashes the GPU driver would.
+    """
+    if durations not in ("fixed", "pareto"):
+        raise ValueError(f"durations must be fixed or pareto, got {durations!r}")
+    poisoned = set(poison)
+
+    def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
+        if str(genotype) in poisoned:
+            os.kill(os.getpid(), signal.SIGKILL)
+        duration = sleep_s
+        if durations == "pareto":
+            duration = sleep_s * min(50.0, _unit(genotype, "duration") ** (-1 / 1.5))
+        started = time.perf_counter()
+        end = started + duration
+        while (now := time.perf_counter()) < end:
+            if stop is not None and stop.is_set():
+                raise Interrupted("worker stopping")
+            progress((now - started) / duration)
+            time.sleep(min(0.05, end - now))
+        loss = fake_loss(genotype)
+        return True, {"loss": loss, "recon": loss - 10.0, "kl": 10.0, "curve": [loss],
+                      "seconds": time.perf_counter() - started, "fake": True}, ""
+
+    return run

@@ -1,0 +1,135 @@
+"""The worker process: receive a task, train, send the result; again.
+
+Stateless: any worker takes any task; the data set is loaded once per process
+(and per split) and kept. A training failure becomes a failed result and the
+worker lives on. SIGINT/SIGTERM stop it within about a second: a task in the
+middle of training is abandoned (its heartbeats stop, so the head re-sends it).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+import structlog
+
+from evo.genotype import GenotypeError, parse_genotype
+from evo.spec import TrainSpec
+
+from .evaluators import Evaluator, Interrupted, WorkerUnfit, fake_evaluator, torch_evaluator
+
+__all__ = ["main", "run_worker", "sink_for"]
+
+log = structlog.get_logger(__name__)
+
+
+def sink_for(ventilator: str) -> str:
+    """The sink endpoint by convention: the ventilator's port + 1."""
+    head, _, port = ventilator.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"cannot derive the sink from {ventilator!r}: give --sink explicitly")
+    return f"{head}:{int(port) + 1}"
+
+
+def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: threading.Event,
+               heartbeat_s: float = 1.0, worker_id: str | None = None, max_tasks: int = 0) -> int:
+    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done). Returns tasks done."""
+    from transport.channel import WorkerChannel
+    from transport.protocol import MAX_ERROR_LEN, Result, wire_metrics
+
+    done = 0
+    with WorkerChannel(ventilator, sink, worker_id=worker_id, heartbeat_s=heartbeat_s) as channel:
+        structlog.contextvars.bind_contextvars(worker_id=channel.worker_id)
+        log.info("worker.started", ventilator=ventilator, sink=sink)
+        while not stop.is_set() and not (max_tasks and done >= max_tasks):
+            task = channel.next_task(0.25)
+            if task is None:
+                continue
+            bound = log.bind(task_id=task.task_id, attempt=task.attempt, genotype=task.genotype)
+            started = time.perf_counter()
+            try:
+                genotype = parse_genotype(task.genotype)
+                spec = TrainSpec.from_dict(task.spec)
+            except (GenotypeError, ValueError, TypeError) as exc:
+                ok, metrics, error = False, {}, f"bad task: {exc}"
+            else:
+                try:
+                    with channel.working(task) as job:
+                        ok, metrics, error = evaluator(genotype, spec, job.progress)
+                except WorkerUnfit:
+                    raise
+                except Interrupted:
+                    bound.info("task.abandoned", reason="worker stopping; the head will re-send it")
+                    break
+                except Exception as exc:  # a training failure must not kill the worker
+                    bound.exception("task.error")
+                    ok, metrics, error = False, {}, f"{type(exc).__name__}: {exc}"
+            result = Result(channel.worker_id, task.task_id, task.attempt, bool(ok), wire_metrics(metrics),
+                            error[:MAX_ERROR_LEN])
+            channel.send_result(result)
+            done += 1
+            bound.info("task.finished", ok=result.ok, loss=result.metrics.get("loss"), error=result.error or None,
+                       seconds=round(time.perf_counter() - started, 3))
+        log.info("worker.stopped", tasks=done)
+    return done
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evovae worker", description="Serve evaluation tasks from a search head.")
+    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
+                        help="the head's ventilator, e.g. tcp://head-node:5557")
+    parser.add_argument("--sink", default=None, help="the head's sink (default: the ventilator's port + 1)")
+    parser.add_argument("--worker-id", default=None, help="default: HOSTNAME-PID-RANDOM")
+    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    parser.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0 = never)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--download", action="store_true")
+    fake = parser.add_argument_group("fake evaluation (tests and benchmarks: no torch, no training)")
+    fake.add_argument("--fake", action="store_true", help="compute a cheap deterministic loss instead of training")
+    fake.add_argument("--fake-sleep", type=float, default=0.0, metavar="SECONDS", help="time one fake task takes")
+    fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"))
+    fake.add_argument("--poison", action="append", default=[], metavar="GENOTYPE",
+                      help="die (SIGKILL) when given this genotype")
+    parser.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from evo.log import configure
+
+    configure(args.log_format, args.log_level, role="worker")
+    try:
+        sink = args.sink or sink_for(args.connect)
+    except ValueError as exc:
+        print(f"evovae worker: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("worker.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.fake:
+        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop)
+    else:
+        from .train import set_threads
+
+        set_threads(args.threads or None)
+        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
+    try:
+        run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=args.worker_id,
+                   max_tasks=args.max_tasks)
+    except WorkerUnfit as exc:  # e.g. this node lacks the data: say so, take no more tasks
+        log.error("worker.unfit", error=str(exc))
+        print(f"evovae worker: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
