@@ -34,7 +34,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
     if bind:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, Mapping
 
 from .genotype import Genotype
@@ -62,6 +63,11 @@ class TrainSpec:
             raise ValueError(f"unknown training spec fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
 
+    @cached_property
+    def canonical(self) -> str:
+        """The spec as sorted JSON: what a task id is derived from (computed once)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
     def replace(self, **changes: Any) -> "TrainSpec":
         return type(self).from_dict({**self.to_dict(), **changes})
 
@@ -69,5 +75,5 @@ class TrainSpec:
 def task_id(genotype: Genotype, spec: TrainSpec) -> str:
     """A task id derived from content: the same genotype trained the same way
     always has the same id, so a duplicate or late result is recognised."""
-    canonical = json.dumps({"genotype": str(genotype), "spec": spec.to_dict()}, sort_keys=True)
+    canonical = f'{{"genotype": {json.dumps(str(genotype))}, "spec": {spec.canonical}}}'
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import structlog
 import zmq
 
-from transport.codec import decode, encode
+from transport.codec import decode, pack_checked
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
 
 __all__ = ["Broker", "BrokerStats", "Done", "Failed"]
@@ -335,18 +335,16 @@ class Broker:
     def _drain(self, outcomes: list) -> None:
         # the sink first: a Result and the Ready that follows it travel on different
         # sockets, and reading results first keeps the common order
+        # (checking EVENTS first is cheaper than a recv that raises zmq.Again)
+        pull, router = self._pull, self._router
         for _ in range(_DRAIN_BATCH):
-            try:
-                frame = self._pull.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not pull.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            self._guarded(self._on_sink_frame, frame, outcomes)
+            self._guarded(self._on_sink_frame, pull.recv(zmq.NOBLOCK, copy=False), outcomes)
         for _ in range(_DRAIN_BATCH):
-            try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not router.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            self._guarded(self._on_ventilator_frames, frames)
+            self._guarded(self._on_ventilator_frames, router.recv_multipart(zmq.NOBLOCK))
 
     def _guarded(self, handler: Callable, *args: Any) -> None:
         """Run a frame handler; nothing raised by one frame may escape poll()."""
@@ -595,7 +593,9 @@ class Broker:
             w = self._workers[worker_id]
             task_id = self._queue.popleft()
             t = self._tasks[task_id]
-            payload = encode(Task(t.task_id, t.attempt, t.genotype, t.spec, t.lease_s))
+            # the task's fields were validated once, at submit(): pack them without re-checking
+            payload = pack_checked("task", {"task_id": t.task_id, "attempt": t.attempt, "genotype": t.genotype,
+                                            "spec": t.spec, "lease_s": t.lease_s})
             try:
                 self._router.send_multipart([w.identity, payload], zmq.NOBLOCK)
             except zmq.ZMQError as exc:

@@ -106,6 +106,11 @@ class WorkerChannel:
         self._dealer: zmq.Socket | None = None
         self._push: zmq.Socket | None = None
         self._log = log.bind(worker_id=self.worker_id)
+        self._beat_thread: threading.Thread | None = None
+        self._beat_lock = threading.Lock()
+        self._beat_wake = threading.Event()
+        self._beat_stop = threading.Event()
+        self._current: tuple[Task, TaskProgress, float] | None = None  # (task, progress, next beat due)
         try:
             # DEALER, connect, ventilator endpoint: sends [Ready], receives [Task] (no delimiter frame)
             self._dealer = self._ctx.socket(zmq.DEALER)
@@ -167,23 +172,24 @@ class WorkerChannel:
         """Heartbeat ``task`` every heartbeat interval while the block runs.
 
         Yields a :class:`TaskProgress`; call ``.progress(fraction)`` to report how far
-        the training is.  The first heartbeat goes out at once.
+        the training is.  One heartbeat thread, with its own PUSH socket, lives as long
+        as the channel (a socket per task would cost a TCP connection per task); it
+        beats the current task one interval after the block starts and every interval
+        after, so a task shorter than an interval costs no heartbeat at all.
         """
         self._check_open()
         job = TaskProgress()
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=self._heartbeat_loop,
-            args=(task, job, stop),
-            name=f"heartbeat-{task.task_id[:32]}",
-            daemon=True,
-        )
-        thread.start()
+        if self._beat_thread is None:
+            self._beat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            self._beat_thread.start()
+        with self._beat_lock:
+            self._current = (task, job, time.monotonic() + self.heartbeat_s)
+        self._beat_wake.set()
         try:
             yield job
         finally:
-            stop.set()
-            thread.join(timeout=max(5.0, 2 * self.heartbeat_s))
+            with self._beat_lock:
+                self._current = None
 
     def send_result(self, result: Result) -> None:
         """Push the result to the sink.  It is queued if the head is away.
@@ -205,6 +211,10 @@ class WorkerChannel:
         if self._closed:
             return
         self._closed = True
+        if self._beat_thread is not None:
+            self._beat_stop.set()
+            self._beat_wake.set()
+            self._beat_thread.join(timeout=5.0)
         if self._dealer is not None:
             self._dealer.close(linger=0)
         if self._push is not None:
@@ -253,24 +263,37 @@ class WorkerChannel:
             self._log.info("task.received", task_id=msg.task_id, attempt=msg.attempt, genotype=msg.genotype)
             return msg
 
-    def _heartbeat_loop(self, task: Task, job: TaskProgress, stop: threading.Event) -> None:
+    def _heartbeat_loop(self) -> None:
         """Runs in the heartbeat thread; owns its own PUSH socket."""
         sock = None
         try:
-            # PUSH, connect, sink endpoint: Heartbeat messages of this task, from this thread only
+            # PUSH, connect, sink endpoint: Heartbeat messages, from this thread only
             sock = self._ctx.socket(zmq.PUSH)
             self._configure(sock, linger_ms=0, sndhwm=_HEARTBEAT_HWM)
             sock.connect(self.sink)
-            while True:
-                beat = Heartbeat(self.worker_id, task.task_id, task.attempt, job.value)
-                try:
-                    sock.send(encode(beat), zmq.NOBLOCK)
-                except zmq.Again:
-                    pass  # head away; the next beat will try again
-                if stop.wait(self.heartbeat_s):
-                    return
+            while not self._beat_stop.is_set():
+                with self._beat_lock:
+                    current = self._current
+                now = time.monotonic()
+                if current is None:
+                    wait = self.heartbeat_s
+                elif now < current[2]:
+                    wait = current[2] - now
+                else:
+                    task, job, _ = current
+                    beat = Heartbeat(self.worker_id, task.task_id, task.attempt, job.value)
+                    try:
+                        sock.send(encode(beat), zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass  # head away; the next beat will try again
+                    with self._beat_lock:
+                        if self._current is current:
+                            self._current = (task, job, now + self.heartbeat_s)
+                    wait = self.heartbeat_s
+                self._beat_wake.wait(wait)
+                self._beat_wake.clear()
         except Exception:  # never kill the worker from the heartbeat thread
-            self._log.exception("heartbeat.error", task_id=task.task_id, attempt=task.attempt)
+            self._log.exception("heartbeat.error")
         finally:
             if sock is not None:
                 sock.close(linger=0)
