@@ -17,6 +17,13 @@ from .spec import DATASETS, TrainSpec
 __all__ = ["main"]
 
 
+#: Subcommands that parse their own options: name -> ("module:function", help). The function takes argv
+#: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
+DELEGATED = {
+    "worker": ("gpuworker.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+}
+
+
 class UsageError(Exception):
     """Bad input from the person at the keyboard: one line, exit status 2."""
 
@@ -79,9 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_training_options(search, epochs=2)
     _add_log_options(search)
 
-    worker = sub.add_parser("worker", help="serve evaluation tasks from a search head (see evovae worker --help)",
-                            add_help=False)
-    worker.add_argument("worker_args", nargs=argparse.REMAINDER)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -292,16 +298,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return _search_distributed(args, strategy, spec)
 
 
-def cmd_worker(argv: Sequence[str]) -> int:
-    from gpuworker.worker import main as worker_main
+def _delegate(name: str, argv: Sequence[str]) -> int:
+    import importlib
 
-    return worker_main(argv)
+    module, _, function = DELEGATED[name][0].partition(":")
+    return getattr(importlib.import_module(module), function)(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["worker"]:  # the worker parses its own options
-        return cmd_worker(argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:  # these parse their own options
+        return _delegate(argv[0], argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     from .log import configure
