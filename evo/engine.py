@@ -11,7 +11,22 @@ from .selection import select_survivors
 from .space import SearchSpace
 from .strategy import Strategy
 
-__all__ = ["EvolutionEngine"]
+__all__ = ["EvolutionEngine", "breed"]
+
+
+def breed(parents: Sequence[Genotype], space: SearchSpace, rng, crossover_rate: float, mutation_rate: float,
+          mutation: MutationRates) -> Genotype:
+    """One offspring: a uniformly drawn parent, crossed with a second, distinct one with probability
+    ``crossover_rate``, then mutated with probability ``mutation_rate`` (always when it equals a parent)."""
+    first = parents[int(rng.integers(len(parents)))]
+    child = first
+    if len(parents) > 1 and rng.random() < crossover_rate:
+        others = [p for p in parents if p != first]
+        second = others[int(rng.integers(len(others)))]
+        child = crossover(first, second, rng)
+    if child in parents or rng.random() < mutation_rate:
+        child = mutate(child, space, rng, mutation)
+    return child
 
 
 class EvolutionEngine(Strategy):
@@ -76,16 +91,8 @@ class EvolutionEngine(Strategy):
         return batch
 
     def _breed(self) -> Genotype:
-        parents = [e.genotype for e in self.population]
-        first = parents[int(self.rng.integers(len(parents)))]
-        child = first
-        if len(parents) > 1 and self.rng.random() < self.crossover_rate:
-            others = [p for p in parents if p != first]
-            second = others[int(self.rng.integers(len(others)))]
-            child = crossover(first, second, self.rng)
-        if child in parents or self.rng.random() < self.mutation_rate:
-            child = mutate(child, self.space, self.rng, self.mutation)
-        return child
+        return breed([e.genotype for e in self.population], self.space, self.rng, self.crossover_rate,
+                     self.mutation_rate, self.mutation)
 
     def _select(self, batch: list[Evaluation]) -> tuple[Evaluation, ...]:
         return select_survivors(self.population, batch, self.mu)

@@ -1,4 +1,4 @@
-"""The head node: the engine's batches go out through the ventilator, and
+"""The head node's evaluators: genotypes go out through the ventilator and
 fitnesses come back through the sink. Imports transport (zmq), never torch."""
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ class SearchStopped(Exception):
 
 
 class DistributedEvaluator:
-    """A batch evaluator (see :mod:`evo.search`) that runs on remote workers.
+    """Evaluates genotypes on remote workers, through a :class:`Broker`.
 
-    Each genotype becomes a task whose id is derived from its content
-    (genotype + training spec), so the broker applies a late or duplicate
-    result at most once. A task the broker gave up on (its workers died or
-    hung ``max_attempts`` times) is a failed evaluation; so is a result the
-    worker reported as failed (diverged, out of memory).
+    Asynchronous: ``submit(genotypes)`` hands tasks out, ``poll(timeout)``
+    returns the evaluations that finished. Called with a batch, it is a batch
+    evaluator (see :mod:`evo.search`). Each genotype becomes a task whose id
+    is derived from its content (genotype + training spec), so the broker
+    applies a late or duplicate result at most once. A task the broker gave
+    up on (its workers died or hung ``max_attempts`` times) is a failed
+    evaluation with ``metrics["gave_up"]``; so is a result the worker
+    reported as failed (diverged, out of memory), without that mark.
     """
 
     def __init__(self, broker: Broker, spec: TrainSpec, *, stop: threading.Event | None = None,
@@ -41,28 +44,46 @@ class DistributedEvaluator:
         self.tick = tick
         self.status_every_s = status_every_s
         self._spec_wire = spec.to_dict()
+        self._pending: dict[str, Genotype] = {}
+        self._next_status = time.monotonic() + status_every_s
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, genotypes: Sequence[Genotype]) -> list[str]:
+        ids = []
+        for genotype in genotypes:
+            tid = task_id(genotype, self.spec)
+            if tid not in self._pending:
+                self._pending[tid] = genotype
+                self.broker.submit(tid, str(genotype), self._spec_wire)
+            ids.append(tid)
+        return ids
+
+    def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]:
+        """``(task_id, evaluation)`` pairs that finished within ``timeout_s``."""
+        if self.stop.is_set():
+            raise SearchStopped(f"stopped with {len(self._pending)} tasks unfinished")
+        finished = []
+        for outcome in self.broker.poll(timeout_s):
+            genotype = self._pending.pop(outcome.task_id, None)
+            if genotype is not None:
+                finished.append((outcome.task_id, self._evaluation(genotype, outcome)))
+        if self.tick is not None:
+            self.tick()
+        if time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + self.status_every_s
+            workers = self.broker.workers()
+            log.info("search.waiting", pending=len(self._pending), workers=len(workers),
+                     busy=sum(w["state"] == "busy" for w in workers.values()))
+        return finished
 
     def __call__(self, batch: Sequence[Genotype]) -> list[Evaluation]:
-        ids = {task_id(g, self.spec): g for g in batch}
-        for tid, genotype in ids.items():
-            self.broker.submit(tid, str(genotype), self._spec_wire)
+        ids = self.submit(batch)
         results: dict[str, Evaluation] = {}
-        next_status = time.monotonic() + self.status_every_s
-        while len(results) < len(ids):
-            if self.stop.is_set():
-                raise SearchStopped(f"stopped with {len(ids) - len(results)} of {len(ids)} tasks unfinished")
-            for outcome in self.broker.poll(0.2):
-                genotype = ids.get(outcome.task_id)
-                if genotype is None or outcome.task_id in results:
-                    continue
-                results[outcome.task_id] = self._evaluation(genotype, outcome)
-            if self.tick is not None:
-                self.tick()
-            if time.monotonic() >= next_status:
-                next_status += self.status_every_s
-                workers = self.broker.workers()
-                log.info("search.waiting", done=len(results), of=len(ids), workers=len(workers),
-                         busy=sum(w["state"] == "busy" for w in workers.values()))
+        while len(results) < len(set(ids)):
+            results.update(self.poll(0.2))
         return [results[tid] for tid in ids]
 
     def _evaluation(self, genotype: Genotype, outcome: Done | Failed) -> Evaluation:
@@ -70,7 +91,8 @@ class DistributedEvaluator:
         if isinstance(outcome, Failed):
             log.warning("task.gave_up", task_id=tid, genotype=str(genotype), attempts=outcome.attempts,
                         reason=outcome.reason)
-            return Evaluation.failed(genotype, f"gave up after {outcome.attempts} attempts: {outcome.reason}")
+            return Evaluation.failed(genotype, f"gave up after {outcome.attempts} attempts: {outcome.reason}",
+                                     {"gave_up": True, "attempts": outcome.attempts})
         result = outcome.result
         evaluation = evaluation_from_metrics(genotype, result.ok, result.metrics, result.error)
         log.info("task.completed", task_id=tid, genotype=str(genotype), attempt=result.attempt,

@@ -28,6 +28,16 @@ def local_endpoint(bound: str) -> str:
     return bound.replace("//[::]:", "//[::1]:")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the head dies (even by SIGKILL),
+    so local workers never outlive it; elsewhere they notice nothing and are stopped by stop()."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class LocalWorkers:
     """``count`` worker processes connected to ``ventilator`` and ``sink``."""
 
@@ -46,7 +56,7 @@ class LocalWorkers:
     def _spawn(self, slot: int) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": self._command[self._command.index("--threads") + 1]}
         command = [*self._command, "--worker-id", f"local{slot}-{os.getpid()}-{self.restarts}"]
-        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._started_at[slot] = time.monotonic()
         log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
 

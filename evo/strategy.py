@@ -120,6 +120,15 @@ class Strategy:
         ranked = rank(self.evaluations)
         return ranked[0] if ranked else None
 
+    def snapshot(self) -> dict:
+        """The engine's state as plain JSON-able values: generation, population, RNG state."""
+        return {
+            "generation": self.generation,
+            "population": [[str(e.genotype), e.loss] for e in self.population],
+            "evaluations": self.evaluation_count,
+            "rng": self.rng.bit_generator.state,
+        }
+
     # -- what a strategy defines ------------------------------------------------------
     def _propose(self) -> list[Genotype]:
         raise NotImplementedError("a strategy defines _propose()")

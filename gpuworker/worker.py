@@ -35,13 +35,16 @@ def sink_for(ventilator: str) -> str:
 
 
 def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: threading.Event,
-               heartbeat_s: float = 1.0, worker_id: str | None = None, max_tasks: int = 0) -> int:
-    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done). Returns tasks done."""
+               heartbeat_s: float = 1.0, worker_id: str | None = None, max_tasks: int = 0,
+               curve=None) -> int:
+    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done). Returns tasks done.
+
+    ``curve``: a ``transport.keys.CurveClient`` to talk CURVE to the head; None: plain TCP."""
     from transport.channel import WorkerChannel
     from transport.protocol import MAX_ERROR_LEN, Result, wire_metrics
 
     done = 0
-    with WorkerChannel(ventilator, sink, worker_id=worker_id, heartbeat_s=heartbeat_s) as channel:
+    with WorkerChannel(ventilator, sink, worker_id=worker_id, heartbeat_s=heartbeat_s, curve=curve) as channel:
         structlog.contextvars.bind_contextvars(worker_id=channel.worker_id)
         log.info("worker.started", ventilator=ventilator, sink=sink)
         while not stop.is_set() and not (max_tasks and done >= max_tasks):
@@ -95,9 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"))
     fake.add_argument("--poison", action="append", default=[], metavar="GENOTYPE",
                       help="die (SIGKILL) when given this genotype")
+    security = parser.add_argument_group(
+        "security (CURVE; see docs/protocol.md, Security). CURVE is on iff --server-key is given")
+    security.add_argument("--server-key", default=None, metavar="FILE",
+                          help="the head's public key file (NAME.key from evovae keys generate)")
+    security.add_argument("--key", default=None, metavar="FILE",
+                          help="this worker's secret key file (NAME.key_secret, mode 0600); its public key must be "
+                               "in the head's --allow directory")
+    security.add_argument("--insecure", action="store_true",
+                          help="plain TCP, no CURVE (the head must be plain too); excludes --server-key and --key")
     parser.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
+
+
+def curve_of(args: argparse.Namespace):
+    """The CurveClient the options ask for, or None for plain TCP; ValueError (one line) if they conflict."""
+    from transport.keys import CurveClient
+
+    if args.insecure and (args.server_key or args.key):
+        raise ValueError("--insecure excludes --server-key and --key")
+    if args.server_key and not args.key:
+        raise ValueError("--server-key needs --key FILE (this worker's secret key file, from evovae keys generate)")
+    if args.key and not args.server_key:
+        raise ValueError("--key needs --server-key FILE (the head's public key file)")
+    if not args.server_key:
+        return None
+    return CurveClient.from_files(args.key, args.server_key)  # KeyFileError is a ValueError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,9 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_format, args.log_level, role="worker")
     try:
         sink = args.sink or sink_for(args.connect)
+        curve = curve_of(args)
     except ValueError as exc:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
         return 2
+    if curve is None:
+        log.warning("auth.disabled", mechanism="NULL", insecure=args.insecure,
+                    reason="no --server-key: plain TCP to the head (it must run without CURVE)")
+    else:
+        log.info("auth.enabled", mechanism="CURVE", public_key=curve.public_key.decode("ascii"),
+                 server_key=curve.server_key.decode("ascii"))
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -127,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
     try:
         run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=args.worker_id,
-                   max_tasks=args.max_tasks)
+                   max_tasks=args.max_tasks, curve=curve)
     except WorkerUnfit as exc:  # e.g. this node lacks the data: say so, take no more tasks
         log.error("worker.unfit", error=str(exc))
         print(f"evovae worker: error: {exc}", file=sys.stderr)

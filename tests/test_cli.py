@@ -41,12 +41,13 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 
 def test_search_on_real_fashion_mnist_is_reproducible(tmp_path):
-    args = ["search", "--population", "3", "--offspring", "3", "--generations", "3", "--seed", "7", *SMALL]
-    first = evovae(*args, "--output", str(tmp_path / "a.json"))
+    args = ["search", "--in-process", "--population", "3", "--offspring", "3", "--generations", "3", "--seed", "7",
+            *SMALL]
+    first = evovae(*args, "--output", str(tmp_path / "a.json"), "--run-dir", str(tmp_path / "run-a"))
     assert first.returncode == 0, first.stderr
     gens = [line for line in first.stdout.splitlines() if line.startswith("gen ")]
     assert len(gens) == 3
-    second = evovae(*args, "--output", str(tmp_path / "b.json"))
+    second = evovae(*args, "--output", str(tmp_path / "b.json"), "--run-dir", str(tmp_path / "run-b"))
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
     assert a["population"] == b["population"] and a["evaluations"] == b["evaluations"]
     assert len(a["population"]) == 3 and len(a["evaluations"]) >= 3
@@ -55,3 +56,4 @@ def test_search_on_real_fashion_mnist_is_reproducible(tmp_path):
     logged = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
     assert sum(e["event"] == "generation.done" for e in logged) == 3
     assert second.returncode == 0
+    assert json.loads((tmp_path / "run-a" / "result.json").read_text())["population"] == a["population"]

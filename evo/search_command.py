@@ -1,0 +1,262 @@
+"""``evovae search``: build the engine, the evaluator, the journal and the cache, and run.
+
+The in-process mode trains in this process (imports torch through gpuworker);
+the distributed mode binds a ventilator and a sink (imports transport) and
+optionally starts local workers. Either way every search has a run directory
+with its journal, and ``--resume RUN_DIR`` continues a search that stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .engine import EvolutionEngine
+from .evaluation import Evaluation, evaluation_from_metrics
+from .genotype import Genotype, GenotypeError, parse_genotype
+from .journal import JournalError, ResultCache, RunJournal
+from .random_search import RandomSearch
+from .runner import InProcessEvaluator, Runner, budget_of
+from .search import format_report
+from .space import SearchSpace
+from .spec import TrainSpec
+from .steady_state import SteadyStateEngine
+
+__all__ = ["SEARCH_KEYS", "UsageError", "genotype_arg", "run", "spec_of"]
+
+#: The options that define a search (stored in its journal; a resumed run takes them from there).
+SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
+               "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
+               "split_seed")
+
+
+class UsageError(Exception):
+    """Bad input from the person at the keyboard: one line, exit status 2."""
+
+
+def spec_of(args: argparse.Namespace) -> TrainSpec:
+    try:
+        return TrainSpec(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, train_subset=args.train_subset, val_size=args.val_size,
+                         split_seed=args.split_seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def genotype_arg(text: str) -> Genotype:
+    try:
+        return parse_genotype(text)
+    except GenotypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def strategy_of(args: argparse.Namespace):
+    try:
+        space = SearchSpace(max_layers=args.max_layers)
+        initial = [space.validate(genotype_arg(t)) for t in args.initial]
+        if args.strategy == "random":
+            if initial or args.mode != "generational":
+                raise UsageError("--strategy random takes neither --initial nor --mode steady-state")
+            return RandomSearch(space, mu=args.population, batch=args.offspring, seed=args.seed)
+        if args.mode == "steady-state":
+            if initial:
+                raise UsageError("--initial only applies to --mode generational")
+            return SteadyStateEngine(space, mu=args.population, seed=args.seed, report_every=args.offspring,
+                                     crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate)
+        return EvolutionEngine(space, mu=args.population, lam=args.offspring, seed=args.seed,
+                               crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate, initial=initial)
+    except (ValueError, GenotypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _summary(strategy, spec: TrainSpec, runner: Runner, seconds: float, run_dir: Path) -> dict[str, Any]:
+    def item(e: Evaluation) -> dict:
+        return {"genotype": str(e.genotype), "loss": e.loss, "fitness": e.fitness, "error": e.error}
+
+    return {
+        "run_dir": str(run_dir),
+        "spec": spec.to_dict(),
+        "strategy": type(strategy).__name__,
+        "seed": strategy.seed,
+        "generations": [
+            {"generation": r.generation, "evaluated": r.evaluated, "failed": r.failed, "duplicates": r.duplicates,
+             "best_loss": r.best.loss if r.best else None, "median_loss": r.median_loss}
+            for r in strategy.history
+        ],
+        "population": [item(e) for e in strategy.population],
+        "evaluations": [item(e) for e in strategy.evaluations],
+        "evaluated_now": runner.evaluated,
+        "reused_from_journal": runner.reused,
+        "cache_hits": runner.cache_hits,
+        "seconds": seconds,
+    }
+
+
+def _open_journal(args: argparse.Namespace) -> RunJournal:
+    try:
+        if args.resume:
+            journal = RunJournal.open(args.resume)
+            generations = args.generations
+            for key, value in journal.config.items():
+                setattr(args, key, value)
+            if generations is not None:  # a resumed search may be given more generations
+                args.generations = generations
+            return journal
+        if args.generations is None:
+            args.generations = 5
+        run_dir = Path(args.run_dir or Path("runs") / time.strftime(f"search-%Y%m%dT%H%M%SZ-{os.getpid()}",
+                                                                   time.gmtime()))
+        return RunJournal.create(run_dir, {key: getattr(args, key) for key in SEARCH_KEYS})
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec) -> InProcessEvaluator:
+    from gpuworker.data import DataError, splits
+    from gpuworker.train import evaluate, set_threads
+
+    set_threads(args.threads or None)
+    try:
+        splits(spec, root=args.data_root, download=args.download)  # fail fast, before any generation
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+    def one(genotype: Genotype) -> Evaluation:
+        result = evaluate(genotype, spec, device=args.device, data_root=args.data_root, download=args.download)
+        return evaluation_from_metrics(genotype, result.ok, result.metrics(), result.error)
+
+    return InProcessEvaluator(one, spec)
+
+
+def _next_port(endpoint: str) -> str:
+    head, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"cannot derive the sink endpoint from {endpoint!r}: give --sink-bind")
+    return f"{head}:{int(port) + 1}"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    try:
+        spec = spec_of(args)
+        strategy = strategy_of(args)
+        cache = None
+        if args.cache:
+            try:
+                cache = ResultCache(args.cache)
+            except JournalError as exc:
+                raise UsageError(str(exc)) from None
+        return _run(args, journal, spec, strategy, cache)
+    finally:
+        journal.close()
+
+
+def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCache | None) -> int:
+    started = time.perf_counter()
+    stats: Callable[[], str] = lambda: ""
+    runner_box: list[Runner] = []
+
+    def progress(report) -> None:
+        runner = runner_box[0]
+        saved = f"  reused {runner.reused}  cache-hits {runner.cache_hits}" if runner.reused or runner.cache_hits else ""
+        print(format_report(report, f"{stats()}{saved}  {time.perf_counter() - started:.0f}s"), flush=True)
+
+    print(f"run directory {journal.run_dir}", flush=True)
+    if args.in_process:
+        runner = Runner(_in_process_evaluator(args, spec), spec, journal=journal, cache=cache, on_report=progress)
+        runner_box.append(runner)
+        _drive(args, runner, strategy)
+        _finish(args, strategy, spec, runner, started, journal)
+        return 0
+
+    from transport.broker import Broker
+
+    from .head import DistributedEvaluator, SearchStopped
+    from .local_workers import LocalWorkers
+
+    try:
+        broker = Broker(args.bind, args.sink_bind or _next_port(args.bind), heartbeat_s=args.heartbeat,
+                        liveness=args.liveness, lease_s=args.lease, max_attempts=args.max_attempts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        raise UsageError(f"cannot bind {args.bind}: {exc} (is another search running? pick another --bind)") from None
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    worker_args = [*args.worker_arg, "--heartbeat", str(args.heartbeat), "--log-format", "json",
+                   "--log-level", args.log_level]
+    for flag, value in (("--data-root", args.data_root), ("--device", args.device)):
+        if value:
+            worker_args += [flag, value]
+    if args.download:
+        worker_args.append("--download")
+    workers = LocalWorkers(args.local_workers, broker.ventilator_endpoint, broker.sink_endpoint, worker_args,
+                           threads_each=args.threads or max(1, _cores() // max(1, args.local_workers)))
+
+    def broker_stats() -> str:
+        st = broker.stats
+        return (f"  workers {len(broker.workers())}  resends {st.resends}  lost {st.failures}"
+                f"  duplicate-results {st.duplicates}")
+
+    stats = broker_stats
+    print(f"ventilator {broker.ventilator_endpoint}  sink {broker.sink_endpoint}  "
+          f"local workers {args.local_workers}", flush=True)
+    try:
+        workers.start()
+        evaluator = DistributedEvaluator(broker, spec, stop=stop, tick=workers.check)
+        runner = Runner(evaluator, spec, journal=journal, cache=cache, on_report=progress,
+                        capacity=lambda: len(broker.workers()))
+        runner_box.append(runner)
+        _drive(args, runner, strategy)
+    except SearchStopped as exc:
+        print(f"evovae: stopped by {signal.Signals(received[0]).name}: {exc}; "
+              f"resume with: evovae search --resume {journal.run_dir}", file=sys.stderr)
+        return 128 + received[0]
+    finally:
+        workers.stop()
+        broker.close()
+    _finish(args, strategy, spec, runner, started, journal)
+    return 0
+
+
+def _drive(args, runner: Runner, strategy) -> None:
+    try:
+        runner.replay(strategy)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if isinstance(strategy, SteadyStateEngine):
+        runner.run_steady_state(strategy, budget_of(args.population, args.offspring, args.generations))
+    else:
+        runner.run_generations(strategy, args.generations)
+
+
+def _finish(args, strategy, spec: TrainSpec, runner: Runner, started: float, journal: RunJournal) -> None:
+    print("final population (best first):")
+    for rank_, e in enumerate(strategy.population, 1):
+        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}")
+    print(f"evaluations: {runner.evaluated} run now, {runner.reused} reused from the journal, "
+          f"{runner.cache_hits} from the cache")
+    summary = json.dumps(_summary(strategy, spec, runner, time.perf_counter() - started, journal.run_dir), indent=2)
+    (journal.run_dir / "result.json").write_text(summary)
+    if args.output:
+        Path(args.output).write_text(summary)

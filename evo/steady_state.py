@@ -1,0 +1,125 @@
+"""Steady-state (asynchronous) evolution: a new offspring as soon as a result arrives.
+
+The paper names it as future work to cut worker idleness: a generational
+search waits for the slowest evaluation of every generation, while here a
+worker that finishes gets the next offspring at once. Breeding and selection
+are the generational engine's ((mu + 1) instead of (mu + lambda)); the
+seen-set works the same way.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .engine import breed
+from .evaluation import Evaluation
+from .genotype import Genotype
+from .mutation import MutationRates
+from .selection import rank, select_survivors
+from .space import SearchSpace
+from .strategy import GenerationReport
+
+__all__ = ["SteadyStateEngine"]
+
+
+class SteadyStateEngine:
+    """(mu + 1) evolution with asynchronous ask/tell.
+
+    ``ask(n)`` returns up to ``n`` genotypes never seen before: random ones
+    until ``mu`` evaluations exist, offspring of the population after. ``tell``
+    takes evaluations of any outstanding genotypes, in any number and order;
+    each one competes for a place in the population at once. A report is made
+    every ``report_every`` evaluations (a "generation", for progress lines).
+    """
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0, report_every: int = 10,
+                 crossover_rate: float = 0.5, mutation_rate: float = 0.8,
+                 mutation: MutationRates = MutationRates()) -> None:
+        if mu < 1 or report_every < 1:
+            raise ValueError(f"mu and report_every must be >= 1, got {mu}, {report_every}")
+        self.space = space
+        self.mu = mu
+        self.seed = seed
+        self.report_every = report_every
+        self.crossover_rate = crossover_rate
+        self.mutation_rate = mutation_rate
+        self.mutation = mutation
+        self.rng = np.random.default_rng(seed)
+        self.population: tuple[Evaluation, ...] = ()
+        self.history: list[GenerationReport] = []
+        self._seen: dict[Genotype, Evaluation | None] = {}
+        self._told = 0
+        self._window = {"evaluated": 0, "failed": 0, "duplicates": 0}
+
+    @property
+    def generation(self) -> int:
+        return len(self.history)
+
+    @property
+    def outstanding(self) -> list[Genotype]:
+        return [g for g, e in self._seen.items() if e is None]
+
+    @property
+    def evaluation_count(self) -> int:
+        return self._told
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        return [e for e in self._seen.values() if e is not None]
+
+    @property
+    def seen(self) -> dict[Genotype, Evaluation | None]:
+        return dict(self._seen)
+
+    @property
+    def best(self) -> Evaluation | None:
+        ranked = rank(self.evaluations)
+        return ranked[0] if ranked else None
+
+    def ask(self, n: int = 1) -> list[Genotype]:
+        batch: list[Genotype] = []
+        for _ in range(100 * max(n, 1)):
+            if len(batch) == n:
+                break
+            if self._told < self.mu or not self.population:
+                child = self.space.sample(self.rng)
+            else:
+                child = breed([e.genotype for e in self.population], self.space, self.rng, self.crossover_rate,
+                              self.mutation_rate, self.mutation)
+            if child in self._seen:
+                self._window["duplicates"] += 1
+                continue
+            self._seen[child] = None
+            batch.append(child)
+        return batch
+
+    def tell(self, evaluations: Iterable[Evaluation]) -> list[GenerationReport]:
+        """Apply evaluations; returns the reports completed by them (usually none or one)."""
+        reports = []
+        for e in evaluations:
+            if self._seen.get(e.genotype, 0) is not None:
+                raise ValueError(f"{e.genotype} is not outstanding: ask for it first, and tell it once")
+            self._seen[e.genotype] = e
+            self._told += 1
+            self._window["evaluated"] += 1
+            self._window["failed"] += not e.ok
+            self.population = select_survivors(self.population, [e], self.mu)
+            if self._told % self.report_every == 0:
+                reports.append(self._report())
+        return reports
+
+    def _report(self) -> GenerationReport:
+        report = GenerationReport(generation=self.generation, population=self.population,
+                                  total_evaluations=self._told, **self._window)
+        self.history.append(report)
+        self._window = {"evaluated": 0, "failed": 0, "duplicates": 0}
+        return report
+
+    def snapshot(self) -> dict:
+        return {
+            "generation": self.generation,
+            "population": [[str(e.genotype), e.loss] for e in self.population],
+            "evaluations": self._told,
+            "rng": self.rng.bit_generator.state,
+        }

@@ -1,0 +1,475 @@
+"""Trained models on disk, and the commands that use them.
+
+A model directory holds two files:
+
+* ``weights.pt`` - ``torch.save`` of the model's ``state_dict`` and nothing
+  else (tensors only), read back with ``torch.load(..., weights_only=True)``:
+  loading never unpickles arbitrary objects;
+* ``model.json`` - what the weights mean: the genotype in the paper's text form,
+  the input shape, the training spec, the losses (validation curve, final
+  validation and test negative ELBO with their reconstruction and KL parts),
+  the parameter count, the trainer version and the SHA-256 of ``weights.pt``.
+
+:func:`load_model` checks all of it (format, checksum, every key and shape of
+the state_dict against the VAE the genotype builds) and raises
+:class:`ModelDirError` with the reason for a missing, corrupt, tampered or
+foreign directory.
+
+Commands (delegated from ``evovae``): ``evovae export`` retrains genotypes and
+saves each under ``OUT/rank-N/``; ``evovae sample`` writes a PNG grid of
+samples from p(x|z); ``evovae reconstruct`` writes test images beside their
+reconstructions.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import structlog
+import torch
+
+from evo.genotype import Genotype, GenotypeError, parse_genotype
+from evo.spec import DATASETS, TRAINER_VERSION, TrainSpec
+
+from .data import splits
+from .model import VAE
+from .train import TrainResult, choose_device, measure, set_threads, train
+
+__all__ = [
+    "DATASET_SHAPES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelDirError",
+    "export_best",
+    "load_model",
+    "main_export",
+    "main_reconstruct",
+    "main_sample",
+    "retrain",
+    "save_model",
+    "train_and_save",
+]
+
+log = structlog.get_logger(__name__)
+
+FORMAT = "evovae-model"
+FORMAT_VERSION = 1
+WEIGHTS = "weights.pt"
+INFO = "model.json"
+
+#: Image shape of each data set (C, H, W or H, W), for models saved without an explicit shape.
+DATASET_SHAPES: dict[str, tuple[int, ...]] = {
+    "fashion-mnist": (28, 28), "mnist": (28, 28), "kmnist": (28, 28), "cifar10": (3, 32, 32), "synthetic": (16, 16),
+}
+
+
+class ModelDirError(ValueError):
+    """A model directory that is missing, corrupt, tampered with or not an evovae model."""
+
+
+# ------------------------------------------------------------------------------------------ saving
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _product(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: TrainSpec, result: TrainResult, *,
+               input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """Write ``weights.pt`` (the state_dict) and ``model.json`` into ``path_dir``; return the info written.
+
+    ``input_shape`` defaults to the data set's image shape (:data:`DATASET_SHAPES`).
+    Both files are written to temporary names and renamed, so a crash never
+    leaves a half-written model behind a valid ``model.json``.
+    """
+    if model.genotype != genotype:
+        raise ValueError(f"the model was built from {model.genotype}, not {genotype}")
+    shape = tuple(int(s) for s in (input_shape if input_shape is not None else DATASET_SHAPES[spec.dataset]))
+    if _product(shape) != model.input_dim:
+        raise ValueError(f"input shape {shape} has {_product(shape)} pixels, the model takes {model.input_dim}")
+    path = Path(path_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    partial = path / f".{WEIGHTS}.{os.getpid()}.partial"
+    torch.save(state, partial)
+    info: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "genotype": str(genotype),
+        "input_shape": list(shape),
+        "input_dim": model.input_dim,
+        "parameters": model.parameter_count(),
+        "trainer_version": TRAINER_VERSION,
+        "spec": spec.to_dict(),
+        "losses": {
+            "unit": "nats per image (negative ELBO = BCE summed over pixels + KL, one z sample)",
+            "validation": {"loss": _finite_or_none(result.loss), "recon": _finite_or_none(result.recon),
+                           "kl": _finite_or_none(result.kl)},
+            "validation_curve": [_finite_or_none(v) for v in result.curve],
+            "train_curve": [_finite_or_none(v) for v in result.train_curve],
+            "test": {k: _finite_or_none(v) for k, v in result.test.items()},
+        },
+        "ok": result.ok,
+        "error": result.error,
+        "seconds": result.seconds,
+        "device": result.device,
+        "torch_version": torch.__version__,
+        "weights": WEIGHTS,
+        "weights_sha256": _sha256(partial),
+    }
+    os.replace(partial, path / WEIGHTS)
+    partial_info = path / f".{INFO}.{os.getpid()}.partial"
+    partial_info.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(partial_info, path / INFO)
+    log.info("model.saved", path=str(path), genotype=str(genotype), parameters=info["parameters"])
+    return info
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+def _read_info(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ModelDirError(f"{path}: no such model directory")
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: not a directory (a model directory holds {INFO} and {WEIGHTS})")
+    info_path = path / INFO
+    if not info_path.is_file():
+        raise ModelDirError(f"{path}: not an evovae model directory ({INFO} is missing; "
+                            "write one with `evovae export` or gpuworker.export.save_model)")
+    try:
+        info = json.loads(info_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{info_path}: corrupt ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise ModelDirError(f"{info_path}: not an evovae model description (format {found!r}, expected {FORMAT!r})")
+    version = info.get("format_version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise ModelDirError(f"{info_path}: model format version {version!r} is not one this evovae reads "
+                            f"(1..{FORMAT_VERSION}); upgrade evovae")
+    return info
+
+
+def _check_info(path: Path, info: dict[str, Any]) -> tuple[Genotype, tuple[int, ...], TrainSpec]:
+    where = path / INFO
+    try:
+        genotype = parse_genotype(info.get("genotype"))
+    except GenotypeError as exc:
+        raise ModelDirError(f"{where}: {exc}") from None
+    shape = info.get("input_shape")
+    if (not isinstance(shape, list) or not 2 <= len(shape) <= 3
+            or not all(type(s) is int and s > 0 for s in shape)):
+        raise ModelDirError(f"{where}: input_shape {shape!r} is not a list of 2 or 3 positive integers")
+    if info.get("input_dim") != _product(shape):
+        raise ModelDirError(f"{where}: input_dim {info.get('input_dim')!r} does not match input_shape {shape}")
+    try:
+        spec = TrainSpec.from_dict(info.get("spec") or {})
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{where}: bad training spec: {exc}") from None
+    return genotype, tuple(shape), spec
+
+
+def _read_state(path: Path, info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ModelDirError(f"{path}: {WEIGHTS} is missing")
+    expected = info.get("weights_sha256")
+    actual = _sha256(weights)
+    if actual != expected:
+        raise ModelDirError(f"{weights}: SHA-256 {actual[:16]}... does not match {INFO} "
+                            f"({str(expected)[:16]}...): the weights were changed or corrupted after saving")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for non-tensor objects, RuntimeError for a broken archive
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelDirError(f"{weights}: cannot be read as a tensors-only state_dict ({first})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelDirError(f"{weights}: does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def load_model(path_dir: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, dict[str, Any]]:
+    """The VAE saved in ``path_dir`` (in eval mode, on ``device``) and its ``model.json``.
+
+    Raises :class:`ModelDirError` for a directory that is missing, corrupt,
+    tampered with or foreign: the state_dict must have exactly the keys and
+    shapes of the VAE its genotype builds.
+    """
+    path = Path(path_dir)
+    info = _read_info(path)
+    genotype, shape, _ = _check_info(path, info)
+    state = _read_state(path, info)
+    model = VAE(genotype, _product(shape))
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(set(wanted) - set(got)), sorted(set(got) - set(wanted))
+    wrong = [f"{k} {got[k]} (expected {wanted[k]})" for k in sorted(set(wanted) & set(got)) if got[k] != wanted[k]]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+        if wrong:
+            parts.append(f"wrong shapes {'; '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}")
+        raise ModelDirError(f"{path / WEIGHTS}: does not fit genotype {genotype} with {_product(shape)} inputs: "
+                            + "; ".join(parts))
+    if any(not torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise ModelDirError(f"{path / WEIGHTS}: holds non-finite weights")
+    model.load_state_dict(state, strict=True)
+    if info.get("trainer_version") != TRAINER_VERSION:
+        log.warning("model.trainer_version", path=str(path), saved=info.get("trainer_version"),
+                    current=TRAINER_VERSION)
+    return model.to(device).eval(), info
+
+
+# --------------------------------------------------------------------------------------- retraining
+
+def retrain(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str | None = None,
+            data_root: str | Path | None = None, download: bool = False) -> tuple[VAE, TrainResult, tuple[int, ...]]:
+    """Train ``genotype`` as ``spec`` says and measure it on the test set.
+
+    Returns the model, its result (``result.test`` filled when training
+    succeeded) and the data set's image shape. Runtime errors propagate.
+    """
+    device = choose_device(str(device) if device else None)
+    data = splits(spec, device, data_root, download)
+    model, result = train(genotype, spec, data, device)
+    if result.ok:
+        loss, recon, kl = measure(model, data.test)
+        result = TrainResult(**{**result.__dict__, "test": {"loss": loss, "recon": recon, "kl": kl}})
+    log.info("retrain.done", genotype=str(genotype), epochs=spec.epochs, ok=result.ok, val_loss=result.loss,
+             test_loss=result.test.get("loss"), seconds=round(result.seconds, 2))
+    return model, result, data.shape
+
+
+def train_and_save(genotype: Genotype | str, spec: TrainSpec, path_dir: str | Path, *,
+                   device: torch.device | str | None = None, data_root: str | Path | None = None,
+                   download: bool = False) -> dict[str, Any]:
+    """:func:`retrain` then :func:`save_model`; returns the ``model.json`` written, plus ``path``."""
+    genotype = parse_genotype(genotype) if isinstance(genotype, str) else genotype
+    model, result, shape = retrain(genotype, spec, device=device, data_root=data_root, download=download)
+    info = save_model(path_dir, model, genotype, spec, result, input_shape=shape)
+    return {**info, "path": str(path_dir)}
+
+
+def _pool_init(threads: int, log_format: str, log_level: str) -> None:
+    """Set up a spawned retraining process: torch threads and structlog (to stderr)."""
+    from evo.log import configure
+
+    configure(log_format, log_level, role="retrain")
+    set_threads(threads)
+
+
+def _job(genotype: str, spec: dict, path_dir: str, device: str | None, data_root: str | None,
+         download: bool) -> dict[str, Any]:
+    """One retraining in a pool process (plain arguments in, plain dict out)."""
+    return train_and_save(genotype, TrainSpec.from_dict(spec), path_dir, device=device, data_root=data_root,
+                          download=download)
+
+
+def retrain_many(jobs: Sequence[tuple[Genotype | str, TrainSpec, str | Path]], *, device: str | None = None,
+                 data_root: str | Path | None = None, download: bool = False, processes: int = 1,
+                 threads_each: int | None = None, log_format: str = "json",
+                 log_level: str = "warning") -> list[dict[str, Any]]:
+    """Run :func:`train_and_save` for every ``(genotype, spec, path_dir)``, in order of the results.
+
+    With ``processes > 1`` the jobs run in that many fresh (spawned) processes,
+    ``threads_each`` torch threads each, largest models first; the results come
+    back in the order of ``jobs``. ``log_format``/``log_level`` configure
+    structlog in those processes.
+    """
+    plain = [(str(g), spec.to_dict(), str(p), device, str(data_root) if data_root else None, download)
+             for g, spec, p in jobs]
+    if processes <= 1 or len(plain) <= 1:
+        return [train_and_save(g, TrainSpec.from_dict(s), p, device=d, data_root=r, download=dl)
+                for g, s, p, d, r, dl in plain]
+    import multiprocessing
+
+    threads = threads_each or max(1, (os.cpu_count() or 1) // processes)
+    order = sorted(range(len(plain)), key=lambda i: -parse_genotype(plain[i][0]).parameter_count(784))
+    results: list[dict[str, Any] | None] = [None] * len(plain)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_pool_init, initargs=(threads, log_format, log_level)) as pool:
+        futures = {i: pool.submit(_job, *plain[i]) for i in order}
+        for i, future in futures.items():
+            results[i] = future.result()
+    return [r for r in results if r is not None]
+
+
+def export_best(genotypes: Sequence[Genotype | str], spec: TrainSpec, out_dir: str | Path, epochs: int, *,
+                device: str | None = None, data_root: str | Path | None = None, download: bool = False,
+                processes: int = 1) -> list[dict[str, Any]]:
+    """Retrain each genotype (best first) for ``epochs`` epochs with ``spec``'s data and
+    seed, and save it under ``out_dir/rank-N/`` (N from 1). Also writes
+    ``out_dir/export.json`` listing the ranks. Returns each model's info."""
+    if not genotypes:
+        raise ValueError("nothing to export: no genotypes given")
+    parsed = [parse_genotype(g) if isinstance(g, str) else g for g in genotypes]
+    retrain_spec = spec.replace(epochs=epochs)
+    out = Path(out_dir)
+    jobs = [(g, retrain_spec, out / f"rank-{n}") for n, g in enumerate(parsed, 1)]
+    infos = retrain_many(jobs, device=device, data_root=data_root, download=download, processes=processes)
+    index = {
+        "spec": retrain_spec.to_dict(),
+        "models": [{"rank": n, "path": f"rank-{n}", "genotype": info["genotype"],
+                    "validation_loss": info["losses"]["validation"]["loss"],
+                    "test_loss": info["losses"]["test"].get("loss"), "parameters": info["parameters"]}
+                   for n, info in enumerate(infos, 1)],
+    }
+    (out / "export.json").write_text(json.dumps(index, indent=2) + "\n")
+    return infos
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+
+
+def _configure(args: argparse.Namespace, role: str) -> None:
+    from evo.log import configure
+
+    configure(args.log_format, args.log_level, role=role)
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_sample(argv: Sequence[str] | None = None) -> int:
+    """``evovae sample MODEL_DIR``: a PNG grid of sigmoid(decode(z)), z ~ N(0, I)."""
+    from .figures import as_images, save_grid, sample_images
+
+    p = argparse.ArgumentParser(prog="evovae sample", description="Draw samples from p(x|z), z ~ N(0, I).")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    _log_options(p)
+    args = p.parse_args(argv)
+    _configure(args, "sample")
+    if args.n < 1 or args.nrow < 1:
+        return _fail(p.prog, "--n and --nrow must be >= 1")
+    try:
+        model, info = load_model(args.model_dir, args.device)
+    except ModelDirError as exc:
+        return _fail(p.prog, str(exc))
+    images = as_images(sample_images(model, args.n, args.seed), info["input_shape"])
+    save_grid(images, args.out, nrow=args.nrow)
+    print(f"wrote {args.n} samples of {info['genotype']} to {args.out}")
+    return 0
+
+
+def main_reconstruct(argv: Sequence[str] | None = None) -> int:
+    """``evovae reconstruct MODEL_DIR``: test images (odd rows) above their reconstructions (even rows)."""
+    from .data import DataError
+    from .figures import as_images, reconstruction_rows, save_grid
+
+    p = argparse.ArgumentParser(prog="evovae reconstruct",
+                                description="Write test images beside their reconstructions (mean decode of mu).")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--out", default="recon.png", help="PNG to write (default recon.png)")
+    p.add_argument("--n", type=int, default=32, help="test images (default 32, the first N of the test set)")
+    p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--device", default="cpu")
+    _log_options(p)
+    args = p.parse_args(argv)
+    _configure(args, "reconstruct")
+    if args.n < 1 or args.nrow < 1:
+        return _fail(p.prog, "--n and --nrow must be >= 1")
+    try:
+        model, info = load_model(args.model_dir, args.device)
+        spec = TrainSpec.from_dict(info["spec"])
+        test = splits(spec, "cpu", args.data_root, args.download).test
+    except (ModelDirError, DataError) as exc:
+        return _fail(p.prog, str(exc))
+    if test.shape[1] != model.input_dim:
+        return _fail(p.prog, f"test images have {test.shape[1]} pixels, the model takes {model.input_dim}")
+    rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow)
+    save_grid(as_images(rows, info["input_shape"]), args.out, nrow=args.nrow)
+    print(f"wrote {min(args.n, len(test))} test images and their reconstructions by {info['genotype']} to {args.out}")
+    return 0
+
+
+def main_export(argv: Sequence[str] | None = None) -> int:
+    """``evovae export --genotype G [...] --out DIR``: retrain and save each genotype as OUT/rank-N/."""
+    from .data import DataError
+
+    p = argparse.ArgumentParser(prog="evovae export",
+                                description="Retrain genotypes (best first) and save them as OUT/rank-N/.")
+    p.add_argument("--genotype", action="append", required=True, metavar="G",
+                   help="a genotype in the paper's notation, e.g. '850|20|1000' (repeat, best first)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20, the paper's retraining)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=int, default=0, metavar="N")
+    p.add_argument("--val-size", type=int, default=10_000)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--processes", type=int, default=1, help="retrain this many models at once (CPU; default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (per process)")
+    _log_options(p)
+    args = p.parse_args(argv)
+    _configure(args, "export")
+    try:
+        genotypes = [parse_genotype(g) for g in args.genotype]
+        spec = TrainSpec(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, train_subset=args.train_subset, val_size=args.val_size,
+                         split_seed=args.split_seed)
+    except (GenotypeError, ValueError) as exc:
+        return _fail(p.prog, str(exc))
+    if args.processes < 1:
+        return _fail(p.prog, "--processes must be >= 1")
+    if args.processes == 1:
+        set_threads(args.threads or None)
+    try:
+        splits(spec, "cpu", args.data_root, args.download)  # fail fast on missing data
+        infos = export_best(genotypes, spec, args.out, args.epochs, device=args.device, data_root=args.data_root,
+                            download=args.download, processes=args.processes)
+    except DataError as exc:
+        return _fail(p.prog, str(exc))
+    for n, info in enumerate(infos, 1):
+        losses = info["losses"]
+        test = losses["test"].get("loss")
+        test_text = f"{test:.2f}" if test is not None else "n/a"
+        val = losses["validation"]["loss"]
+        val_text = f"{val:.2f}" if val is not None else f"failed: {info['error']}"
+        print(f"rank-{n}  {info['genotype']:<28} params {info['parameters']:>10,}  val {val_text}  "
+              f"test {test_text}  -> {info['path']}")
+    return 0
