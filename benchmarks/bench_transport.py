@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/bench_transport.py [--quick] [--only overhead,throughput,idle,memory]
 
 Prints, side by side in one run:
-  overhead    engine + transport time per task with no-op workers (target <= 0.3 ms; Dask documents ~1 ms)
+  overhead    engine + transport time per task with no-op workers, journal off and on
+              (target <= 0.3 ms; Dask documents ~1 ms)
   throughput  achieved evaluations/s over the ideal, 1/4/16/64 workers sleeping a fixed time (target >= 0.97 at 64)
   idle        fraction of worker time idle while tasks were queued, heavy-tailed (Pareto) task times
+  modes       worker idle fraction of generational vs steady-state evolution, heavy-tailed task times
   memory      worker RSS after 200 fake tasks and 20 real trainings, head RSS after 10,000 fake tasks,
               each against its size after warm-up (target: growth < 50 MB)
 """
@@ -20,14 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import structlog
 
 from evo.engine import EvolutionEngine
 from evo.head import DistributedEvaluator
 from evo.log import configure
+from evo.journal import RunJournal
 from evo.random_search import RandomSearch
+from evo.runner import Runner
 from evo.space import SearchSpace
 from evo.spec import TrainSpec
+from evo.steady_state import SteadyStateEngine
 from transport.broker import Broker
 
 SPEC = TrainSpec(dataset="fashion-mnist", epochs=1)
@@ -82,19 +86,34 @@ def run_batch(broker: Broker, count: int, seed: int) -> float:
     return time.perf_counter() - started
 
 
+def run_engine(broker: Broker, generations: int, journal_dir: Path | None, seed: int) -> tuple[float, int]:
+    """A (500 + 500) evolution through Runner + DistributedEvaluator; returns (seconds, evaluations)."""
+    journal = RunJournal.create(journal_dir, {"bench": True}) if journal_dir else None
+    engine = EvolutionEngine(SearchSpace(), mu=500, lam=500, seed=seed)
+    runner = Runner(DistributedEvaluator(broker, SPEC, status_every_s=3600), SPEC, journal=journal)
+    started = time.perf_counter()
+    runner.run_generations(engine, generations)
+    seconds = time.perf_counter() - started
+    if journal:
+        journal.close()
+    return seconds, engine.evaluation_count
+
+
 def bench_overhead(tmp: Path, quick: bool) -> None:
-    tasks = 1000 if quick else 4000
+    generations = 2 if quick else 8
     for workers in (1, 4):
         with Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=1.0) as broker:
             pool = Workers(broker, workers, ["--fake", "--log-level", "warning"], tmp)
             try:
                 pool.wait_connected(broker)
                 run_batch(broker, 200, seed=99)  # warm-up
-                seconds = run_batch(broker, tasks, seed=1)
+                plain, n_plain = run_engine(broker, generations, None, seed=1)
+                journaled, n_journal = run_engine(broker, generations, tmp / f"journal-{workers}", seed=2)
             finally:
                 pool.stop()
-        print(f"overhead    {workers:3d} no-op workers: {tasks} tasks in {seconds:.2f} s = "
-              f"{1000 * seconds / tasks:.3f} ms per task (target <= 0.3 ms)", flush=True)
+        print(f"overhead    {workers:3d} no-op workers: engine + transport {1000 * plain / n_plain:.3f} ms per task, "
+              f"with the journal {1000 * journaled / n_journal:.3f} ms per task "
+              f"({n_plain} and {n_journal} tasks; target <= 0.3 ms; Dask documents ~1 ms)", flush=True)
 
 
 def bench_throughput(tmp: Path, quick: bool) -> None:
@@ -155,6 +174,35 @@ def bench_idle(tmp: Path, quick: bool) -> None:
           f"idle while tasks were queued {idle / window:.4f} of worker time", flush=True)
 
 
+def bench_modes(tmp: Path, quick: bool) -> None:
+    """Worker idle fraction of generational vs steady-state evolution, heavy-tailed task times."""
+    workers, mu, generations, scale = (4, 8, 5, 0.05) if quick else (8, 16, 8, 0.05)
+    budget = mu + mu * (generations - 1)
+    line = []
+    for mode in ("generational", "steady-state"):
+        with Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=1.0) as broker:
+            pool = Workers(broker, workers, ["--fake", "--fake-sleep", str(scale), "--fake-durations", "pareto",
+                                              "--log-level", "warning"], tmp)
+            try:
+                pool.wait_connected(broker)
+                runner = Runner(DistributedEvaluator(broker, SPEC, status_every_s=3600), SPEC,
+                                capacity=lambda: workers)
+                started = time.perf_counter()
+                if mode == "generational":
+                    engine = EvolutionEngine(SearchSpace(), mu=mu, lam=mu, seed=4)
+                    runner.run_generations(engine, generations)
+                else:
+                    engine = SteadyStateEngine(SearchSpace(), mu=mu, seed=4, report_every=mu)
+                    runner.run_steady_state(engine, budget)
+                wall = time.perf_counter() - started
+            finally:
+                pool.stop()
+        busy = sum(e.metrics["seconds"] for e in engine.evaluations)
+        line.append(f"{mode} {1 - busy / (workers * wall):.3f} ({engine.evaluation_count} evals, {wall:.1f}s)")
+    print(f"modes       idle fraction, {workers} workers, Pareto(1.5) task times (scale {scale}s): "
+          + "   ".join(line), flush=True)
+
+
 def bench_memory(tmp: Path, quick: bool) -> None:
     # worker: 200 fake tasks
     with Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=1.0) as broker:
@@ -208,13 +256,13 @@ def bench_memory(tmp: Path, quick: bool) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a minute or two)")
-    parser.add_argument("--only", default="overhead,throughput,idle,memory")
+    parser.add_argument("--only", default="overhead,throughput,idle,modes,memory")
     args = parser.parse_args(argv)
     configure("json", "warning", stream=open(os.devnull, "w"))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             {"overhead": bench_overhead, "throughput": bench_throughput, "idle": bench_idle,
-             "memory": bench_memory}[name](Path(tmp), args.quick)
+             "modes": bench_modes, "memory": bench_memory}[name](Path(tmp), args.quick)
     return 0
 
 

@@ -15,16 +15,17 @@ __all__ = ["EvolutionEngine", "breed"]
 
 
 def breed(parents: Sequence[Genotype], space: SearchSpace, rng, crossover_rate: float, mutation_rate: float,
-          mutation: MutationRates) -> Genotype:
+          mutation: MutationRates, parent_set: frozenset[Genotype] | None = None) -> Genotype:
     """One offspring: a uniformly drawn parent, crossed with a second, distinct one with probability
-    ``crossover_rate``, then mutated with probability ``mutation_rate`` (always when it equals a parent)."""
-    first = parents[int(rng.integers(len(parents)))]
-    child = first
+    ``crossover_rate``, then mutated with probability ``mutation_rate`` (always when it equals a parent).
+    ``parents`` are distinct; pass ``parent_set`` when breeding many children from the same parents."""
+    index = int(rng.integers(len(parents)))
+    first = child = parents[index]
     if len(parents) > 1 and rng.random() < crossover_rate:
-        others = [p for p in parents if p != first]
-        second = others[int(rng.integers(len(others)))]
+        other = int(rng.integers(len(parents) - 1))  # uniform over the parents but the first
+        second = parents[other + (other >= index)]
         child = crossover(first, second, rng)
-    if child in parents or rng.random() < mutation_rate:
+    if child in (parent_set if parent_set is not None else parents) or rng.random() < mutation_rate:
         child = mutate(child, space, rng, mutation)
     return child
 
@@ -81,18 +82,17 @@ class EvolutionEngine(Strategy):
             initial, self._initial = self._initial, []
             taken = set(initial)
             return initial + self._random_unseen(self.mu - len(initial), taken)
-        batch: list[Genotype] = []
+        parents = [e.genotype for e in self.population]
+        parent_set = frozenset(parents)
+        batch: dict[Genotype, None] = {}  # ordered, with O(1) membership
         for _ in range(self.lam):
-            child = self._breed()
+            child = breed(parents, self.space, self.rng, self.crossover_rate, self.mutation_rate, self.mutation,
+                          parent_set)
             if child in self._seen or child in batch:
                 self._duplicates += 1
             else:
-                batch.append(child)
-        return batch
-
-    def _breed(self) -> Genotype:
-        return breed([e.genotype for e in self.population], self.space, self.rng, self.crossover_rate,
-                     self.mutation_rate, self.mutation)
+                batch[child] = None
+        return list(batch)
 
     def _select(self, batch: list[Evaluation]) -> tuple[Evaluation, ...]:
         return select_survivors(self.population, batch, self.mu)

@@ -7,7 +7,7 @@ decoder widths. Genotypes are frozen: variation operators build new ones.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Genotype", "GenotypeError", "parse_genotype"]
 
@@ -24,6 +24,7 @@ class Genotype:
     encoder: tuple[int, ...]
     latent: int
     decoder: tuple[int, ...]
+    _text: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         for name in ("encoder", "decoder"):
@@ -37,15 +38,15 @@ class Genotype:
                     raise GenotypeError(f"{name} width {w!r} is not a positive integer")
         if type(self.latent) is not int or self.latent < 1:
             raise GenotypeError(f"latent size {self.latent!r} is not a positive integer")
+        text = f"{','.join(map(str, self.encoder))}|{self.latent}|{','.join(map(str, self.decoder))}"
+        object.__setattr__(self, "_text", text)  # the text form is asked for often (task ids, logs, the wire)
 
     @classmethod
     def parse(cls, text: str) -> "Genotype":
         return parse_genotype(text)
 
     def __str__(self) -> str:
-        enc = ",".join(map(str, self.encoder))
-        dec = ",".join(map(str, self.decoder))
-        return f"{enc}|{self.latent}|{dec}"
+        return self._text
 
     @property
     def depth(self) -> tuple[int, int]:

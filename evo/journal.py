@@ -101,6 +101,17 @@ def _evaluation(genotype: str, loss: float | None, error: str, metrics: str) -> 
     return Evaluation.succeeded(g, loss, data) if loss is not None else Evaluation.failed(g, error, data)
 
 
+def _select_many(con: sqlite3.Connection, task_ids: list[str]) -> dict[str, Evaluation]:
+    found = {}
+    for start in range(0, len(task_ids), 500):
+        chunk = task_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in con.execute(f"SELECT task_id, genotype, loss, error, metrics FROM results WHERE task_id IN ({marks})",
+                               chunk):
+            found[row[0]] = _evaluation(*row[1:])
+    return found
+
+
 def _jsonable(metrics: Any) -> str:
     return json.dumps(dict(metrics), default=lambda o: list(o) if isinstance(o, tuple) else str(o))
 
@@ -180,9 +191,11 @@ class RunJournal:
             yield kind, json.loads(task_ids), json.loads(genotypes), json.loads(state) if state else None
 
     def result(self, task_id: str) -> Evaluation | None:
-        row = self._con.execute("SELECT genotype, loss, error, metrics FROM results WHERE task_id = ?",
-                                (task_id,)).fetchone()
-        return _evaluation(*row) if row else None
+        return self.results_for([task_id]).get(task_id)
+
+    def results_for(self, task_ids: list[str]) -> dict[str, Evaluation]:
+        """The journaled results among ``task_ids`` (one query per 500 ids)."""
+        return _select_many(self._con, task_ids)
 
     def results(self) -> dict[str, Evaluation]:
         return {row[0]: _evaluation(*row[1:]) for row in
@@ -214,12 +227,12 @@ class ResultCache:
         self.hits = 0
 
     def get(self, task_id: str) -> Evaluation | None:
-        row = self._con.execute("SELECT genotype, loss, error, metrics FROM results WHERE task_id = ?",
-                                (task_id,)).fetchone()
-        if row is None:
-            return None
-        self.hits += 1
-        return _evaluation(*row)
+        return self.get_many([task_id]).get(task_id)
+
+    def get_many(self, task_ids: list[str]) -> dict[str, Evaluation]:
+        found = _select_many(self._con, task_ids)
+        self.hits += len(found)
+        return found
 
     def put(self, items: Iterable[tuple[str, Evaluation]]) -> None:
         """Store evaluations; only those a worker measured (a loss, or a training failure such as divergence),

@@ -335,7 +335,7 @@ def summarize(logs: Logs, bucket_s: float = 60.0) -> dict[str, Any]:
     head = dict(dispatched=0, tasks=0, resends=0, orphaned=0, results_accepted=0, result_errors=0, duplicates=0,
                 late_results=0, unknown_results=0, gave_up=0, bad_frames=0, auth_refused=0, workers_seen=0,
                 workers_lost=0,
-                local_worker_restarts=0, runs=0)
+                local_worker_restarts=0, runs=0, resumed=0)
     dispatched_ids: set[str] = set()
     gave_up_ids: set[str] = set()
     seen_ids: set[str] = set()
@@ -426,12 +426,16 @@ def summarize(logs: Logs, bucket_s: float = 60.0) -> dict[str, Any]:
             head["runs"] += 1
         elif event == "broker.closed":
             broker_stats = {k: v for k, v in r.fields.items() if k not in COMMON_FIELDS}
+        elif event == "run.replayed":
+            head["resumed"] += isinstance(r.get("tells"), int) and r.get("tells") > 0
         elif event == "generation.done":
+            if r.get("replayed") is True and any(g["generation"] == r.get("generation") for g in generations):
+                continue  # a resumed head re-reports the generations of its journal: keep the first report
             generations.append({
                 "generation": r.get("generation"), "best_loss": r.get("best_loss"),
                 "median_loss": r.get("median_loss"), "best": r.get("best"), "evaluated": r.get("evaluated"),
                 "failed": r.get("failed"), "duplicates": r.get("duplicates"), "total": r.get("total"),
-                "time": _iso(t),
+                "replayed": r.get("replayed") is True, "time": _iso(t),
             })
 
     for w in workers.values():
@@ -511,7 +515,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         return "\n".join(out)
     h = s["head"]
     per_minute = s["evaluations_per_minute"]
-    out.append(f"time {s['start']} .. {s['end']} ({_duration(s['duration_s'])}), {h['runs']} head run(s)")
+    resumed = f" ({h['resumed']} resumed from a journal)" if h["resumed"] else ""
+    out.append(f"time {s['start']} .. {s['end']} ({_duration(s['duration_s'])}), {h['runs']} head run(s){resumed}")
     source = "the head's log" if s["evaluations_source"] == "head" else "the workers' logs (no head lines)"
     out.append(f"evaluations {s['evaluations']} (failed {s['evaluation_failures']}), "
                f"{_num(per_minute, '.1f')} per minute  [counted from {source}]")

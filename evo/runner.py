@@ -159,16 +159,16 @@ class Runner:
 
     def _known(self, wanted: dict[str, Genotype]) -> dict[str, Evaluation]:
         """Results already paid for: this run's journal first, then the shared cache."""
-        found: dict[str, Evaluation] = {}
-        for tid in wanted:
-            if self.journal is not None and (e := self.journal.result(tid)) is not None:
-                found[tid] = e
-                self.reused += 1
-            elif self.cache is not None and (e := self.cache.get(tid)) is not None:
-                found[tid] = e
-                self.cache_hits += 1
+        ids = list(wanted)
+        found = self.journal.results_for(ids) if self.journal is not None else {}
+        self.reused += len(found)
+        if self.cache is not None and len(found) < len(ids):
+            cached = self.cache.get_many([t for t in ids if t not in found])
+            if cached:
+                self.cache_hits += len(cached)
                 if self.journal is not None:
-                    self.journal.record_results([(tid, e, "cache")])
+                    self.journal.record_results([(t, e, "cache") for t, e in cached.items()])
+                found.update(cached)
         if found:
             log.info("results.reused", count=len(found), journal=self.reused, cache=self.cache_hits)
         return found
