@@ -35,7 +35,7 @@ def test_docs_example_worker_completes_tasks(tmp_path):
                 outcomes += broker.poll(0.1)
             assert proc.poll() is None, proc.stderr.read()
             assert sorted(o.task_id for o in outcomes) == ["doc-1", "doc-2"]
-            assert all(isinstance(o, Done) and o.result.metrics == {"val_loss": 242.9} for o in outcomes)
+            assert all(isinstance(o, Done) and o.result.metrics == {"loss": 242.9} for o in outcomes)
             assert broker.stats.bad_frames == 0 and broker.stats.heartbeats >= 2
         finally:
             proc.kill()
