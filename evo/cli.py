@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_log_options(train)
 
     search = sub.add_parser("search", help="run an evolutionary (or random) search")
+    search.add_argument("--config", metavar="FILE", help="a TOML settings file; its [search] table sets defaults "
+                        "for these options (flags override it)")
     s = search.add_argument_group("search")
     s.add_argument("--strategy", default="evolution", choices=("evolution", "random"))
     s.add_argument("--population", type=int, default=10, help="mu: the population size (default 10)")
@@ -139,6 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] and argv[0] in DELEGATED:  # these parse their own options
         return _delegate(argv[0], argv[1:])
     parser = _parser()
+    if argv[:1] == ["search"]:
+        from .settings import SettingsError, apply_settings
+
+        search = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["search"]
+        try:
+            apply_settings(search, argv[1:], "search")
+        except SettingsError as exc:
+            print(f"evovae: error: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     from .log import configure
 
