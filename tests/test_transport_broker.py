@@ -312,12 +312,28 @@ def test_duplicate_and_replayed_results_applied_once(ctx, make_broker):
     a.task = None
     outcomes = run_until(broker, lambda: broker.stats.duplicates == 2 and broker.stats.unknown_results == 1, [a])
     assert outcomes == [Done("t1", first)]
-    broker.submit("t1", "850|20|1000", SPEC)  # completed ids are not run again
     assert broker.pending == 0
     # a replay of the same bytes much later is still a duplicate
     a.push.send(encode(first))
     run_until(broker, lambda: broker.stats.duplicates == 3, [a])
     assert broker.stats.completed == 1 and broker.stats.dispatched == 1
+    a.close()
+
+
+def test_a_completed_task_submitted_again_runs_again(ctx, make_broker):
+    broker = make_broker()
+    a = FakeWorker(ctx, broker, "wA")
+    broker.submit("t1", "850|20|1000", SPEC)
+    run_until(broker, lambda: a.task is not None, [a])
+    first = a.result(a.task)
+    a.task = None
+    assert run_until(broker, lambda: broker.stats.completed == 1, [a]) == [Done("t1", first)]
+    broker.submit("t1", "850|20|1000", SPEC)  # e.g. a second search through the same broker
+    assert broker.pending == 1
+    run_until(broker, lambda: a.task is not None, [a])
+    second = a.result(a.task)
+    assert run_until(broker, lambda: broker.stats.completed == 2, [a]) == [Done("t1", second)]
+    assert broker.stats.dispatched == 2 and broker.pending == 0
     a.close()
 
 

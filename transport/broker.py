@@ -20,7 +20,11 @@ Reliability rules (docs/protocol.md has them in full):
   attempts the task becomes :class:`Failed`;
 * exactly-once: the first ``Result`` for a pending task (from any attempt) completes it;
   every later one is dropped and counted;
-* a bad frame is logged (``frame.rejected``), counted and dropped; ``poll`` goes on.
+* a bad frame is logged (``frame.rejected``), counted and dropped; ``poll`` goes on;
+* with ``curve=CurveServer(...)`` both sockets are CURVE servers and a ZAP handler admits
+  only the workers whose public key is on the allow-list; refused handshakes are counted
+  (``stats.handshake_failures``) and logged (``auth.refused``, ``auth.key_refused``).
+  Without it the broker is plain TCP and says so (``auth.disabled``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from typing import Any, Callable
 
 import structlog
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from transport.codec import decode, pack_checked
+from transport.keys import CurveServer
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
 
 __all__ = ["Broker", "BrokerStats", "Done", "Failed"]
@@ -48,6 +55,11 @@ _ORPHANED = "orphaned"  # its worker asked for new work without a result; re-sen
 
 _DRAIN_BATCH = 512  # messages read per socket per round, so timers stay on time under a flood
 _REJECT_LOG_PER_S = 20  # frame.rejected lines per second before they are summarised
+_AUTH_LOG_PER_S = 20  # auth.refused / auth.key_refused lines per second before they are summarised
+ZAP_DOMAIN = "evovae"  # the ZAP domain of the broker's CURVE sockets
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class BrokerStats:
     stale_heartbeats: int = 0  # heartbeats for attempts not running (ignored)
     workers_seen: int = 0  # distinct worker ids ever seen
     workers_lost: int = 0  # times a worker was dropped for silence or an unreachable socket
+    handshake_failures: int = 0  # CURVE only: connections refused at the handshake (plaintext, wrong keys, not allowed)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -133,7 +146,13 @@ class Broker:
         max_message_bytes: int = 1 << 20,
         context: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
+        curve: CurveServer | None = None,
     ) -> None:
+        """``curve``: make both sockets CURVE servers that admit only ``curve.allowed``
+        client keys (a ZAP handler runs on the broker's context; one CURVE broker per
+        context).  None: plain TCP, logged as a warning (``auth.disabled``)."""
+        if curve is not None and not isinstance(curve, CurveServer):
+            raise TypeError(f"curve must be a CurveServer or None, got {type(curve).__name__}")
         if not (math.isfinite(heartbeat_s) and heartbeat_s > 0):
             raise ValueError(f"heartbeat_s must be a finite number > 0, got {heartbeat_s!r}")
         if isinstance(liveness, bool) or not isinstance(liveness, int) or liveness < 1:
@@ -175,12 +194,21 @@ class Broker:
         self._ctx = zmq.Context() if context is None else context
         self._router: zmq.Socket | None = None
         self._pull: zmq.Socket | None = None
+        self._curve = curve
+        self._auth: _AllowList | None = None
+        self._monitors: list[tuple[str, zmq.Socket, zmq.Socket]] = []  # (name, socket, its monitor)
+        self._auth_log = _RateLimitedLog("auth.refused.suppressed")
         try:
+            if curve is not None:
+                # the ZAP handler must run before a CURVE socket binds (with ZAP_ENFORCE_DOMAIN
+                # libzmq then refuses every client while no handler answers)
+                self._auth = _AllowList(self._ctx, curve.allowed)
             # ROUTER, bind, ventilator endpoint: workers' DEALERs connect; frames [identity, payload]
             self._router = self._ctx.socket(zmq.ROUTER)
             self._router.setsockopt(zmq.LINGER, 0)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished worker raises
             self._router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+            self._secure("ventilator", self._router)
             self._router.bind(ventilator)
             self.ventilator_endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
 
@@ -188,6 +216,7 @@ class Broker:
             self._pull = self._ctx.socket(zmq.PULL)
             self._pull.setsockopt(zmq.LINGER, 0)
             self._pull.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+            self._secure("sink", self._pull)
             self._pull.bind(sink)
             self.sink_endpoint: str = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
@@ -196,6 +225,8 @@ class Broker:
         self._poller = zmq.Poller()
         self._poller.register(self._pull, zmq.POLLIN)
         self._poller.register(self._router, zmq.POLLIN)
+        for _, _, monitor in self._monitors:
+            self._poller.register(monitor, zmq.POLLIN)
         log.info(
             "broker.started",
             ventilator=self.ventilator_endpoint,
@@ -206,14 +237,41 @@ class Broker:
             max_attempts=max_attempts,
             max_message_bytes=max_message_bytes,
         )
+        if curve is not None:
+            log.info("auth.enabled", mechanism="CURVE", allowed_keys=len(curve.allowed),
+                     server_key=curve.public_key.decode("ascii"), zap_domain=ZAP_DOMAIN)
+        else:
+            log.warning("auth.disabled", mechanism="NULL",
+                        reason="no CURVE keys: traffic is plaintext, and any peer that reaches the ports can "
+                               "take tasks and send results")
+
+    def _secure(self, name: str, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE server checked by the ZAP handler, and watch its handshakes."""
+        curve = self._curve
+        if curve is None:
+            return
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public_key)
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        try:  # no ZAP answer -> refuse the client (libzmq's default would admit any key)
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        except (AttributeError, zmq.ZMQError) as exc:
+            log.warning("auth.enforce_unavailable", socket=name, error=str(exc),
+                        note="libzmq admits any CURVE key if the ZAP handler stops; it runs until close()")
+        monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        monitor.setsockopt(zmq.LINGER, 0)
+        self._monitors.append((name, sock, monitor))
 
     # ------------------------------------------------------------------ public API
 
     def submit(self, task_id: str, genotype: str, spec: dict, *, lease_s: float | None = None) -> None:
         """Queue a task for hand-out (at the back of the queue).
 
-        A task id that is queued, in flight or already completed is a no-op (logged).
-        A task id that Failed earlier is accepted again with fresh attempts.
+        A task id that is queued or in flight is a no-op. A task id that completed or
+        Failed earlier is queued again with fresh attempts: the broker keeps no results,
+        and a caller that submits an id again needs its result again (e.g. a second
+        search through the same broker).
         Raises ProtocolError (a ValueError) when the id, genotype or spec would not
         pass the wire checks.  ``lease_s`` overrides the broker's lease for this task.
         """
@@ -223,10 +281,8 @@ class Broker:
         if task_id in self._tasks:
             log.debug("task.submit_ignored", task_id=task_id, reason="already pending")
             return
-        if task_id in self._done:
-            log.info("task.submit_ignored", task_id=task_id, reason="already completed")
-            return
-        if task_id in self._failed:
+        if task_id in self._done or task_id in self._failed:
+            self._done.discard(task_id)
             self._failed.discard(task_id)
             log.info("task.resubmitted", task_id=task_id)
         self._tasks[task_id] = _TaskState(
@@ -313,9 +369,17 @@ class Broker:
         self._closed = True
         if self._reject_suppressed:
             log.warning("frame.rejected.suppressed", count=self._reject_suppressed, bad_frames=self.stats.bad_frames)
+        self._drain_monitors()  # count what the last round missed
+        self._auth_log.flush(log, math.inf)
+        for _, sock, monitor in self._monitors:
+            sock.disable_monitor()  # before closing the monitor socket, or libzmq may hang
+            monitor.close(linger=0)
+        self._monitors = []
         for sock in (self._router, self._pull):
             if sock is not None:
                 sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()  # after the CURVE sockets are gone: nothing is left to admit
         if self._own_context:
             self._ctx.term()
         log.info("broker.closed", pending=len(self._tasks), **self.stats.as_dict())
@@ -337,14 +401,47 @@ class Broker:
         # sockets, and reading results first keeps the common order
         # (checking EVENTS first is cheaper than a recv that raises zmq.Again)
         pull, router = self._pull, self._router
+        # (POLLIN is a hint, not a promise: with CURVE and the workers' ZMTP heartbeats,
+        # libzmq 4.3 can report it with nothing to read, hence the zmq.Again)
         for _ in range(_DRAIN_BATCH):
             if not pull.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            self._guarded(self._on_sink_frame, pull.recv(zmq.NOBLOCK, copy=False), outcomes)
+            try:
+                frame = pull.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._guarded(self._on_sink_frame, frame, outcomes)
         for _ in range(_DRAIN_BATCH):
             if not router.get(zmq.EVENTS) & zmq.POLLIN:
                 break
-            self._guarded(self._on_ventilator_frames, router.recv_multipart(zmq.NOBLOCK))
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._guarded(self._on_ventilator_frames, frames)
+        if self._monitors:
+            self._drain_monitors()
+
+    def _drain_monitors(self) -> None:
+        """Count (and log, rate-limited) the handshakes the CURVE sockets refused."""
+        for name, _, monitor in self._monitors:
+            for _ in range(_DRAIN_BATCH):
+                if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
+                    break
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except (zmq.ZMQError, ValueError):  # zmq.Again, or a malformed event
+                    break
+                self.stats.handshake_failures += 1
+                kind, value = int(event["event"]), int(event["value"])
+                if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    continue  # the ZAP handler logged it (auth.key_refused, with the key and address)
+                if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                    # the peer hung up mid-handshake: a port scan, or the tail of a refusal logged already
+                    log.debug("auth.handshake_aborted", socket=name, reason=_handshake_reason(kind, value))
+                    continue
+                self._auth_log.emit(log, self._clock(), "auth.refused", socket=name,
+                                    reason=_handshake_reason(kind, value), failures=self.stats.handshake_failures)
 
     def _guarded(self, handler: Callable, *args: Any) -> None:
         """Run a frame handler; nothing raised by one frame may escape poll()."""
@@ -621,6 +718,114 @@ class Broker:
                 genotype=t.genotype,
                 lease_s=t.lease_s,
             )
+
+
+def _handshake_reason(kind: int, value: int) -> str:
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "the peer does not use CURVE (a plaintext client, or no --server-key)"
+        if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return "CURVE handshake did not decrypt (the client has another server public key, or bad keys)"
+        return f"ZMTP protocol error 0x{value:x} during the handshake"
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return f"ZAP refused the client (status {value})"
+    return f"handshake failed: {zmq.strerror(value)}"
+
+
+class _RateLimitedLog:
+    """At most _AUTH_LOG_PER_S warnings a second; the rest are summed up in one line."""
+
+    def __init__(self, suppressed_event: str) -> None:
+        self._event = suppressed_event
+        self._window = 0.0
+        self._logged = 0
+        self._suppressed = 0
+
+    def emit(self, logger: Any, now: float, event: str, **fields: Any) -> None:
+        self.flush(logger, now)
+        if self._logged < _AUTH_LOG_PER_S:
+            self._logged += 1
+            logger.warning(event, **fields)
+        else:
+            self._suppressed += 1
+
+    def flush(self, logger: Any, now: float) -> None:
+        if now - self._window < 1.0:
+            return
+        if self._suppressed:
+            logger.warning(self._event, count=self._suppressed)
+        self._window = now
+        self._logged = 0
+        self._suppressed = 0
+
+
+class _ZapLog:
+    """pyzmq's authenticator logs printf-style through this into structlog (``zap`` events)."""
+
+    def _log(self, level: str, msg: str, *args: Any) -> None:
+        try:
+            detail = msg % args if args else str(msg)
+        except Exception:  # a bad format must not break authentication
+            detail = f"{msg!r} {args!r}"
+        getattr(log, level)("zap", detail=detail)
+
+    def debug(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log("debug", msg, *args)
+
+    def info(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log("info", msg, *args)
+
+    def warning(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log("warning", msg, *args)
+
+    def error(self, msg: str, *args: Any, **_: Any) -> None:
+        self._log("error", msg, *args)
+
+    exception = error
+
+
+class _AllowList(ThreadAuthenticator):
+    """ZAP handler in a thread of its own: admits CURVE clients whose public key is allowed.
+
+    pyzmq calls :meth:`callback` (its credentials-provider interface) with the client's
+    Z85 public key; it runs in the handler's thread, one request at a time.
+    """
+
+    def __init__(self, context: zmq.Context, allowed: frozenset) -> None:
+        super().__init__(context=context, log=_ZapLog())
+        self._allowed_keys = frozenset(allowed)  # not _allowed: pyzmq uses that for IP addresses
+        self._peer = "?"
+        self._limit = _RateLimitedLog("auth.key_refused.suppressed")
+        self.refused = 0
+        self.admitted = 0
+        try:
+            self.start()
+        except zmq.ZMQError as exc:
+            self.stop()  # closes the ZAP socket if it was made, so the context can terminate
+            raise RuntimeError(
+                f"cannot start the ZAP handler ({exc}): is another CURVE broker using this zmq context?"
+            ) from None
+        self.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        # frames: version, request id, domain, address, identity, mechanism, credentials...
+        self._peer = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        await super().handle_zap_message(msg)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            ok = domain == ZAP_DOMAIN and key in self._allowed_keys
+            client_key = key.decode("ascii", "replace")
+        except Exception:  # never raise into the ZAP thread: refuse instead
+            ok, client_key = False, "?"
+        if ok:
+            self.admitted += 1
+            log.info("auth.admitted", client_key=client_key, address=self._peer)
+        else:
+            self.refused += 1
+            self._limit.emit(log, time.monotonic(), "auth.key_refused", client_key=client_key, address=self._peer,
+                             reason="public key not on the allow-list", refused=self.refused)
+        return ok
 
 
 def _peer_address(frame: zmq.Frame) -> str:
