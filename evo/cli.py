@@ -16,6 +16,7 @@ __all__ = ["main"]
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
     "worker": ("gpuworker.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+    "logs": ("evo.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 
 
