@@ -119,7 +119,7 @@ def bench_overhead(tmp: Path, quick: bool) -> None:
 def bench_throughput(tmp: Path, quick: bool) -> None:
     sleep_s = 0.5
     for workers in ((1, 4, 16) if quick else (1, 4, 16, 64)):
-        rounds = 4 if quick else 8
+        rounds = 4 if quick else 16
         tasks = workers * rounds
         with Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=1.0) as broker:
             pool = Workers(broker, workers, ["--fake", "--fake-sleep", str(sleep_s)], tmp)
