@@ -16,6 +16,7 @@ __all__ = ["main"]
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
     "worker": ("gpuworker.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+    "keys": ("transport.keys:main", "generate and show CURVE key files (evovae keys --help)"),
     "logs": ("evo.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 
@@ -85,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--liveness", type=int, default=3, help="heartbeats a busy worker may miss before its task is re-sent")
     d.add_argument("--lease", type=float, default=3600.0, metavar="SECONDS", help="longest one attempt may run")
     d.add_argument("--max-attempts", type=int, default=3, help="attempts before a genotype is recorded as failed")
+    sec = search.add_argument_group("security (CURVE; see docs/protocol.md, Security)")
+    sec.add_argument("--server-key-secret", default=None, metavar="FILE",
+                     help="the head's secret key file (NAME.key_secret, mode 0600, from evovae keys generate): "
+                          "encrypt, and admit only the workers whose public key is in --allow")
+    sec.add_argument("--allow", default=None, metavar="DIR",
+                     help="directory of the public key files (*.key) of the workers to admit")
+    sec.add_argument("--insecure", action="store_true",
+                     help="plain TCP even where --bind is reachable from other machines (trusted networks only); "
+                          "a loopback --bind is plain without it")
     _add_training_options(search, epochs=2)
     _add_log_options(search)
 

@@ -148,7 +148,19 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _head_curve(args: argparse.Namespace):
+    """The broker's CURVE settings from --server-key-secret/--allow/--insecure (None: plain TCP)."""
+    from transport.keys import KeyFileError, head_curve
+
+    try:
+        return head_curve(args.bind, args.sink_bind or _next_port(args.bind), server_key_secret=args.server_key_secret,
+                          allow=args.allow, insecure=args.insecure)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    curve = None if args.in_process else _head_curve(args)  # bad key options create no run directory
     journal = _open_journal(args)
     try:
         spec = spec_of(args)
@@ -159,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
                 cache = ResultCache(args.cache)
             except JournalError as exc:
                 raise UsageError(str(exc)) from None
-        return _run(args, journal, spec, strategy, cache)
+        return _run(args, journal, spec, strategy, cache, curve)
     finally:
         journal.close()
 
 
-def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCache | None) -> int:
+def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCache | None, curve=None) -> int:
     started = time.perf_counter()
     stats: Callable[[], str] = lambda: ""
     runner_box: list[Runner] = []
@@ -182,17 +194,28 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
         _finish(args, strategy, spec, runner, started, journal)
         return 0
 
+    import shutil
+    import tempfile
+
     from transport.broker import Broker
+    from transport.keys import local_worker_keys
 
     from .head import DistributedEvaluator, SearchStopped
     from .local_workers import LocalWorkers
 
+    key_args: list[str] = []
+    local_keys = None
+    if curve is not None and args.local_workers:  # local workers get a key pair of their own, for this run only
+        local_keys = tempfile.mkdtemp(prefix="evovae-local-keys-")
+        curve, key_args = local_worker_keys(curve, local_keys)
     try:
         broker = Broker(args.bind, args.sink_bind or _next_port(args.bind), heartbeat_s=args.heartbeat,
-                        liveness=args.liveness, lease_s=args.lease, max_attempts=args.max_attempts)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+                        liveness=args.liveness, lease_s=args.lease, max_attempts=args.max_attempts, curve=curve)
+    except Exception as exc:  # ValueError: bad settings; zmq.ZMQError: address in use, bad endpoint
+        if local_keys:
+            shutil.rmtree(local_keys, ignore_errors=True)
+        if isinstance(exc, ValueError):
+            raise UsageError(str(exc)) from None
         raise UsageError(f"cannot bind {args.bind}: {exc} (is another search running? pick another --bind)") from None
     stop = threading.Event()
     received: list[int] = []
@@ -203,7 +226,7 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    worker_args = [*args.worker_arg, "--heartbeat", str(args.heartbeat), "--log-format", "json",
+    worker_args = [*args.worker_arg, *key_args, "--heartbeat", str(args.heartbeat), "--log-format", "json",
                    "--log-level", args.log_level]
     for flag, value in (("--data-root", args.data_root), ("--device", args.device)):
         if value:
@@ -235,6 +258,8 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
     finally:
         workers.stop()
         broker.close()
+        if local_keys:
+            shutil.rmtree(local_keys, ignore_errors=True)
     _finish(args, strategy, spec, runner, started, journal)
     return 0
 

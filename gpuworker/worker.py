@@ -41,7 +41,6 @@ def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: thread
 
     ``curve``: a ``transport.keys.CurveClient`` to talk CURVE to the head; None: plain TCP."""
     from transport.channel import WorkerChannel
-    from transport.protocol import MAX_ERROR_LEN, Result, wire_metrics
 
     done = 0
     with WorkerChannel(ventilator, sink, worker_id=worker_id, heartbeat_s=heartbeat_s, curve=curve) as channel:
@@ -51,33 +50,45 @@ def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: thread
             task = channel.next_task(0.25)
             if task is None:
                 continue
-            bound = log.bind(task_id=task.task_id, attempt=task.attempt, genotype=task.genotype)
-            started = time.perf_counter()
-            try:
-                genotype = parse_genotype(task.genotype)
-                spec = TrainSpec.from_dict(task.spec)
-            except (GenotypeError, ValueError, TypeError) as exc:
-                ok, metrics, error = False, {}, f"bad task: {exc}"
-            else:
-                try:
-                    with channel.working(task) as job:
-                        ok, metrics, error = evaluator(genotype, spec, job.progress)
-                except WorkerUnfit:
-                    raise
-                except Interrupted:
-                    bound.info("task.abandoned", reason="worker stopping; the head will re-send it")
-                    break
-                except Exception as exc:  # a training failure must not kill the worker
-                    bound.exception("task.error")
-                    ok, metrics, error = False, {}, f"{type(exc).__name__}: {exc}"
-            result = Result(channel.worker_id, task.task_id, task.attempt, bool(ok), wire_metrics(metrics),
-                            error[:MAX_ERROR_LEN])
-            channel.send_result(result)
+            # every line logged while this task runs (trainer and data lines included) carries its ids
+            with structlog.contextvars.bound_contextvars(task_id=task.task_id, attempt=task.attempt,
+                                                         genotype=task.genotype):
+                finished = _serve(channel, task, evaluator)
+            if not finished:
+                break
             done += 1
-            bound.info("task.finished", ok=result.ok, loss=result.metrics.get("loss"), error=result.error or None,
-                       seconds=round(time.perf_counter() - started, 3))
         log.info("worker.stopped", tasks=done)
     return done
+
+
+def _serve(channel, task, evaluator: Evaluator) -> bool:
+    """Evaluate one task and send its result; False when the worker is stopping and abandoned it."""
+    from transport.protocol import MAX_ERROR_LEN, Result, wire_metrics
+
+    started = time.perf_counter()
+    try:
+        genotype = parse_genotype(task.genotype)
+        spec = TrainSpec.from_dict(task.spec)
+    except (GenotypeError, ValueError, TypeError) as exc:
+        ok, metrics, error = False, {}, f"bad task: {exc}"
+    else:
+        try:
+            with channel.working(task) as job:
+                ok, metrics, error = evaluator(genotype, spec, job.progress)
+        except WorkerUnfit:
+            raise
+        except Interrupted:
+            log.info("task.abandoned", reason="worker stopping; the head will re-send it")
+            return False
+        except Exception as exc:  # a training failure must not kill the worker
+            log.exception("task.error")
+            ok, metrics, error = False, {}, f"{type(exc).__name__}: {exc}"
+    result = Result(channel.worker_id, task.task_id, task.attempt, bool(ok), wire_metrics(metrics),
+                    error[:MAX_ERROR_LEN])
+    channel.send_result(result)
+    log.info("task.finished", ok=result.ok, loss=result.metrics.get("loss"), error=result.error or None,
+             seconds=round(time.perf_counter() - started, 3))
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from evo.log import configure
 
-    configure(args.log_format, args.log_level, role="worker")
+    from transport.channel import default_worker_id
+
+    worker_id = args.worker_id or default_worker_id()
+    configure(args.log_format, args.log_level, role="worker", worker_id=worker_id)
     try:
         sink = args.sink or sink_for(args.connect)
         curve = curve_of(args)
@@ -146,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  server_key=curve.server_key.decode("ascii"))
     stop = threading.Event()
 
+    received: list[int] = []
+
     def on_signal(signum, _frame):
-        log.info("worker.signal", signal=signal.Signals(signum).name)
+        # no logging here: the handler may interrupt a log write, and the logger's lock is not reentrant
+        received.append(signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -160,8 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_threads(args.threads or None)
         evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
     try:
-        run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=args.worker_id,
+        run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=worker_id,
                    max_tasks=args.max_tasks, curve=curve)
+        if received:
+            log.info("worker.signal", signal=signal.Signals(received[0]).name)
     except WorkerUnfit as exc:  # e.g. this node lacks the data: say so, take no more tasks
         log.error("worker.unfit", error=str(exc))
         print(f"evovae worker: error: {exc}", file=sys.stderr)

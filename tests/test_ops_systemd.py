@@ -256,7 +256,7 @@ def test_worker_stops_fast_on_sigterm_and_its_task_is_resent(tmp_path):
             assert rc == 0, logs[0].read_text()[-2000:]
             assert took < 5.0, f"took {took:.2f} s to stop"
             events = [json.loads(line)["event"] for line in logs[0].read_text().splitlines() if line.startswith("{")]
-            assert "task.abandoned" in events and events[-1] in ("channel.closed", "worker.stopped")
+            assert "task.abandoned" in events and {"worker.stopped", "worker.signal"} <= set(events)
             # the head re-sends the abandoned task; another worker finishes it
             fast = start_worker("cpu", "--fake", "--fake-sleep", "0.05")
             procs.append(fast)

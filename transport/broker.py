@@ -436,10 +436,6 @@ class Broker:
                 kind, value = int(event["event"]), int(event["value"])
                 if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     continue  # the ZAP handler logged it (auth.key_refused, with the key and address)
-                if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                    # the peer hung up mid-handshake: a port scan, or the tail of a refusal logged already
-                    log.debug("auth.handshake_aborted", socket=name, reason=_handshake_reason(kind, value))
-                    continue
                 self._auth_log.emit(log, self._clock(), "auth.refused", socket=name,
                                     reason=_handshake_reason(kind, value), failures=self.stats.handshake_failures)
 
@@ -729,7 +725,10 @@ def _handshake_reason(kind: int, value: int) -> str:
         return f"ZMTP protocol error 0x{value:x} during the handshake"
     if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return f"ZAP refused the client (status {value})"
-    return f"handshake failed: {zmq.strerror(value)}"
+    # which end notices a bad handshake first is a race: a plaintext client, or one with the
+    # wrong keys, often shows up here only as a peer that hung up
+    return (f"the peer hung up during the handshake ({zmq.strerror(value)}): a plaintext client, a wrong key, "
+            f"or a port scan")
 
 
 class _RateLimitedLog:

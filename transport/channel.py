@@ -16,6 +16,14 @@ The channel survives a restart of the head: its sockets reconnect with backoff
 (``reconnect_ivl_ms`` doubling up to ``reconnect_ivl_max_ms``), ``next_task`` keeps
 re-sending ``Ready`` every heartbeat interval so a new head learns of the worker, and
 results pushed while the head is away are queued and delivered when it returns.
+
+With ``curve=CurveClient(...)`` all three sockets (DEALER, result PUSH, heartbeat PUSH)
+are CURVE clients of the head.  A handshake the head refuses (plaintext against a CURVE
+head, a wrong server key, a key not on the head's allow-list) is logged by the channel as
+``auth.handshake_failed`` while it waits for a task.  libzmq gives up on a connection the
+head refused outright (a key not allowed, a CURVE/plain mismatch), so the channel connects
+that socket again every ``reconnect_ivl_max_ms``: a worker started before its key was
+added to the allow-list joins once the head admits it.
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ from typing import Iterator
 
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from transport.codec import decode, encode
+from transport.keys import CurveClient
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
 
 __all__ = ["WorkerChannel", "TaskProgress", "default_worker_id"]
@@ -44,6 +54,10 @@ _READY_HWM = 4  # Ready messages queued while the head is unreachable (they are 
 _HEARTBEAT_HWM = 4
 _RESULT_LINGER_MS = 2000  # on close, how long a queued result may still try to leave
 _RESULT_SEND_TIMEOUT_MS = 10000
+_HANDSHAKE_LOG_EVERY_S = 10.0  # auth.handshake_failed: at most one line per reason this often
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 def default_worker_id() -> str:
@@ -90,7 +104,12 @@ class WorkerChannel:
         context: zmq.Context | None = None,
         reconnect_ivl_ms: int = 100,
         reconnect_ivl_max_ms: int = 5000,
+        curve: CurveClient | None = None,
     ) -> None:
+        """``curve``: CURVE keys (this worker's pair and the head's public key) for every
+        socket; None: plain TCP (the head must be plain too)."""
+        if curve is not None and not isinstance(curve, CurveClient):
+            raise TypeError(f"curve must be a CurveClient or None, got {type(curve).__name__}")
         if not (math.isfinite(heartbeat_s) and heartbeat_s > 0):
             raise ValueError(f"heartbeat_s must be a finite number > 0, got {heartbeat_s!r}")
         self.worker_id = default_worker_id() if worker_id is None else worker_id
@@ -99,6 +118,11 @@ class WorkerChannel:
         self.sink = sink
         self.heartbeat_s = float(heartbeat_s)
         self._reconnect = (int(reconnect_ivl_ms), int(reconnect_ivl_max_ms))
+        self._curve = curve
+        # [name, socket, endpoint, monitor, retry_at]: the DEALER and the result PUSH, watched for refusals
+        self._watched: list[list] = []
+        self._handshake_logged: dict[tuple[int, int], float] = {}
+        self.handshake_failures = 0  # handshakes of the DEALER or the result PUSH that failed
         self._ready_payload = encode(Ready(self.worker_id, 1))
         self._closed = False
         self._own_context = context is None
@@ -115,17 +139,20 @@ class WorkerChannel:
             # DEALER, connect, ventilator endpoint: sends [Ready], receives [Task] (no delimiter frame)
             self._dealer = self._ctx.socket(zmq.DEALER)
             self._configure(self._dealer, linger_ms=0, sndhwm=_READY_HWM)
+            self._watch("ventilator", self._dealer, ventilator)
             self._dealer.connect(ventilator)
 
             # PUSH, connect, sink endpoint: sends [Result]; queues them while the head is away
             self._push = self._ctx.socket(zmq.PUSH)
             self._configure(self._push, linger_ms=_RESULT_LINGER_MS, sndhwm=1000)
             self._push.setsockopt(zmq.SNDTIMEO, _RESULT_SEND_TIMEOUT_MS)
+            self._watch("sink", self._push, sink)
             self._push.connect(sink)
         except BaseException:
             self.close()
             raise
-        self._log.info("channel.connected", ventilator=ventilator, sink=sink, heartbeat_s=self.heartbeat_s)
+        self._log.info("channel.connected", ventilator=ventilator, sink=sink, heartbeat_s=self.heartbeat_s,
+                       curve=curve is not None, public_key=curve.public_key.decode("ascii") if curve else None)
 
     def _configure(self, sock: zmq.Socket, *, linger_ms: int, sndhwm: int) -> None:
         sock.setsockopt(zmq.LINGER, linger_ms)
@@ -136,6 +163,10 @@ class WorkerChannel:
         ivl_ms = max(100, int(self.heartbeat_s * 1000))
         sock.setsockopt(zmq.HEARTBEAT_IVL, ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl_ms)
+        if self._curve is not None:  # before connect: CURVE client of the head
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._curve.server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret_key)
 
     # ------------------------------------------------------------------ public API
 
@@ -159,6 +190,7 @@ class WorkerChannel:
             now = time.monotonic()
             if now >= next_ready:
                 self._send_ready()
+                self._check_handshakes(now)
                 next_ready = now + self.heartbeat_s
             wait = min(deadline, next_ready) - now
             task = self._receive(max(0, math.ceil(wait * 1000)) if wait > 0 else 0)
@@ -215,6 +247,10 @@ class WorkerChannel:
             self._beat_stop.set()
             self._beat_wake.set()
             self._beat_thread.join(timeout=5.0)
+        for _, sock, _, monitor, _ in self._watched:
+            sock.disable_monitor()  # before closing the monitor socket, or libzmq may hang
+            monitor.close(linger=0)
+        self._watched = []
         if self._dealer is not None:
             self._dealer.close(linger=0)
         if self._push is not None:
@@ -241,6 +277,41 @@ class WorkerChannel:
         except zmq.Again:  # a few Ready are already queued for an unreachable head
             self._log.debug("ready.skipped", reason="send queue full")
 
+    def _watch(self, name: str, sock: zmq.Socket, endpoint: str) -> None:
+        monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        monitor.setsockopt(zmq.LINGER, 0)
+        self._watched.append([name, sock, endpoint, monitor, None])
+
+    def _check_handshakes(self, now: float) -> None:
+        """Log (at most once per reason every 10 s) handshakes the head refused, and
+        connect again the sockets whose connection libzmq gave up on."""
+        for watched in self._watched:
+            name, sock, endpoint, monitor, retry_at = watched
+            while monitor.get(zmq.EVENTS) & zmq.POLLIN:
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except (zmq.ZMQError, ValueError):
+                    break
+                self.handshake_failures += 1
+                kind, value = int(event["event"]), int(event["value"])
+                if kind != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # refused outright: libzmq will not retry
+                    watched[4] = retry_at = now + self._reconnect[1] / 1000
+                last = self._handshake_logged.get((kind, value))
+                if last is not None and now - last < _HANDSHAKE_LOG_EVERY_S:
+                    continue
+                self._handshake_logged[(kind, value)] = now
+                self._log.warning("auth.handshake_failed", socket=name, endpoint=endpoint,
+                                  reason=_handshake_reason(kind, value), curve=self._curve is not None,
+                                  failures=self.handshake_failures)
+            if retry_at is not None and now >= retry_at:
+                watched[4] = None
+                try:
+                    sock.disconnect(endpoint)
+                except zmq.ZMQError:  # the refused connection is already gone
+                    pass
+                sock.connect(endpoint)
+                self._log.debug("channel.reconnect", socket=name, endpoint=endpoint, reason="refused at the handshake")
+
     def _receive(self, timeout_ms: int) -> Task | None:
         """Wait up to timeout_ms for one Task; drop anything else."""
         deadline = time.monotonic() + timeout_ms / 1000
@@ -248,7 +319,10 @@ class WorkerChannel:
             remaining = max(0, math.ceil((deadline - time.monotonic()) * 1000))
             if not self._dealer.poll(remaining, zmq.POLLIN):
                 return None
-            frames = self._dealer.recv_multipart(zmq.NOBLOCK)
+            try:
+                frames = self._dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:  # POLLIN is a hint (libzmq may report it for a ZMTP heartbeat)
+                continue
             if len(frames) != 1:
                 self._log.warning("frame.rejected", socket="ventilator", reason=f"expected 1 frame, got {len(frames)}")
                 continue
@@ -297,3 +371,15 @@ class WorkerChannel:
         finally:
             if sock is not None:
                 sock.close(linger=0)
+
+
+def _handshake_reason(kind: int, value: int) -> str:
+    """What a failed handshake of a worker socket most likely means."""
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return f"the head refused this worker's key (ZAP status {value}): add its public key to the head's allow-list"
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "security mismatch: one side uses CURVE and the other does not (--server-key/--key vs --insecure)"
+        return f"ZMTP protocol error 0x{value:x} during the handshake"
+    return (f"handshake failed ({zmq.strerror(value)}): with CURVE, most likely --server-key is not the head's "
+            f"public key")
