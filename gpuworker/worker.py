@@ -93,6 +93,8 @@ def _serve(channel, task, evaluator: Evaluator) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evovae worker", description="Serve evaluation tasks from a search head.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="a TOML settings file; its [worker] table sets defaults for these options")
     parser.add_argument("--connect", required=True, metavar="ENDPOINT",
                         help="the head's ventilator, e.g. tcp://head-node:5557")
     parser.add_argument("--sink", default=None, help="the head's sink (default: the ventilator's port + 1)")
@@ -139,7 +141,16 @@ def curve_of(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from evo.settings import SettingsError, apply_settings
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        apply_settings(parser, argv, "worker")
+    except SettingsError as exc:
+        print(f"evovae worker: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     from evo.log import configure
 
     from transport.channel import default_worker_id
