@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import signal
@@ -37,7 +36,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -96,7 +95,7 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "cpu", "the paper's protocol scaled to finish in under 30 minutes on a 2-core CPU with 2 local workers",
         train_subset=6_000, val_size=3_000, population=6, offspring=6, generations=5, search_epochs=(2, 5),
-        random_epochs=(2,), random_seeds=3, retrain_epochs=20, manifold_epochs=10),
+        random_epochs=(2, 5), random_seeds=3, retrain_epochs=20, manifold_epochs=10),
     "full": Preset(
         "full", "the paper's scale, for a GPU cluster: all 50,000 training images, 20-epoch retraining",
         train_subset=0, val_size=10_000, population=10, offspring=10, generations=10, search_epochs=(2, 5),
@@ -476,6 +475,12 @@ def _draw_figures(run: Path, config: ExperimentConfig, evolution: list[dict], se
     p = config.preset
     figures: list[dict[str, Any]] = []
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    colour_of = {s["epochs"]: colours[i % len(colours)] for i, s in enumerate(evolution)}
+    markers = ["x", "+", "^", "v", "d", "."]
+
+    def random_style(s: dict[str, Any]) -> dict[str, Any]:
+        return {"color": colour_of.get(s["epochs"], "tab:gray"), "linestyle": ":", "alpha": 0.8,
+                "marker": markers[(s["seed"] - config.seed) % len(markers)], "markersize": 4}
 
     # Fig. 2/3: validation loss per retraining epoch, best and worst of each evolutionary search
     series, styles = {}, {}
@@ -506,7 +511,7 @@ def _draw_figures(run: Path, config: ExperimentConfig, evolution: list[dict], se
         if r and r["validation_curve"]:
             label = f"random {s['epochs']}-ep seed {s['seed']} best: {r['genotype']}"
             series[label] = r["validation_curve"]
-            styles[label] = {"color": "tab:gray", "linestyle": ":", "marker": ".", "markersize": 3}
+            styles[label] = random_style(s)
     hand = retrained["hand-designed"]
     if hand["validation_curve"]:
         label = f"hand-designed: {hand['genotype']}"
@@ -516,18 +521,18 @@ def _draw_figures(run: Path, config: ExperimentConfig, evolution: list[dict], se
     plot_curves(series, run / name, styles=styles,
                 title=f"{config.dataset}: retraining the best of each method")
     figures.append({"file": name, "kind": "comparison", "caption":
-                    "Validation negative ELBO per retraining epoch: the evolutionary searches' best, each random "
-                    "search's best and the hand-designed 400|20|400."})
+                    "Validation negative ELBO per retraining epoch: the evolutionary searches' best (solid), each "
+                    "random search's best (dotted, coloured like the evolutionary search with the same epochs) and "
+                    "the hand-designed 400|20|400 (black)."})
 
     # search progress: best validation loss in the population after each generation
     series, styles = {}, {}
-    for i, s in enumerate(searches):
+    for s in searches:
         losses = [g["best_loss"] for g in s["generations"]]
         if all(v is not None for v in losses):
             series[s["name"]] = losses
-            styles[s["name"]] = ({"color": colours[i % len(colours)], "marker": "o", "markersize": 3}
-                                 if s["strategy"] == "EvolutionEngine"
-                                 else {"color": "tab:gray", "linestyle": ":", "marker": ".", "markersize": 3})
+            styles[s["name"]] = ({"color": colour_of.get(s["epochs"], "tab:gray"), "marker": "o", "markersize": 3}
+                                 if s["strategy"] == "EvolutionEngine" else random_style(s))
     name = f"search-progress-{config.dataset}.png"
     plot_curves(series, run / name, styles=styles, x_start=0, xlabel="generation",
                 ylabel="best validation loss so far (nats/image)",
