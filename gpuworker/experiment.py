@@ -675,6 +675,11 @@ def render_report(results: dict[str, Any]) -> str:
     add(f"All after retraining {pr['retrain_epochs']} epochs. Random search: mean ± sample standard deviation "
         "over its seeds (each seed's best architecture retrained). Search loss: the best validation loss the "
         "search found at its own epochs.")
+    if len(pr["random_epochs"]) > 1:
+        add("")
+        add("Random search proposes genotypes without looking at fitness, so the random searches with the same "
+            "seed at different epochs evaluate the same genotypes; only which of them counts as best can differ "
+            "(and when it does not, their rows below are the same retrained models).")
     add("")
     add("<!-- table:comparison -->")
     add("| Method | Architecture(s) | Evaluations | Search loss | Validation loss | Test loss |")

@@ -428,8 +428,12 @@ def main_export(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="evovae export",
                                 description="Retrain genotypes (best first) and save them as OUT/rank-N/.")
-    p.add_argument("--genotype", action="append", required=True, metavar="G",
+    p.add_argument("--genotype", action="append", default=[], metavar="G",
                    help="a genotype in the paper's notation, e.g. '850|20|1000' (repeat, best first)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="instead of --genotype: the best --top genotypes of a search's run directory, on its data "
+                        "set, split and training settings (only --epochs differs)")
+    p.add_argument("--top", type=int, default=3, help="with --run: how many of the best to export (default 3)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20, the paper's retraining)")
@@ -447,6 +451,25 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     _log_options(p)
     args = p.parse_args(argv)
     _configure(args, "export")
+    if bool(args.run) == bool(args.genotype):
+        return _fail(p.prog, "give either --run RUN_DIR or --genotype G (one or more), not both or neither")
+    if args.run:
+        from evo.journal import JournalError, RunJournal
+        from evo.selection import rank
+
+        try:
+            journal = RunJournal.open(args.run)
+        except JournalError as exc:
+            return _fail(p.prog, str(exc))
+        try:
+            best = rank(journal.results().values())[:max(1, args.top)]
+        finally:
+            journal.close()
+        if not best:
+            return _fail(p.prog, f"{args.run} has no successful evaluation to export yet")
+        args.genotype = [str(e.genotype) for e in best]
+        for key in ("dataset", "batch_size", "lr", "seed", "train_subset", "val_size", "split_seed"):
+            setattr(args, key, journal.config.get(key, getattr(args, key)))
     try:
         genotypes = [parse_genotype(g) for g in args.genotype]
         spec = TrainSpec(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -1,0 +1,64 @@
+"""The committed experiment report (docs/results/*/): its tables agree with its results.json,
+and every figure it shows is there. Fast: reads files only."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+RUNS = sorted(p for p in RESULTS.glob("*") if (p / "results.json").is_file()) if RESULTS.is_dir() else []
+
+
+def _cells(line):
+    return [c.strip().replace("\\|", "|").strip("`") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _table(report, name):
+    lines = report.splitlines()
+    start = lines.index(f"<!-- table:{name} -->") + 1
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(_cells(line))
+    header, _, *body = rows
+    return [dict(zip(header, row)) for row in body]
+
+
+def _f(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _pm(stats):
+    if not stats["n"]:
+        return "-"
+    return _f(stats["mean"]) if stats["n"] == 1 else f"{_f(stats['mean'])} ± {_f(stats['std'])}"
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_committed_report_matches_its_results(run):
+    results = json.loads((run / "results.json").read_text())
+    report = (run / "report.md").read_text()
+    table1 = _table(report, "table1")
+    assert len(table1) == len(results["table1"]) > 0
+    for row, data in zip(table1, results["table1"]):
+        assert row["Architecture"] == data["genotype"]
+        assert int(row["Parameters"].replace(",", "")) == data["parameters"]
+        assert [row[c] for c in ("Search loss", "Validation loss", "Test loss", "Test recon", "Test KL")] == [
+            _f(data[k]) for k in ("search_loss", "val_loss", "test_loss", "test_recon", "test_kl")]
+        search = next(s for s in results["searches"] if s["name"] == data["search"])
+        evaluation = next(e for e in search["evaluations"] if e["genotype"] == data["genotype"])
+        assert evaluation["loss"] == data["search_loss"] == search[data["role"]]["loss"]
+        losses = [e["loss"] for e in search["evaluations"] if e["loss"] is not None]
+        assert data["search_loss"] == (min(losses) if data["role"] == "best" else max(losses))
+    comparison = _table(report, "comparison")
+    assert len(comparison) == len(results["comparison"])
+    for row, data in zip(comparison, results["comparison"]):
+        assert row["Method"] == data["method"]
+        assert [row["Search loss"], row["Validation loss"], row["Test loss"]] == [
+            _pm(data["search_loss"]), _pm(data["val_loss"]), _pm(data["test_loss"])]
+    for search, row in zip(results["searches"], _table(report, "searches"), strict=True):
+        assert row["Search"] == search["name"] and int(row["Evaluations"]) == len(search["evaluations"])
+    for fig in results["figures"]:
+        assert (run / fig["file"]).is_file() and f"]({fig['file']})" in report
