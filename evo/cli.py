@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .search_command import UsageError, genotype_arg, spec_of
+from .cli_search import UsageError, genotype_arg, spec_of
 from .spec import DATASETS
 
 __all__ = ["main"]
@@ -139,9 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from . import search_command
+    from . import cli_search
 
-    return search_command.run(args)
+    return cli_search.run(args)
 
 
 def _delegate(name: str, argv: Sequence[str]) -> int:

@@ -6,7 +6,7 @@ import pytest
 
 EVO_MODULES = ["evo", "evo.genotype", "evo.space", "evo.mutation", "evo.crossover", "evo.selection",
                "evo.evaluation", "evo.strategy", "evo.engine", "evo.random_search", "evo.spec", "evo.search",
-               "evo.log", "evo.cli", "evo.local_workers", "evo.search_command", "evo.runner", "evo.journal", "evo.steady_state", "evo.settings", "evo.logs"]
+               "evo.log", "evo.cli", "evo.local_workers", "evo.cli_search", "evo.runner", "evo.journal", "evo.steady_state", "evo.settings", "evo.logs"]
 
 
 def _loaded_after(imports: list[str]) -> set[str]:
