@@ -163,9 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
         return 2
-    if curve is None:
-        log.warning("auth.disabled", mechanism="NULL", insecure=args.insecure,
-                    reason="no --server-key: plain TCP to the head (it must run without CURVE)")
+    if curve is None:  # a warning unless the head is on this machine
+        from transport.keys import is_loopback_endpoint
+
+        local = is_loopback_endpoint(args.connect) and is_loopback_endpoint(sink)
+        (log.info if local else log.warning)(
+            "auth.disabled", mechanism="NULL", insecure=args.insecure, loopback=local,
+            reason="no --server-key: plain TCP to the head (it must run without CURVE)")
     else:
         log.info("auth.enabled", mechanism="CURVE", public_key=curve.public_key.decode("ascii"),
                  server_key=curve.server_key.decode("ascii"))
