@@ -81,8 +81,9 @@ class DistributedEvaluator:
 
     def __call__(self, batch: Sequence[Genotype]) -> list[Evaluation]:
         ids = self.submit(batch)
+        wanted = len(set(ids))
         results: dict[str, Evaluation] = {}
-        while len(results) < len(set(ids)):
+        while len(results) < wanted:
             results.update(self.poll(0.2))
         return [results[tid] for tid in ids]
 

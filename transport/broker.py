@@ -54,6 +54,7 @@ _RUNNING = "running"
 _ORPHANED = "orphaned"  # its worker asked for new work without a result; re-sent after a grace period
 
 _DRAIN_BATCH = 512  # messages read per socket per round, so timers stay on time under a flood
+_POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic costs microseconds per call on the hot path
 _REJECT_LOG_PER_S = 20  # frame.rejected lines per second before they are summarised
 _AUTH_LOG_PER_S = 20  # auth.refused / auth.key_refused lines per second before they are summarised
 ZAP_DOMAIN = "evovae"  # the ZAP domain of the broker's CURVE sockets
@@ -406,7 +407,7 @@ class Broker:
         # (POLLIN is a hint, not a promise: with CURVE and the workers' ZMTP heartbeats,
         # libzmq 4.3 can report it with nothing to read, hence the zmq.Again)
         for _ in range(_DRAIN_BATCH):
-            if not pull.get(zmq.EVENTS) & zmq.POLLIN:
+            if not pull.get(zmq.EVENTS) & _POLLIN:
                 break
             try:
                 frame = pull.recv(zmq.NOBLOCK, copy=False)
@@ -414,7 +415,7 @@ class Broker:
                 break
             self._guarded(self._on_sink_frame, frame, outcomes)
         for _ in range(_DRAIN_BATCH):
-            if not router.get(zmq.EVENTS) & zmq.POLLIN:
+            if not router.get(zmq.EVENTS) & _POLLIN:
                 break
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK)
@@ -428,7 +429,7 @@ class Broker:
         """Count (and log, rate-limited) the handshakes the CURVE sockets refused."""
         for name, _, monitor in self._monitors:
             for _ in range(_DRAIN_BATCH):
-                if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
+                if not monitor.get(zmq.EVENTS) & _POLLIN:
                     break
                 try:
                     event = recv_monitor_message(monitor, zmq.NOBLOCK)

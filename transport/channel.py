@@ -29,6 +29,7 @@ added to the allow-list joins once the head admits it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -42,7 +43,7 @@ import structlog
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from transport.codec import decode, encode
+from transport.codec import decode, encode, pack_checked
 from transport.keys import CurveClient
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
 
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 _READY_HWM = 4  # Ready messages queued while the head is unreachable (they are idempotent)
 _HEARTBEAT_HWM = 4
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
 _RESULT_LINGER_MS = 2000  # on close, how long a queued result may still try to leave
 _RESULT_SEND_TIMEOUT_MS = 10000
 _HANDSHAKE_LOG_EVERY_S = 10.0  # auth.handshake_failed: at most one line per reason this often
@@ -123,6 +125,7 @@ class WorkerChannel:
         self._watched: list[list] = []
         self._handshake_logged: dict[tuple[int, int], float] = {}
         self.handshake_failures = 0  # handshakes of the DEALER or the result PUSH that failed
+        self._next_handshake_check = 0.0
         self._ready_payload = encode(Ready(self.worker_id, 1))
         self._closed = False
         self._own_context = context is None
@@ -190,7 +193,9 @@ class WorkerChannel:
             now = time.monotonic()
             if now >= next_ready:
                 self._send_ready()
-                self._check_handshakes(now)
+                if now >= self._next_handshake_check:  # once an interval, not once a task
+                    self._next_handshake_check = now + self.heartbeat_s
+                    self._check_handshakes(now)
                 next_ready = now + self.heartbeat_s
             wait = min(deadline, next_ready) - now
             task = self._receive(max(0, math.ceil(wait * 1000)) if wait > 0 else 0)
@@ -230,7 +235,10 @@ class WorkerChannel:
         already waiting), ProtocolError if the result is invalid.
         """
         self._check_open()
-        payload = encode(result)
+        if not isinstance(result, Result):
+            raise TypeError(f"send_result() takes a Result, got {type(result).__name__}")
+        # a Result validated itself when it was built: pack it without checking it a second time
+        payload = pack_checked("result", {name: getattr(result, name) for name in _RESULT_FIELDS})
         try:
             self._push.send(payload)
         except zmq.Again:
