@@ -15,7 +15,7 @@ __all__ = ["main"]
 #: Subcommands that parse their own options: name -> ("module:function", help). The function takes argv
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
-    "worker": ("gpuworker.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+    "worker": ("gpuworker.cli_worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
     "keys": ("transport.keys:main", "generate and show CURVE key files (evovae keys --help)"),
     "experiment": ("gpuworker.experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
     "export": ("gpuworker.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),

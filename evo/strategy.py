@@ -8,6 +8,7 @@ ZeroMQ, from a cache). Asking again before telling returns the same batch.
 from __future__ import annotations
 
 import statistics
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -42,7 +43,7 @@ class GenerationReport:
         return statistics.median(losses) if losses else None
 
 
-class Strategy:
+class Strategy(ABC):
     """Bookkeeping common to strategies: the seen-set, the outstanding batch, history."""
 
     def __init__(self, space: SearchSpace, *, mu: int, seed: int) -> None:
@@ -130,11 +131,13 @@ class Strategy:
         }
 
     # -- what a strategy defines ------------------------------------------------------
+    @abstractmethod
     def _propose(self) -> list[Genotype]:
-        raise NotImplementedError("a strategy defines _propose()")
+        """The next batch to evaluate (genotypes not seen before)."""
 
+    @abstractmethod
     def _select(self, batch: list[Evaluation]) -> tuple[Evaluation, ...]:
-        raise NotImplementedError("a strategy defines _select()")
+        """The population after ``batch`` was evaluated."""
 
     # -- helpers ----------------------------------------------------------------------
     def _random_unseen(self, count: int, taken: set[Genotype]) -> list[Genotype]:

@@ -7,21 +7,17 @@ middle of training is abandoned (its heartbeats stop, so the head re-sends it).
 """
 from __future__ import annotations
 
-import argparse
-import signal
-import sys
 import threading
 import time
-from typing import Sequence
 
 import structlog
 
 from evo.genotype import GenotypeError, parse_genotype
 from evo.spec import TrainSpec
 
-from .evaluators import Evaluator, Interrupted, WorkerUnfit, fake_evaluator, torch_evaluator
+from .evaluators import Evaluator, Interrupted, WorkerUnfit
 
-__all__ = ["main", "run_worker", "sink_for"]
+__all__ = ["run_worker", "sink_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -89,115 +85,3 @@ def _serve(channel, task, evaluator: Evaluator) -> bool:
     log.info("task.finished", ok=result.ok, loss=result.metrics.get("loss"), error=result.error or None,
              seconds=round(time.perf_counter() - started, 3))
     return True
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evovae worker", description="Serve evaluation tasks from a search head.")
-    parser.add_argument("--config", metavar="FILE",
-                        help="a TOML settings file; its [worker] table sets defaults for these options")
-    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
-                        help="the head's ventilator, e.g. tcp://head-node:5557")
-    parser.add_argument("--sink", default=None, help="the head's sink (default: the ventilator's port + 1)")
-    parser.add_argument("--worker-id", default=None, help="default: HOSTNAME-PID-RANDOM")
-    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
-    parser.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0 = never)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--download", action="store_true")
-    fake = parser.add_argument_group("fake evaluation (tests and benchmarks: no torch, no training)")
-    fake.add_argument("--fake", action="store_true", help="compute a cheap deterministic loss instead of training")
-    fake.add_argument("--fake-sleep", type=float, default=0.0, metavar="SECONDS", help="time one fake task takes")
-    fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"))
-    fake.add_argument("--poison", action="append", default=[], metavar="GENOTYPE",
-                      help="die (SIGKILL) when given this genotype")
-    security = parser.add_argument_group(
-        "security (CURVE; see docs/protocol.md, Security). CURVE is on iff --server-key is given")
-    security.add_argument("--server-key", default=None, metavar="FILE",
-                          help="the head's public key file (NAME.key from evovae keys generate)")
-    security.add_argument("--key", default=None, metavar="FILE",
-                          help="this worker's secret key file (NAME.key_secret, mode 0600); its public key must be "
-                               "in the head's --allow directory")
-    security.add_argument("--insecure", action="store_true",
-                          help="plain TCP, no CURVE (the head must be plain too); excludes --server-key and --key")
-    parser.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    return parser
-
-
-def curve_of(args: argparse.Namespace):
-    """The CurveClient the options ask for, or None for plain TCP; ValueError (one line) if they conflict."""
-    from transport.keys import CurveClient
-
-    if args.insecure and (args.server_key or args.key):
-        raise ValueError("--insecure excludes --server-key and --key")
-    if args.server_key and not args.key:
-        raise ValueError("--server-key needs --key FILE (this worker's secret key file, from evovae keys generate)")
-    if args.key and not args.server_key:
-        raise ValueError("--key needs --server-key FILE (the head's public key file)")
-    if not args.server_key:
-        return None
-    return CurveClient.from_files(args.key, args.server_key)  # KeyFileError is a ValueError
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from evo.settings import SettingsError, apply_settings
-
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        apply_settings(parser, argv, "worker")
-    except SettingsError as exc:
-        print(f"evovae worker: error: {exc}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
-    from evo.log import configure
-
-    from transport.channel import default_worker_id
-
-    worker_id = args.worker_id or default_worker_id()
-    configure(args.log_format, args.log_level, role="worker", worker_id=worker_id)
-    try:
-        sink = args.sink or sink_for(args.connect)
-        curve = curve_of(args)
-    except ValueError as exc:
-        print(f"evovae worker: error: {exc}", file=sys.stderr)
-        return 2
-    if curve is None:  # a warning unless the head is on this machine
-        from transport.keys import is_loopback_endpoint
-
-        local = is_loopback_endpoint(args.connect) and is_loopback_endpoint(sink)
-        (log.info if local else log.warning)(
-            "auth.disabled", mechanism="NULL", insecure=args.insecure, loopback=local,
-            reason="no --server-key: plain TCP to the head (it must run without CURVE)")
-    else:
-        log.info("auth.enabled", mechanism="CURVE", public_key=curve.public_key.decode("ascii"),
-                 server_key=curve.server_key.decode("ascii"))
-    stop = threading.Event()
-
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        # no logging here: the handler may interrupt a log write, and the logger's lock is not reentrant
-        received.append(signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if args.fake:
-        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop)
-    else:
-        from .train import set_threads
-
-        set_threads(args.threads or None)
-        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
-    try:
-        run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=worker_id,
-                   max_tasks=args.max_tasks, curve=curve)
-        if received:
-            log.info("worker.signal", signal=signal.Signals(received[0]).name)
-    except WorkerUnfit as exc:  # e.g. this node lacks the data: say so, take no more tasks
-        log.error("worker.unfit", error=str(exc))
-        print(f"evovae worker: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
