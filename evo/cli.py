@@ -17,10 +17,10 @@ __all__ = ["main"]
 DELEGATED = {
     "worker": ("gpuworker.cli_worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
     "keys": ("transport.keys:main", "generate and show CURVE key files (evovae keys --help)"),
-    "experiment": ("gpuworker.experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
-    "export": ("gpuworker.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
-    "sample": ("gpuworker.export:main_sample", "write a PNG grid of samples from a saved model"),
-    "reconstruct": ("gpuworker.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
+    "experiment": ("gpuworker.cli_experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
+    "export": ("gpuworker.cli_export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
+    "sample": ("gpuworker.cli_export:main_sample", "write a PNG grid of samples from a saved model"),
+    "reconstruct": ("gpuworker.cli_export:main_reconstruct", "write test images beside a saved model's reconstructions"),
     "logs": ("evo.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 

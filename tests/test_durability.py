@@ -1,6 +1,5 @@
 """Durable searches: the journal, resume after kill -9 of the head, the result cache, steady-state mode."""
 import json
-import os
 import signal
 import sqlite3
 import subprocess

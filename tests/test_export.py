@@ -8,16 +8,8 @@ from PIL import Image
 
 from evo.genotype import parse_genotype
 from evo.spec import TrainSpec
-from gpuworker.export import (
-    ModelDirError,
-    export_best,
-    load_model,
-    main_export,
-    main_reconstruct,
-    main_sample,
-    save_model,
-    train_and_save,
-)
+from gpuworker.cli_export import main_export, main_reconstruct, main_sample
+from gpuworker.export import ModelDirError, export_best, load_model, save_model, train_and_save
 from gpuworker.figures import grid_size, manifold_images, reconstruction_rows
 from gpuworker.model import VAE
 from gpuworker.train import TrainResult
@@ -233,10 +225,10 @@ def test_export_best_is_a_thin_call_over_genotypes(tmp_path):
 
 #: The entries evo.cli.DELEGATED gets for these commands (name -> ("module:function", help)).
 ENTRY_POINTS = {
-    "export": ("gpuworker.export:main_export", "retrain genotypes and save each as a model directory"),
-    "sample": ("gpuworker.export:main_sample", "write a PNG grid of samples from a saved model"),
-    "reconstruct": ("gpuworker.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
-    "experiment": ("gpuworker.experiment:main", "reproduce the paper's experiments into a report"),
+    "export": ("gpuworker.cli_export:main_export", "retrain genotypes and save each as a model directory"),
+    "sample": ("gpuworker.cli_export:main_sample", "write a PNG grid of samples from a saved model"),
+    "reconstruct": ("gpuworker.cli_export:main_reconstruct", "write test images beside a saved model's reconstructions"),
+    "experiment": ("gpuworker.cli_experiment:main", "reproduce the paper's experiments into a report"),
 }
 
 
