@@ -134,11 +134,13 @@ def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec) -> InProces
     return InProcessEvaluator(one, spec)
 
 
-def _next_port(endpoint: str) -> str:
-    head, _, port = endpoint.rpartition(":")
-    if not port.isdigit():
-        raise UsageError(f"cannot derive the sink endpoint from {endpoint!r}: give --sink-bind")
-    return f"{head}:{int(port) + 1}"
+def _sink(args: argparse.Namespace) -> str:
+    from transport.protocol import sink_endpoint
+
+    try:
+        return args.sink_bind or sink_endpoint(args.bind)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (--sink-bind)") from None
 
 
 def _cores() -> int:
@@ -153,7 +155,7 @@ def _head_curve(args: argparse.Namespace):
     from transport.keys import KeyFileError, head_curve
 
     try:
-        return head_curve(args.bind, args.sink_bind or _next_port(args.bind), server_key_secret=args.server_key_secret,
+        return head_curve(args.bind, _sink(args), server_key_secret=args.server_key_secret,
                           allow=args.allow, insecure=args.insecure)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
@@ -209,7 +211,7 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
         local_keys = tempfile.mkdtemp(prefix="evovae-local-keys-")
         curve, key_args = local_worker_keys(curve, local_keys)
     try:
-        broker = Broker(args.bind, args.sink_bind or _next_port(args.bind), heartbeat_s=args.heartbeat,
+        broker = Broker(args.bind, _sink(args), heartbeat_s=args.heartbeat,
                         liveness=args.liveness, lease_s=args.lease, max_attempts=args.max_attempts, curve=curve)
     except Exception as exc:  # ValueError: bad settings; zmq.ZMQError: address in use, bad endpoint
         if local_keys:

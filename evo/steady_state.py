@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import numpy as np
-
 from .engine import breed
 from .evaluation import Evaluation
 from .genotype import Genotype
 from .mutation import MutationRates
-from .selection import rank, select_survivors
+from .selection import select_survivors
 from .space import SearchSpace
-from .strategy import GenerationReport
+from .strategy import GenerationReport, SearchState
 
 __all__ = ["SteadyStateEngine"]
 
 
-class SteadyStateEngine:
+class SteadyStateEngine(SearchState):
     """(mu + 1) evolution with asynchronous ask/tell.
 
     ``ask(n)`` returns up to ``n`` genotypes never seen before: random ones
@@ -36,19 +34,13 @@ class SteadyStateEngine:
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0, report_every: int = 10,
                  crossover_rate: float = 0.5, mutation_rate: float = 0.8,
                  mutation: MutationRates = MutationRates()) -> None:
-        if mu < 1 or report_every < 1:
-            raise ValueError(f"mu and report_every must be >= 1, got {mu}, {report_every}")
-        self.space = space
-        self.mu = mu
-        self.seed = seed
+        super().__init__(space, mu=mu, seed=seed)
+        if report_every < 1:
+            raise ValueError(f"report_every must be >= 1, got {report_every}")
         self.report_every = report_every
         self.crossover_rate = crossover_rate
         self.mutation_rate = mutation_rate
         self.mutation = mutation
-        self.rng = np.random.default_rng(seed)
-        self.population: tuple[Evaluation, ...] = ()
-        self.history: list[GenerationReport] = []
-        self._seen: dict[Genotype, Evaluation | None] = {}
         self._told = 0
         self._window = {"evaluated": 0, "failed": 0, "duplicates": 0}
 
@@ -63,19 +55,6 @@ class SteadyStateEngine:
     @property
     def evaluation_count(self) -> int:
         return self._told
-
-    @property
-    def evaluations(self) -> list[Evaluation]:
-        return [e for e in self._seen.values() if e is not None]
-
-    @property
-    def seen(self) -> dict[Genotype, Evaluation | None]:
-        return dict(self._seen)
-
-    @property
-    def best(self) -> Evaluation | None:
-        ranked = rank(self.evaluations)
-        return ranked[0] if ranked else None
 
     def ask(self, n: int = 1) -> list[Genotype]:
         batch: list[Genotype] = []
@@ -115,11 +94,3 @@ class SteadyStateEngine:
         self.history.append(report)
         self._window = {"evaluated": 0, "failed": 0, "duplicates": 0}
         return report
-
-    def snapshot(self) -> dict:
-        return {
-            "generation": self.generation,
-            "population": [[str(e.genotype), e.loss] for e in self.population],
-            "evaluations": self._told,
-            "rng": self.rng.bit_generator.state,
-        }

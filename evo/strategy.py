@@ -19,7 +19,7 @@ from .genotype import Genotype
 from .selection import rank
 from .space import SearchSpace
 
-__all__ = ["GenerationReport", "Strategy"]
+__all__ = ["GenerationReport", "SearchState", "Strategy"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class GenerationReport:
         return statistics.median(losses) if losses else None
 
 
-class Strategy(ABC):
-    """Bookkeeping common to strategies: the seen-set, the outstanding batch, history."""
+class SearchState:
+    """What every engine keeps, generational or steady-state: the space, the seeded RNG, the
+    population, the reports, and the seen-set (every genotype ever asked for, with its
+    evaluation once told)."""
 
     def __init__(self, space: SearchSpace, *, mu: int, seed: int) -> None:
         if mu < 1:
@@ -53,10 +55,45 @@ class Strategy(ABC):
         self.mu = mu
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.generation = 0
         self.population: tuple[Evaluation, ...] = ()
         self.history: list[GenerationReport] = []
         self._seen: dict[Genotype, Evaluation | None] = {}
+
+    # -- views ----------------------------------------------------------------------
+    @property
+    def seen(self) -> Mapping[Genotype, Evaluation | None]:
+        """Every genotype ever asked for, with its evaluation (None while outstanding)."""
+        return dict(self._seen)
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        return [e for e in self._seen.values() if e is not None]
+
+    @property
+    def evaluation_count(self) -> int:
+        return sum(e is not None for e in self._seen.values())
+
+    @property
+    def best(self) -> Evaluation | None:
+        ranked = rank(self.evaluations)
+        return ranked[0] if ranked else None
+
+    def snapshot(self) -> dict:
+        """The engine's state as plain JSON-able values: generation, population, RNG state."""
+        return {
+            "generation": self.generation,
+            "population": [[str(e.genotype), e.loss] for e in self.population],
+            "evaluations": self.evaluation_count,
+            "rng": self.rng.bit_generator.state,
+        }
+
+
+class Strategy(SearchState, ABC):
+    """Generational ask/tell: the outstanding batch and the generation count."""
+
+    def __init__(self, space: SearchSpace, *, mu: int, seed: int) -> None:
+        super().__init__(space, mu=mu, seed=seed)
+        self.generation = 0
         self._outstanding: list[Genotype] | None = None
         self._duplicates = 0
 
@@ -101,34 +138,6 @@ class Strategy(ABC):
         self.history.append(report)
         self.generation += 1
         return report
-
-    # -- views ----------------------------------------------------------------------
-    @property
-    def seen(self) -> Mapping[Genotype, Evaluation | None]:
-        """Every genotype ever asked for, with its evaluation (None while outstanding)."""
-        return dict(self._seen)
-
-    @property
-    def evaluations(self) -> list[Evaluation]:
-        return [e for e in self._seen.values() if e is not None]
-
-    @property
-    def evaluation_count(self) -> int:
-        return sum(e is not None for e in self._seen.values())
-
-    @property
-    def best(self) -> Evaluation | None:
-        ranked = rank(self.evaluations)
-        return ranked[0] if ranked else None
-
-    def snapshot(self) -> dict:
-        """The engine's state as plain JSON-able values: generation, population, RNG state."""
-        return {
-            "generation": self.generation,
-            "population": [[str(e.genotype), e.loss] for e in self.population],
-            "evaluations": self.evaluation_count,
-            "rng": self.rng.bit_generator.state,
-        }
 
     # -- what a strategy defines ------------------------------------------------------
     @abstractmethod

@@ -14,8 +14,10 @@ from typing import Sequence
 
 import structlog
 
+from transport.protocol import sink_endpoint
+
 from .evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
-from .worker import run_worker, sink_for
+from .worker import run_worker
 
 __all__ = ["build_parser", "curve_of", "main"]
 
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_id = args.worker_id or default_worker_id()
     configure(args.log_format, args.log_level, role="worker", worker_id=worker_id)
     try:
-        sink = args.sink or sink_for(args.connect)
+        sink = args.sink or sink_endpoint(args.connect)
         curve = curve_of(args)
     except ValueError as exc:
         print(f"evovae worker: error: {exc}", file=sys.stderr)

@@ -17,17 +17,9 @@ from evo.spec import TrainSpec
 
 from .evaluators import Evaluator, Interrupted, WorkerUnfit
 
-__all__ = ["run_worker", "sink_for"]
+__all__ = ["run_worker"]
 
 log = structlog.get_logger(__name__)
-
-
-def sink_for(ventilator: str) -> str:
-    """The sink endpoint by convention: the ventilator's port + 1."""
-    head, _, port = ventilator.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"cannot derive the sink from {ventilator!r}: give --sink explicitly")
-    return f"{head}:{int(port) + 1}"
 
 
 def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: threading.Event,

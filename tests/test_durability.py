@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from distributed_helpers import free_port_pair
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
@@ -22,24 +23,8 @@ SEARCH = ["--population", "5", "--offspring", "5", "--generations", "6", "--seed
           "--heartbeat", "0.2", "--log-format", "json", "--log-level", "info"]
 
 
-def _free_port_pair() -> int:
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        try:
-            with socket.socket() as b:
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 def _search(*args, timeout=120, **kw):
-    port = _free_port_pair()
+    port = free_port_pair()
     return subprocess.run([sys.executable, "-m", "evo.cli", "search", "--bind", f"tcp://127.0.0.1:{port}", *args],
                           capture_output=True, text=True, timeout=timeout, **kw)
 
@@ -176,7 +161,7 @@ def test_kill_9_of_the_head_then_resume_matches_an_uninterrupted_run(tmp_path):
     straight = _search(*SEARCH, *_fake(), "--run-dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
 
-    port = _free_port_pair()
+    port = free_port_pair()
     run = tmp_path / "killed"
     head = subprocess.Popen([sys.executable, "-m", "evo.cli", "search", "--bind", f"tcp://127.0.0.1:{port}", *SEARCH,
                              *_fake("0.1"), "--run-dir", str(run)],

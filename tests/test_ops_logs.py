@@ -11,36 +11,19 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from distributed_helpers import free_port_pair
 
 from evo.logs import parse_line, read_logs, summarize, trace
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-def free_port_pair() -> int:
-    """A port P such that P and P + 1 are both free on loopback right now."""
-    for _ in range(200):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def run_search(directory: Path, name: str, *extra: str) -> tuple[Path, dict]:

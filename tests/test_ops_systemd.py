@@ -9,12 +9,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from distributed_helpers import free_port_pair
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "deploy" / "systemd"
@@ -26,22 +26,6 @@ SCRIPTS = ["install-worker", "start-worker", "start-search", "local-cluster"]
 needs_venv = pytest.mark.skipif(not EVOVAE.exists(), reason=f"{EVOVAE} missing: run bin/setup")
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze not installed (Debian: apt-get install systemd)")
-
-
-def free_port_pair() -> int:
-    for _ in range(200):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 def unit(name: str) -> configparser.ConfigParser:

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_SLOTS",
     "MAX_ATTEMPT",
     "wire_metrics",
+    "sink_endpoint",
 ]
 
 PROTOCOL_VERSION = 1
@@ -324,6 +325,15 @@ MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ready, Task, Heartbe
 def field_names(cls: type) -> tuple[str, ...]:
     """The wire field names of a message class, in declaration order."""
     return tuple(f.name for f in fields(cls))
+
+
+def sink_endpoint(ventilator: str) -> str:
+    """The sink endpoint by convention when none is given: the ventilator's port + 1
+    (``tcp://head:5557`` -> ``tcp://head:5558``). ValueError when there is no port."""
+    head, _, port = ventilator.rpartition(":")
+    if not head or not port.isdigit():
+        raise ValueError(f"cannot derive the sink endpoint from {ventilator!r} (no port): give it explicitly")
+    return f"{head}:{int(port) + 1}"
 
 
 def wire_metrics(metrics: Mapping[str, Any]) -> dict:
