@@ -1,7 +1,7 @@
 """``python -m gpuworker --connect tcp://HEAD:5557``: run one worker."""
 import sys
 
-from .cli_worker import main
+from evo.cli.worker import main
 
 if __name__ == "__main__":
     sys.exit(main())

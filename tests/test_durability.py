@@ -12,8 +12,8 @@ from distributed_helpers import free_port_pair
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
-from evo.journal import JournalError, ResultCache, RunJournal
-from evo.runner import InProcessEvaluator, Runner
+from evo.head.journal import JournalError, ResultCache, RunJournal
+from evo.head.runner import InProcessEvaluator, Runner
 from evo.spec import TrainSpec, task_id
 from evo.steady_state import SteadyStateEngine
 from gpuworker.evaluators import fake_loss

@@ -4,7 +4,7 @@ import pytest
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
 from evo.random_search import RandomSearch
-from evo.search import format_report, run_search
+from evo.head.progress import format_report, run_search
 from evo.space import SearchSpace
 from evo.strategy import GenerationReport
 

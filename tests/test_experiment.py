@@ -7,8 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from gpuworker.cli_experiment import main
-from gpuworker.experiment import HAND_DESIGNED, PRESETS, render_report
+from evo.cli.experiment import main
+from evo.experiments.paper import HAND_DESIGNED, PRESETS, render_report
 from gpuworker.export import load_model
 
 pytestmark = pytest.mark.slow

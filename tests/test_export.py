@@ -8,7 +8,7 @@ from PIL import Image
 
 from evo.genotype import parse_genotype
 from evo.spec import TrainSpec
-from gpuworker.cli_export import main_export, main_reconstruct, main_sample
+from evo.cli.export import main_export, main_reconstruct, main_sample
 from gpuworker.export import ModelDirError, export_best, load_model, save_model, train_and_save
 from gpuworker.figures import grid_size, manifold_images, reconstruction_rows
 from gpuworker.model import VAE
@@ -225,15 +225,15 @@ def test_export_best_is_a_thin_call_over_genotypes(tmp_path):
 
 #: The entries evo.cli.DELEGATED gets for these commands (name -> ("module:function", help)).
 ENTRY_POINTS = {
-    "export": ("gpuworker.cli_export:main_export", "retrain genotypes and save each as a model directory"),
-    "sample": ("gpuworker.cli_export:main_sample", "write a PNG grid of samples from a saved model"),
-    "reconstruct": ("gpuworker.cli_export:main_reconstruct", "write test images beside a saved model's reconstructions"),
-    "experiment": ("gpuworker.cli_experiment:main", "reproduce the paper's experiments into a report"),
+    "export": ("evo.cli.export:main_export", "retrain genotypes and save each as a model directory"),
+    "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),
+    "reconstruct": ("evo.cli.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
+    "experiment": ("evo.cli.experiment:main", "reproduce the paper's experiments into a report"),
 }
 
 
 def test_commands_run_through_evovae_as_delegated_subcommands(monkeypatch, saved, tmp_path):
-    from evo import cli
+    from evo.cli import app as cli
 
     for name, entry in ENTRY_POINTS.items():
         monkeypatch.setitem(cli.DELEGATED, name, entry)

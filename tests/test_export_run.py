@@ -5,8 +5,8 @@ import sys
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
-from evo.journal import RunJournal
-from evo.runner import InProcessEvaluator, Runner
+from evo.head.journal import RunJournal
+from evo.head.runner import InProcessEvaluator, Runner
 from evo.spec import TrainSpec
 from gpuworker.evaluators import fake_loss
 from gpuworker.export import load_model

@@ -224,7 +224,7 @@ def test_cli_usage_errors_exit_2_with_one_line(capsys, argv):
 
 def test_cli_as_a_process(tmp_path):
     """transport.keys.main in a process of its own (and ``python -m evo.cli keys`` once it is delegated)."""
-    from evo import cli
+    from evo.cli import app as cli
 
     commands = [[sys.executable, "-c", "import sys; from transport.keys import main; sys.exit(main(sys.argv[1:]))"]]
     if "keys" in cli.DELEGATED:

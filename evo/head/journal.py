@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .evaluation import Evaluation
-from .genotype import Genotype, parse_genotype
+from ..evaluation import Evaluation
+from ..genotype import Genotype, parse_genotype
 
 __all__ = ["JournalError", "ResultCache", "RunJournal"]
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli_search import UsageError, genotype_arg, spec_of
-from .spec import DATASETS
+from .search import UsageError, genotype_arg, spec_of
+from ..spec import DATASETS
 
 __all__ = ["main"]
 
@@ -15,12 +15,12 @@ __all__ = ["main"]
 #: Subcommands that parse their own options: name -> ("module:function", help). The function takes argv
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
-    "worker": ("gpuworker.cli_worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+    "worker": ("evo.cli.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
     "keys": ("transport.keys:main", "generate and show CURVE key files (evovae keys --help)"),
-    "experiment": ("gpuworker.cli_experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
-    "export": ("gpuworker.cli_export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
-    "sample": ("gpuworker.cli_export:main_sample", "write a PNG grid of samples from a saved model"),
-    "reconstruct": ("gpuworker.cli_export:main_reconstruct", "write test images beside a saved model's reconstructions"),
+    "experiment": ("evo.cli.experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
+    "export": ("evo.cli.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
+    "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),
+    "reconstruct": ("evo.cli.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
     "logs": ("evo.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 
@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from . import cli_search
+    from . import search as cli_search
 
     return cli_search.run(args)
 
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"evovae: error: {exc}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
-    from .log import configure
+    from .log_setup import configure
 
     configure(args.log_format, args.log_level, role=args.command)
     handler = {"train": cmd_train, "search": cmd_search}[args.command]

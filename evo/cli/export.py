@@ -7,12 +7,12 @@ import sys
 from typing import Sequence
 
 
-from evo.genotype import GenotypeError, parse_genotype
-from evo.spec import DATASETS, TrainSpec
+from ..genotype import GenotypeError, parse_genotype
+from ..spec import DATASETS, TrainSpec
 
-from .data import splits
-from .export import ModelDirError, export_best, load_model
-from .train import set_threads
+from gpuworker.data import splits
+from gpuworker.export import ModelDirError, export_best, load_model
+from gpuworker.train import set_threads
 
 __all__ = ["main_export", "main_reconstruct", "main_sample"]
 
@@ -23,7 +23,7 @@ def _log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _configure(args: argparse.Namespace, role: str) -> None:
-    from evo.log import configure
+    from .log_setup import configure
 
     configure(args.log_format, args.log_level, role=role)
 
@@ -35,7 +35,7 @@ def _fail(prog: str, message: str) -> int:
 
 def main_sample(argv: Sequence[str] | None = None) -> int:
     """``evovae sample MODEL_DIR``: a PNG grid of sigmoid(decode(z)), z ~ N(0, I)."""
-    from .figures import as_images, save_grid, sample_images
+    from gpuworker.figures import as_images, save_grid, sample_images
 
     p = argparse.ArgumentParser(prog="evovae sample", description="Draw samples from p(x|z), z ~ N(0, I).")
     p.add_argument("model_dir", metavar="MODEL_DIR")
@@ -61,8 +61,8 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
 
 def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     """``evovae reconstruct MODEL_DIR``: test images (odd rows) above their reconstructions (even rows)."""
-    from .data import DataError
-    from .figures import as_images, reconstruction_rows, save_grid
+    from gpuworker.data import DataError
+    from gpuworker.figures import as_images, reconstruction_rows, save_grid
 
     p = argparse.ArgumentParser(prog="evovae reconstruct",
                                 description="Write test images beside their reconstructions (mean decode of mu).")
@@ -94,7 +94,7 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
 
 def main_export(argv: Sequence[str] | None = None) -> int:
     """``evovae export --genotype G [...] --out DIR``: retrain and save each genotype as OUT/rank-N/."""
-    from .data import DataError
+    from gpuworker.data import DataError
 
     p = argparse.ArgumentParser(prog="evovae export",
                                 description="Retrain genotypes (best first) and save them as OUT/rank-N/.")
@@ -124,8 +124,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     if bool(args.run) == bool(args.genotype):
         return _fail(p.prog, "give either --run RUN_DIR or --genotype G (one or more), not both or neither")
     if args.run:
-        from evo.journal import JournalError, RunJournal
-        from evo.selection import rank
+        from ..head.journal import JournalError, RunJournal
+        from ..selection import rank
 
         try:
             journal = RunJournal.open(args.run)

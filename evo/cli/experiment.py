@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from evo.spec import DATASETS
+from ..spec import DATASETS
 
-from .experiment import PRESETS, ExperimentConfig, run_paper
+from ..experiments.paper import PRESETS, ExperimentConfig, run_paper
 
 __all__ = ["main"]
 
@@ -69,7 +69,7 @@ _OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_siz
 def main(argv: Sequence[str] | None = None) -> int:
     """``evovae experiment paper ...``; returns the exit status."""
     args = _parser().parse_args(argv)
-    from evo.log import configure
+    from .log_setup import configure
 
     configure(args.log_format, args.log_level, role="experiment")
     prog = "evovae experiment"
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {run_dir} already holds a report; pick another --out or pass --force", file=sys.stderr)
         return 2
 
-    from .data import DataError
+    from gpuworker.data import DataError
 
     stop = threading.Event()
     received: list[int] = []
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from evo.head import SearchStopped
+        from ..head.evaluators import SearchStopped
 
         if isinstance(exc, SearchStopped) and received:
             print(f"{prog}: stopped by {signal.Signals(received[0]).name}: {exc}", file=sys.stderr)

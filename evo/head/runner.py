@@ -12,12 +12,12 @@ from typing import Callable, Protocol, Sequence
 
 import structlog
 
-from .evaluation import Evaluation
-from .genotype import Genotype
+from ..evaluation import Evaluation
+from ..genotype import Genotype
 from .journal import JournalError, ResultCache, RunJournal
-from .spec import TrainSpec, task_id
-from .steady_state import SteadyStateEngine
-from .strategy import GenerationReport, Strategy
+from ..spec import TrainSpec, task_id
+from ..steady_state import SteadyStateEngine
+from ..strategy import GenerationReport, Strategy
 
 __all__ = ["AsyncEvaluator", "InProcessEvaluator", "Runner"]
 

@@ -5,9 +5,9 @@ from typing import Callable, Sequence
 
 import structlog
 
-from .evaluation import Evaluation
-from .genotype import Genotype
-from .strategy import GenerationReport, Strategy
+from ..evaluation import Evaluation
+from ..genotype import Genotype
+from ..strategy import GenerationReport, Strategy
 
 __all__ = ["BatchEvaluator", "format_report", "run_search"]
 

@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .engine import EvolutionEngine
-from .evaluation import Evaluation, evaluation_from_metrics
-from .genotype import Genotype, GenotypeError, parse_genotype
-from .journal import JournalError, ResultCache, RunJournal
-from .random_search import RandomSearch
-from .runner import InProcessEvaluator, Runner, budget_of
-from .search import format_report
-from .space import SearchSpace
-from .spec import TrainSpec
-from .steady_state import SteadyStateEngine
+from ..engine import EvolutionEngine
+from ..evaluation import Evaluation, evaluation_from_metrics
+from ..genotype import Genotype, GenotypeError, parse_genotype
+from ..head.journal import JournalError, ResultCache, RunJournal
+from ..random_search import RandomSearch
+from ..head.runner import InProcessEvaluator, Runner, budget_of
+from ..head.progress import format_report
+from ..space import SearchSpace
+from ..spec import TrainSpec
+from ..steady_state import SteadyStateEngine
 
 __all__ = ["SEARCH_KEYS", "UsageError", "genotype_arg", "run", "spec_of"]
 
@@ -202,8 +202,8 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
     from transport.broker import Broker
     from transport.keys import local_worker_keys
 
-    from .head import DistributedEvaluator, SearchStopped
-    from .local_workers import LocalWorkers
+    from ..head.evaluators import DistributedEvaluator, SearchStopped
+    from ..head.local_workers import LocalWorkers
 
     key_args: list[str] = []
     local_keys = None

@@ -16,8 +16,8 @@ import structlog
 
 from transport.protocol import sink_endpoint
 
-from .evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
-from .worker import run_worker
+from gpuworker.evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
+from gpuworker.worker import run_worker
 
 __all__ = ["build_parser", "curve_of", "main"]
 
@@ -74,7 +74,7 @@ def curve_of(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from evo.settings import SettingsError, apply_settings
+    from .settings import SettingsError, apply_settings
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    from evo.log import configure
+    from .log_setup import configure
 
     from transport.channel import default_worker_id
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fake:
         evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop)
     else:
-        from .train import set_threads
+        from gpuworker.train import set_threads
 
         set_threads(args.threads or None)
         evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)

@@ -10,9 +10,9 @@ import structlog
 
 from transport.broker import Broker, Done, Failed
 
-from .evaluation import Evaluation, evaluation_from_metrics
-from .genotype import Genotype
-from .spec import TrainSpec, task_id
+from ..evaluation import Evaluation, evaluation_from_metrics
+from ..genotype import Genotype
+from ..spec import TrainSpec, task_id
 
 __all__ = ["DistributedEvaluator", "SearchStopped"]
 

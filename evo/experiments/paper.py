@@ -196,7 +196,7 @@ class _SearchRunner:
                  echo: Callable[[str], None]) -> None:
         from transport.broker import Broker
 
-        from evo.local_workers import LocalWorkers
+        from evo.head.local_workers import LocalWorkers
 
         self.broker = Broker("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", heartbeat_s=1.0, liveness=5)
         self.workers = LocalWorkers(workers, self.broker.ventilator_endpoint, self.broker.sink_endpoint,
@@ -214,8 +214,8 @@ class _SearchRunner:
         self.broker.close()
 
     def run(self, name: str, strategy, spec: TrainSpec, generations: int) -> dict[str, Any]:
-        from evo.head import DistributedEvaluator
-        from evo.search import format_report, run_search
+        from evo.head.evaluators import DistributedEvaluator
+        from evo.head.progress import format_report, run_search
 
         remote = DistributedEvaluator(self.broker, spec, stop=self.stop, tick=self.workers.check)
         rows: list[dict[str, Any]] = []
@@ -282,8 +282,8 @@ def run_paper(config: ExperimentConfig, run_dir: str | Path, *, local_workers: i
     from evo.engine import EvolutionEngine
     from evo.random_search import RandomSearch
 
-    from .data import splits
-    from .export import load_model, retrain_many
+    from gpuworker.data import splits
+    from gpuworker.export import load_model, retrain_many
 
     started = time.perf_counter()
     stop = stop or threading.Event()
@@ -467,7 +467,7 @@ def run_paper(config: ExperimentConfig, run_dir: str | Path, *, local_workers: i
 
 def _draw_figures(run: Path, config: ExperimentConfig, evolution: list[dict], searches: list[dict],
                   retrained: dict[str, dict], load_model) -> list[dict[str, Any]]:
-    from .figures import as_images, manifold_images, plot_curves, sample_images, save_grid
+    from gpuworker.figures import as_images, manifold_images, plot_curves, sample_images, save_grid
 
     p = config.preset
     figures: list[dict[str, Any]] = []

@@ -47,7 +47,7 @@ class LocalWorkers:
             raise ValueError(f"local worker count must be >= 0, got {count}")
         self.count = count
         self.restarts = 0
-        self._command = [sys.executable, "-m", "gpuworker", "--connect", local_endpoint(ventilator),
+        self._command = [sys.executable, "-m", "evo.cli", "worker", "--connect", local_endpoint(ventilator),
                          "--sink", local_endpoint(sink), "--threads", str(threads_each), *extra_args]
         self._procs: list[subprocess.Popen | None] = [None] * count
         self._started_at = [0.0] * count
