@@ -24,11 +24,11 @@ from pathlib import Path
 
 
 from evo.engine import EvolutionEngine
-from evo.head import DistributedEvaluator
-from evo.log import configure
-from evo.journal import RunJournal
+from evo.head.evaluators import DistributedEvaluator
+from evo.cli.log_setup import configure
+from evo.head.journal import RunJournal
 from evo.random_search import RandomSearch
-from evo.runner import Runner
+from evo.head.runner import Runner
 from evo.space import SearchSpace
 from evo.spec import TrainSpec
 from evo.steady_state import SteadyStateEngine
