@@ -28,6 +28,9 @@ PYTHON = sys.executable
 HEARTBEAT = "0.2"
 LIVENESS = "3"
 
+#: What a wait for a process's output returns when the process exited first.
+_EXITED = object()
+
 
 # ------------------------------------------------------------------ ports, pids, time
 
@@ -207,16 +210,15 @@ class Head(Process):
         """The stdout line "ventilator tcp://... sink tcp://...", once printed (the head's
         first line, or the first after its "run directory" line); None if the head exited
         without printing it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            alive = self.alive()
+        def printed() -> str | object | None:
+            alive = self.alive()  # before reading: a line printed just before exiting is still seen
             for line in self.stdout().splitlines(keepends=True)[:3]:
                 if line.startswith("ventilator ") and line.endswith("\n"):
                     return line.rstrip("\n")
-            if not alive:
-                return None
-            time.sleep(0.02)
-        raise AssertionError(f"{self.name} printed no endpoints within {timeout} s\n{self.describe()}")
+            return None if alive else _EXITED
+
+        found = wait_until(printed, timeout, f"{self.name}'s endpoints line", fail=self.describe)
+        return None if found is _EXITED else found
 
     def events(self, event: str | None = None, **fields: Any) -> list[dict]:
         """The head's own log lines (its local workers log to the same stderr, role=worker)."""

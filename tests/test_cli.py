@@ -16,6 +16,7 @@ def evovae(*args, env=None, timeout=300):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_train_prints_a_finite_validation_and_test_loss():
     out = evovae("train", "850|20|1000", "--dataset", "fashion-mnist", *SMALL)
     assert out.returncode == 0, out.stderr
@@ -40,6 +41,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
     assert "apt-get install dataset-fashion-mnist" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_search_on_real_fashion_mnist_is_reproducible(tmp_path):
     args = ["search", "--in-process", "--population", "3", "--offspring", "3", "--generations", "3", "--seed", "7",
             *SMALL]

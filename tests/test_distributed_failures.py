@@ -29,7 +29,7 @@ from distributed_helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # every test here starts several processes
 
 FAKE = ["--fake", "--fake-sleep"]
 
@@ -400,10 +400,13 @@ def test_fuzzed_head_survives_and_the_search_completes(cluster):
 
 def test_workers_started_before_the_head_connect_when_it_comes_up(cluster):
     port = free_port_pair()
-    workers = [cluster.worker(port, *FAKE, "0.25", worker_id=f"early{i}") for i in range(2)]
+    workers = [cluster.worker(port, *FAKE, "0.25", "--log-level", "debug", worker_id=f"early{i}") for i in range(2)]
     for w in workers:
-        wait_until(lambda w=w: w.log.events("worker.started"), 20, f"{w.name} started", fail=w.describe)
-    time.sleep(1.0)  # they retry connecting (with back-off: 0.1 s doubling up to 5 s) while nobody listens
+        # nobody listens: each keeps asking for work (a Ready every heartbeat) while its
+        # connection retries with back-off (0.1 s doubling up to 5 s); once its few queued
+        # Ready messages fill the send queue it logs every further one as skipped
+        wait_until(lambda w=w: len(w.log.events("ready.skipped")) >= 3, 20,
+                   f"{w.name} to skip 3 Ready messages while no head listens", fail=w.describe)
     assert all(w.alive() for w in workers)
     assert not any(w.log.events("task.received") for w in workers)
 
@@ -501,7 +504,6 @@ def test_head_json_log_stays_parseable_when_python_is_unbuffered(cluster):
 # --------------------------------------------------------------------------- 9. real training
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_real_training_over_zeromq_with_local_workers(cluster):
     head = cluster.head("--local-workers", "2", "--population", "3", "--offspring", "3", "--generations", "2",

@@ -1,14 +1,14 @@
 """Durable searches: the journal, resume after kill -9 of the head, the result cache, steady-state mode."""
 import json
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from distributed_helpers import free_port_pair
+from distributed_helpers import Process, free_port_pair, wait_until
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
@@ -157,26 +157,34 @@ def _result(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
 
+def _total_after(head: Process, generation: int) -> int | None:
+    """The "total N" evaluations on the head's progress line for ``generation``, once printed."""
+    for line in head.stdout().splitlines():
+        found = re.match(rf"gen +{generation} .* total (\d+)", line)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+@pytest.mark.slow
 def test_kill_9_of_the_head_then_resume_matches_an_uninterrupted_run(tmp_path):
     straight = _search(*SEARCH, *_fake(), "--run-dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
 
-    port = free_port_pair()
     run = tmp_path / "killed"
-    head = subprocess.Popen([sys.executable, "-m", "evo.cli", "search", "--bind", f"tcp://127.0.0.1:{port}", *SEARCH,
-                             *_fake("0.1"), "--run-dir", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    head = Process("killed", [sys.executable, "-m", "evo.cli", "search", "--bind",
+                              f"tcp://127.0.0.1:{free_port_pair()}", *SEARCH, *_fake("0.1"), "--run-dir", str(run)],
+                   tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        for line in head.stdout:  # kill it in the middle of generation 3
-            if line.startswith("gen   2") or time.monotonic() > deadline:
-                break
-        time.sleep(0.15)
-        head.send_signal(signal.SIGKILL)
-        head.wait(10)
+        def mid_generation_3() -> bool:  # generation 2 reported, and results of generation 3 came in since
+            total = _total_after(head, 2)
+            return total is not None and len(head.log.events("task.completed", role="search")) > total
+
+        wait_until(mid_generation_3, 60, "a result of generation 3 in the head's log", fail=head.describe)
+        head.signal(signal.SIGKILL)
+        assert head.wait(10) == -signal.SIGKILL
     finally:
-        if head.poll() is None:
-            head.kill()
+        head.kill_group()  # and its local workers
     con = sqlite3.connect(run / "journal.sqlite")
     finished_before = {row[0] for row in con.execute("SELECT task_id FROM results")}
     con.close()
@@ -194,6 +202,7 @@ def test_kill_9_of_the_head_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert not {e["task_id"] for e in completed} & finished_before
 
 
+@pytest.mark.slow
 def test_a_second_search_with_the_same_cache_runs_nothing_twice(tmp_path):
     cache = str(tmp_path / "cache.sqlite")
     first = _search(*SEARCH, *_fake("0"), "--run-dir", str(tmp_path / "one"), "--cache", cache)
@@ -206,6 +215,7 @@ def test_a_second_search_with_the_same_cache_runs_nothing_twice(tmp_path):
     assert "cache-hits" in second.stdout
 
 
+@pytest.mark.slow
 def test_steady_state_mode_over_zeromq(tmp_path):
     out = _search(*SEARCH, *_fake("0.02"), "--mode", "steady-state", "--run-dir", str(tmp_path / "ss"))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from distributed_helpers import free_port_pair
+from distributed_helpers import JsonLog, free_port_pair, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "deploy" / "systemd"
@@ -194,11 +194,18 @@ def test_units_are_hardened(tmp_path):
 
 # ------------------------------------------------------------------ a worker under SIGTERM, mid-task
 
+def _poll_broker(broker, found, timeout: float, what: str, log: Path):
+    """Drive ``broker`` until ``found(outcomes of the last poll)`` is truthy; returns it."""
+    return wait_until(lambda: found(broker.poll(0.05)), timeout, what, interval=0,
+                      fail=lambda: log.read_text()[-2000:])
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
+@pytest.mark.slow
 @needs_venv
 def test_worker_stops_fast_on_sigterm_and_its_task_is_resent(tmp_path):
     from evo.spec import TrainSpec
@@ -222,18 +229,15 @@ def test_worker_stops_fast_on_sigterm_and_its_task_is_resent(tmp_path):
             slow = start_worker("3-1", "--fake", "--fake-sleep", "60")
             procs.append(slow)
             broker.submit("t" * 24, "850|20|1000", TrainSpec(dataset="synthetic", epochs=1).to_dict())
-            deadline = time.monotonic() + 30
-            busy = None
-            while busy is None and time.monotonic() < deadline:
-                broker.poll(0.1)
-                busy = next((wid for wid, w in broker.workers().items() if w["state"] == "busy"), None)
-            assert busy is not None, logs[0].read_text()[-2000:]
+            busy = _poll_broker(broker, lambda _: next(
+                (wid for wid, w in broker.workers().items() if w["state"] == "busy"), None),
+                30, "a busy worker", logs[0])
             # exec'd: the systemd main process is the worker itself, on the instance's GPU, with a stable id
             env = _environ(slow.pid)
             assert env["CUDA_VISIBLE_DEVICES"] == "3"
             assert busy.endswith("-g3-1"), busy
-            time.sleep(0.5)  # mid-task: a heartbeat or two out
-            started = time.monotonic()
+            _poll_broker(broker, lambda _: broker.stats.heartbeats >= 2, 10, "two heartbeats of the task", logs[0])
+            started = time.monotonic()  # mid-task: SIGTERM now
             slow.send_signal(signal.SIGTERM)
             rc = slow.wait(timeout=timeout_stop)
             took = time.monotonic() - started
@@ -244,11 +248,8 @@ def test_worker_stops_fast_on_sigterm_and_its_task_is_resent(tmp_path):
             # the head re-sends the abandoned task; another worker finishes it
             fast = start_worker("cpu", "--fake", "--fake-sleep", "0.05")
             procs.append(fast)
-            done = []
-            deadline = time.monotonic() + 30
-            while not done and time.monotonic() < deadline:
-                done = broker.poll(0.2)
-            assert done and isinstance(done[0], Done), logs[-1].read_text()[-2000:]
+            done = _poll_broker(broker, lambda outcomes: outcomes, 30, "the re-sent task's outcome", logs[-1])
+            assert isinstance(done[0], Done), logs[-1].read_text()[-2000:]
             assert done[0].result.attempt == 2 and done[0].result.ok
             assert _environ(fast.pid)["CUDA_VISIBLE_DEVICES"] == ""
             assert broker.stats.resends == 1
@@ -261,6 +262,7 @@ def test_worker_stops_fast_on_sigterm_and_its_task_is_resent(tmp_path):
 
 # ------------------------------------------------------------------ bin/start-search, bin/local-cluster
 
+@pytest.mark.slow
 @needs_venv
 def test_start_search_runs_and_resumes_its_run_directory(tmp_path):
     """The head unit's wrapper: a search into EVOVAE_RUN_DIR, and again: resumed, not re-run."""
@@ -306,6 +308,7 @@ def _local_cluster(tmp_path: Path, *args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
+@pytest.mark.slow
 @needs_venv
 def test_local_cluster_runs_a_tiny_search_to_the_end(tmp_path):
     logs = tmp_path / "cluster"
@@ -327,6 +330,7 @@ def test_local_cluster_runs_a_tiny_search_to_the_end(tmp_path):
     assert "local-cluster-0" in stdout and "local-cluster-1" in stdout  # per-worker lines
 
 
+@pytest.mark.slow
 @needs_venv
 def test_local_cluster_stops_everything_on_ctrl_c(tmp_path):
     logs = tmp_path / "cluster"
@@ -334,14 +338,9 @@ def test_local_cluster_stops_everything_on_ctrl_c(tmp_path):
                           "--port", str(free_port_pair()), "--log-dir", str(logs))
     members: list[int] = []
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = (logs / "head.log").read_text() if (logs / "head.log").exists() else ""
-            if text.count('"task.dispatched"') >= 2:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("no task was dispatched to both workers")
+        head_log = JsonLog(logs / "head.log")
+        wait_until(lambda: len(head_log.events("task.dispatched")) >= 2, 30, "a task dispatched to each worker",
+                   fail=head_log.tail)
         members = [int(p) for p in run("pgrep", "-P", proc.pid).stdout.split()]
         assert len(members) == 3, members  # the head and two workers, children of the script
         started = time.monotonic()
