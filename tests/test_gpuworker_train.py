@@ -90,6 +90,7 @@ def test_missing_data_names_the_files_and_the_fix(tmp_path, monkeypatch):
 TABLE_I = ["850|20|1000", "200,500|20|1000,650,50", "1000|60|700,750"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", TABLE_I)
 def test_table_one_genotypes_train_on_real_fashion_mnist(text):
     spec = TrainSpec(dataset="fashion-mnist", epochs=1, train_subset=512, val_size=512)

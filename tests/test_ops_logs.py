@@ -79,6 +79,7 @@ def records(path: Path) -> list[dict]:
 
 # ------------------------------------------------------------------ the summary agrees with the search
 
+@pytest.mark.slow
 def test_summary_counts_match_the_search_output(clean_run):
     log, out = clean_run
     s = summary_of(log)
@@ -97,6 +98,7 @@ def test_summary_counts_match_the_search_output(clean_run):
         stats["dispatched"], stats["resends"], stats["duplicates"], stats["failures"], stats["bad_frames"])
 
 
+@pytest.mark.slow
 def test_best_loss_per_generation_matches_the_search_output(clean_run):
     log, out = clean_run
     s = summary_of(log)
@@ -106,6 +108,7 @@ def test_best_loss_per_generation_matches_the_search_output(clean_run):
     assert [g["median_loss"] for g in s["generations"]] == [g["median_loss"] for g in out["generations"]]
 
 
+@pytest.mark.slow
 def test_per_worker_evaluations_add_up(clean_run):
     log, out = clean_run
     s = summary_of(log)
@@ -122,6 +125,7 @@ def test_per_worker_evaluations_add_up(clean_run):
         assert 0 < w["utilisation"] <= 1
 
 
+@pytest.mark.slow
 def test_summary_json_cli_equals_the_library(clean_run):
     log, _ = clean_run
     out = logs_cli("summarize", "--json", str(log))
@@ -129,6 +133,7 @@ def test_summary_json_cli_equals_the_library(clean_run):
     assert json.loads(out.stdout) == json.loads(json.dumps(summary_of(log)))
 
 
+@pytest.mark.slow
 def test_text_summary_names_what_matters(clean_run):
     log, out = clean_run
     text = logs_cli("summarize", str(log))
@@ -156,6 +161,7 @@ def trace_events(stdout: str) -> list[tuple[str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_trace_of_a_task_shows_dispatch_to_completion_in_order(clean_run):
     log, _ = clean_run
     tid = next(r["task_id"] for r in records(log) if r["event"] == "task.dispatched")
@@ -181,6 +187,7 @@ def test_trace_of_a_task_shows_dispatch_to_completion_in_order(clean_run):
     assert all(r["_source"].startswith(str(log) + ":") for r in lines)
 
 
+@pytest.mark.slow
 def test_trace_by_prefix_and_by_genotype(clean_run):
     log, out = clean_run
     recs = records(log)
@@ -192,6 +199,7 @@ def test_trace_by_prefix_and_by_genotype(clean_run):
     assert trace_events(by_genotype.stdout) == trace_events(by_prefix.stdout)
 
 
+@pytest.mark.slow
 def test_trace_of_an_unknown_task_exits_1(clean_run):
     log, _ = clean_run
     out = logs_cli("trace", "0123456789abcdef01234567", str(log))
@@ -201,6 +209,7 @@ def test_trace_of_an_unknown_task_exits_1(clean_run):
 
 # ------------------------------------------------------------------ a worker-killing genotype
 
+@pytest.mark.slow
 def test_poisoned_genotype_is_summarized_as_resends_and_a_give_up(poisoned_run):
     log, out, poison = poisoned_run
     s = summary_of(log)
@@ -222,6 +231,7 @@ def test_poisoned_genotype_is_summarized_as_resends_and_a_give_up(poisoned_run):
     assert sum(w["abandoned"] for w in workers) >= 2  # the two killed mid-task
 
 
+@pytest.mark.slow
 def test_trace_of_the_poisoned_task_shows_each_attempt_then_the_give_up(poisoned_run):
     log, _, poison = poisoned_run
     tid = next(r["task_id"] for r in records(log) if r.get("genotype") == poison)
@@ -239,6 +249,7 @@ def test_trace_of_the_poisoned_task_shows_each_attempt_then_the_give_up(poisoned
 
 # ------------------------------------------------------------------ the same log, read other ways
 
+@pytest.mark.slow
 def test_split_per_process_gives_the_same_summary(clean_run, tmp_path):
     """As on a real cluster: the head's log on one node, each worker's on its own."""
     log, _ = clean_run
@@ -274,6 +285,7 @@ def _journal_entry(line: str, index: int, unit: str, as_bytes: bool = False) -> 
     return json.dumps(entry)
 
 
+@pytest.mark.slow
 def test_journald_json_gives_the_same_summary(clean_run, tmp_path):
     log, _ = clean_run
     lines = log.read_text().splitlines()
@@ -288,6 +300,7 @@ def test_journald_json_gives_the_same_summary(clean_run, tmp_path):
     assert shown.returncode == 0 and "@node1" in shown.stdout
 
 
+@pytest.mark.slow
 def test_journalctl_cat_and_short_and_stdin_give_the_same_summary(clean_run, tmp_path):
     log, _ = clean_run
     lines = [line for line in log.read_text().splitlines() if line.strip()]
@@ -309,6 +322,7 @@ def test_journalctl_cat_and_short_and_stdin_give_the_same_summary(clean_run, tmp
     assert comparable(json.loads(piped.stdout)) == json.loads(json.dumps(want))
 
 
+@pytest.mark.slow
 def test_other_lines_are_ignored_and_counted(clean_run, tmp_path):
     log, _ = clean_run
     lines = log.read_text().splitlines()
@@ -346,6 +360,7 @@ def test_parse_line_reads_glued_objects_prefixes_and_journal_envelopes():
     assert parse_line("") == []
 
 
+@pytest.mark.slow
 def test_missing_file_is_one_line_and_exit_2(clean_run, tmp_path):
     log, _ = clean_run
     for args in (["summarize", str(tmp_path / "nope.log")], ["summarize", str(log), str(tmp_path / "nope.log")],
@@ -373,6 +388,7 @@ def test_a_file_without_evovae_lines_says_so(tmp_path):
     assert "no evovae JSON log lines found" in out.stdout
 
 
+@pytest.mark.slow
 def test_worker_logs_alone_still_give_worker_numbers(clean_run, tmp_path):
     """Only the workers' journals at hand (no head log): evaluations come from the workers."""
     log, out = clean_run
@@ -386,6 +402,7 @@ def test_worker_logs_alone_still_give_worker_numbers(clean_run, tmp_path):
     assert s["generations"] == [] and s["head"]["dispatched"] == 0
 
 
+@pytest.mark.slow
 def test_head_log_alone_times_workers_from_dispatch_to_result(clean_run, tmp_path):
     log, out = clean_run
     head_lines = [line for line in log.read_text().splitlines()
@@ -398,6 +415,7 @@ def test_head_log_alone_times_workers_from_dispatch_to_result(clean_run, tmp_pat
     assert all(w["busy_s"] > 0 for w in s["workers"])
 
 
+@pytest.mark.slow
 def test_trace_matches_only_whole_ids_or_long_prefixes(clean_run):
     logs = read_logs([str(clean_run[0])])
     tid = next(r.get("task_id") for r in logs.records if r.event == "task.dispatched")

@@ -259,6 +259,7 @@ def _worker(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_worker_process_with_keys_serves_a_curve_head_and_a_plain_one_cannot(ring):
     with Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server) as broker:
         ends = ["--connect", broker.ventilator_endpoint, "--sink", broker.sink_endpoint]

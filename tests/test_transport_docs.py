@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from transport.broker import Broker, Done
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -20,6 +22,7 @@ def _example_worker() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_docs_example_worker_completes_tasks(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_example_worker())
