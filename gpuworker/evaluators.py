@@ -60,9 +60,13 @@ def _unit(genotype: Genotype, salt: str) -> float:
     return (int.from_bytes(digest[:8], "big") + 1) / 2**64
 
 
-def fake_loss(genotype: Genotype) -> float:
-    """A cheap, deterministic stand-in for a validation loss, smooth in the genotype."""
-    return 100.0 + sum(genotype.encoder) / 100 + sum(genotype.decoder) / 100 + genotype.latent / 10
+def fake_loss(genotype: Genotype, epochs: int = 2) -> float:
+    """A cheap, deterministic stand-in for a validation loss, smooth in the genotype, falling with the epochs
+    trained (deeper networks learn more slowly, so a low fidelity ranks them worse than a high one); at 2
+    epochs it is ``100 + sum of widths / 100 + latent / 10``."""
+    layers = len(genotype.encoder) + len(genotype.decoder)
+    slow = 40.0 * (1 + layers / 5) * (1 / epochs - 1 / 2)
+    return 100.0 + sum(genotype.encoder) / 100 + sum(genotype.decoder) / 100 + genotype.latent / 10 + slow
 
 
 def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Collection[str] = (),
@@ -91,8 +95,8 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
             progress((now - started) / duration)
             if waiter.wait(min(0.25, end - now)):
                 raise Interrupted("worker stopping")
-        loss = fake_loss(genotype)
+        loss = fake_loss(genotype, spec.epochs)
         return True, {"loss": loss, "recon": loss - 10.0, "kl": 10.0, "curve": [loss],
-                      "seconds": time.perf_counter() - started, "fake": True}, ""
+                      "seconds": time.perf_counter() - started, "epochs": spec.epochs, "fake": True}, ""
 
     return run

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from evo.crossover import crossover
+from evo.variation import crossover
 from evo.genotype import Genotype, parse_genotype
-from evo.mutation import MutationRates, mutate, mutate_latent, mutate_network
+from evo.variation import MutationRates, mutate, mutate_latent, mutate_network
 from evo.space import SearchSpace
 
 SPACE = SearchSpace()

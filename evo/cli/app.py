@@ -8,6 +8,7 @@ from typing import Sequence
 
 from .search import UsageError, genotype_arg, spec_of
 from ..spec import DATASETS
+from ..strategies import STRATEGIES
 
 __all__ = ["main"]
 
@@ -60,12 +61,27 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--config", metavar="FILE", help="a TOML settings file; its [search] table sets defaults "
                         "for these options (flags override it)")
     s = search.add_argument_group("search")
-    s.add_argument("--strategy", default="evolution", choices=("evolution", "random"))
-    s.add_argument("--population", type=int, default=10, help="mu: the population size (default 10)")
-    s.add_argument("--offspring", type=int, default=10, help="lambda: offspring per generation (default 10)")
+    s.add_argument("--strategy", default="evolution", choices=tuple(STRATEGIES),
+                   help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + " (default evolution)")
+    s.add_argument("--population", type=int, default=10,
+                   help="mu: the population size (regularized: the queue of the most recent; default 10)")
+    s.add_argument("--offspring", type=int, default=10,
+                   help="lambda: offspring per generation (asynchronous strategies: evaluations per progress "
+                        "line; default 10)")
     s.add_argument("--generations", type=int, default=None,
-                   help="generations, counting the initial one (default 5); steady-state mode evaluates as many "
-                        "genotypes as this many generations would")
+                   help="generations, counting the initial one (default 5, or unbounded with --budget-epochs); "
+                        "asynchronous strategies evaluate as many genotypes as this many generations would")
+    s.add_argument("--budget-epochs", type=int, default=None, metavar="N",
+                   help="stop before the training epochs asked for would exceed N (every evaluation counts its "
+                        "epochs; a promoted one counts every rung it trained at)")
+    s.add_argument("--fidelities", default=None, metavar="E1,E2,...",
+                   help="multi-fidelity evolution: offspring trained E1 epochs, the best 1/eta promoted to E2, ... "
+                        "selection on the last only (e.g. 1,3,9); without it, --epochs for every evaluation")
+    s.add_argument("--eta", type=int, default=3, help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
+    s.add_argument("--tournament-size", type=int, default=3,
+                   help="regularized: contenders drawn from the queue to pick a parent (default 3)")
+    s.add_argument("--startup-trials", type=int, default=10,
+                   help="tpe: random proposals before TPE models the results (default 10)")
     s.add_argument("--mode", default="generational", choices=("generational", "steady-state"),
                    help="generational (mu + lambda), as in the paper, or steady-state: breed as results arrive")
     s.add_argument("--crossover-rate", type=float, default=0.5)

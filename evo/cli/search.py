@@ -17,23 +17,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..engine import EvolutionEngine
 from ..evaluation import Evaluation, evaluation_from_metrics
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..head.journal import JournalError, ResultCache, RunJournal
-from ..random_search import RandomSearch
-from ..head.runner import InProcessEvaluator, Runner, budget_of
-from ..head.progress import format_report
+from ..head.evaluators import InProcessEvaluator
+from ..head.progress import format_report, search_summary
+from ..head.runner import Runner
+from ..multifidelity import parse_fidelities
 from ..space import SearchSpace
 from ..spec import TrainSpec
-from ..steady_state import SteadyStateEngine
+from ..strategies import StrategyOptions, make_strategy
+from ..strategy import Strategy
 
 __all__ = ["SEARCH_KEYS", "UsageError", "genotype_arg", "run", "spec_of"]
 
 #: The options that define a search (stored in its journal; a resumed run takes them from there).
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
-               "split_seed")
+               "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials")
 
 
 class UsageError(Exception):
@@ -56,44 +57,42 @@ def genotype_arg(text: str) -> Genotype:
         raise UsageError(str(exc)) from None
 
 
-def strategy_of(args: argparse.Namespace):
+def options_of(args: argparse.Namespace) -> StrategyOptions:
+    """The strategy's options from the command line (or from a resumed run's journal)."""
     try:
         space = SearchSpace(max_layers=args.max_layers)
-        initial = [space.validate(genotype_arg(t)) for t in args.initial]
-        if args.strategy == "random":
-            if initial or args.mode != "generational":
-                raise UsageError("--strategy random takes neither --initial nor --mode steady-state")
-            return RandomSearch(space, mu=args.population, batch=args.offspring, seed=args.seed)
-        if args.mode == "steady-state":
-            if initial:
-                raise UsageError("--initial only applies to --mode generational")
-            return SteadyStateEngine(space, mu=args.population, seed=args.seed, report_every=args.offspring,
-                                     crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate)
-        return EvolutionEngine(space, mu=args.population, lam=args.offspring, seed=args.seed,
-                               crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate, initial=initial)
+        initial = tuple(space.validate(genotype_arg(t)) for t in args.initial)
+        fidelities = args.fidelities
+        if isinstance(fidelities, str):
+            fidelities = parse_fidelities(fidelities)
+        return StrategyOptions(
+            strategy=args.strategy, population=args.population, offspring=args.offspring,
+            generations=args.generations, budget_epochs=args.budget_epochs, epochs=args.epochs,
+            fidelities=tuple(fidelities or ()), eta=args.eta, mode=args.mode, tournament_size=args.tournament_size,
+            startup_trials=args.startup_trials, crossover_rate=args.crossover_rate,
+            mutation_rate=args.mutation_rate, initial=initial, seed=args.seed)
     except (ValueError, GenotypeError) as exc:
         raise UsageError(str(exc)) from None
 
 
-def _summary(strategy, spec: TrainSpec, runner: Runner, seconds: float, run_dir: Path) -> dict[str, Any]:
-    def item(e: Evaluation) -> dict:
-        return {"genotype": str(e.genotype), "loss": e.loss, "fitness": e.fitness, "error": e.error}
+def strategy_of(args: argparse.Namespace) -> Strategy:
+    try:
+        return make_strategy(options_of(args), SearchSpace(max_layers=args.max_layers))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
+
+def _summary(strategy: Strategy, spec: TrainSpec, runner: Runner, seconds: float, run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
         "spec": spec.to_dict(),
-        "strategy": type(strategy).__name__,
-        "seed": strategy.seed,
-        "generations": [
-            {"generation": r.generation, "evaluated": r.evaluated, "failed": r.failed, "duplicates": r.duplicates,
-             "best_loss": r.best.loss if r.best else None, "median_loss": r.median_loss}
-            for r in strategy.history
-        ],
-        "population": [item(e) for e in strategy.population],
-        "evaluations": [item(e) for e in strategy.evaluations],
+        **search_summary(strategy),
         "evaluated_now": runner.evaluated,
         "reused_from_journal": runner.reused,
+        "replayed_from_journal": runner.replayed,
         "cache_hits": runner.cache_hits,
+        "epochs_trained_now": runner.epochs_trained,
+        "train_seconds_now": round(runner.train_seconds, 3),
         "seconds": seconds,
     }
 
@@ -108,8 +107,11 @@ def _open_journal(args: argparse.Namespace) -> RunJournal:
             if generations is not None:  # a resumed search may be given more generations
                 args.generations = generations
             return journal
-        if args.generations is None:
+        if args.generations is None and args.budget_epochs is None:
             args.generations = 5
+        if isinstance(args.fidelities, str):  # stored as a list of epochs
+            args.fidelities = list(options_of(args).fidelities)
+        spec_of(args), strategy_of(args)  # a bad option creates no run directory
         run_dir = Path(args.run_dir or Path("runs") / time.strftime(f"search-%Y%m%dT%H%M%SZ-{os.getpid()}",
                                                                    time.gmtime()))
         return RunJournal.create(run_dir, {key: getattr(args, key) for key in SEARCH_KEYS})
@@ -127,11 +129,11 @@ def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec) -> InProces
     except DataError as exc:
         raise UsageError(str(exc)) from None
 
-    def one(genotype: Genotype) -> Evaluation:
-        result = evaluate(genotype, spec, device=args.device, data_root=args.data_root, download=args.download)
-        return evaluation_from_metrics(genotype, result.ok, result.metrics(), result.error)
+    def one(genotype: Genotype, task_spec: TrainSpec) -> Evaluation:
+        result = evaluate(genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download)
+        return evaluation_from_metrics(genotype, result.ok, result.metrics(), result.error, epochs=task_spec.epochs)
 
-    return InProcessEvaluator(one, spec)
+    return InProcessEvaluator(one)
 
 
 def _sink(args: argparse.Namespace) -> str:
@@ -248,7 +250,7 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
           f"local workers {args.local_workers}", flush=True)
     try:
         workers.start()
-        evaluator = DistributedEvaluator(broker, spec, stop=stop, tick=workers.check)
+        evaluator = DistributedEvaluator(broker, stop=stop, tick=workers.check)
         runner = Runner(evaluator, spec, journal=journal, cache=cache, on_report=progress,
                         capacity=lambda: len(broker.workers()))
         runner_box.append(runner)
@@ -266,23 +268,21 @@ def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCach
     return 0
 
 
-def _drive(args, runner: Runner, strategy) -> None:
+def _drive(args, runner: Runner, strategy: Strategy) -> None:
     try:
         runner.replay(strategy)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    if isinstance(strategy, SteadyStateEngine):
-        runner.run_steady_state(strategy, budget_of(args.population, args.offspring, args.generations))
-    else:
-        runner.run_generations(strategy, args.generations)
+    runner.run(strategy)
 
 
 def _finish(args, strategy, spec: TrainSpec, runner: Runner, started: float, journal: RunJournal) -> None:
     print("final population (best first):")
     for rank_, e in enumerate(strategy.population, 1):
-        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}")
-    print(f"evaluations: {runner.evaluated} run now, {runner.reused} reused from the journal, "
-          f"{runner.cache_hits} from the cache")
+        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}  ({e.epochs} epochs)")
+    print(f"evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the journal "
+          f"({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} from "
+          f"the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
     summary = json.dumps(_summary(strategy, spec, runner, time.perf_counter() - started, journal.run_dir), indent=2)
     (journal.run_dir / "result.json").write_text(summary)
     if args.output:

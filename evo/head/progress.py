@@ -1,47 +1,59 @@
-"""Run a strategy to its end with any batch evaluator: the ask/tell loop."""
+"""What a person reads while a search runs, and what a search's result file holds."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
-import structlog
+from typing import Any, Iterable
 
 from ..evaluation import Evaluation
-from ..genotype import Genotype
-from ..strategy import GenerationReport, Strategy
+from ..strategy import Report, Strategy
 
-__all__ = ["BatchEvaluator", "format_report", "run_search"]
-
-log = structlog.get_logger(__name__)
-
-#: Evaluates a batch of genotypes, returning one Evaluation for each (any order).
-BatchEvaluator = Callable[[Sequence[Genotype]], Sequence[Evaluation]]
+__all__ = ["anytime", "evaluation_item", "format_report", "search_summary"]
 
 
-def run_search(strategy: Strategy, evaluate: BatchEvaluator, generations: int,
-               on_generation: Callable[[GenerationReport], None] | None = None) -> list[GenerationReport]:
-    """Ask, evaluate, tell for ``generations`` rounds (generation 0 included)."""
-    if generations < 1:
-        raise ValueError(f"generations must be >= 1, got {generations}")
-    reports = []
-    while strategy.generation < generations:
-        batch = strategy.ask()
-        report = strategy.tell(evaluate(batch) if batch else [])
-        best = report.best
-        log.info("generation.done", generation=report.generation, evaluated=report.evaluated,
-                 failed=report.failed, duplicates=report.duplicates, total=report.total_evaluations,
-                 best_loss=best.loss if best else None, best=str(best.genotype) if best else None,
-                 median_loss=report.median_loss)
-        reports.append(report)
-        if on_generation is not None:
-            on_generation(report)
-    return reports
-
-
-def format_report(report: GenerationReport, extra: str = "") -> str:
-    """One progress line a person reads."""
+def format_report(report: Report, extra: str = "") -> str:
+    """One progress line: generation, best and median loss, evaluations, failures, duplicates, epochs."""
     best = report.best
     best_text = f"{best.loss:8.2f} {best.genotype}" if best else "     n/a"
     median = f"{report.median_loss:8.2f}" if report.median_loss is not None else "     n/a"
     line = (f"gen {report.generation:3d}  best {best_text}  median {median}  evaluated {report.evaluated:3d}"
-            f"  failed {report.failed}  duplicates {report.duplicates}  total {report.total_evaluations}")
+            f"  failed {report.failed}  duplicates {report.duplicates}  total {report.total_evaluations}"
+            f"  epochs {report.epochs_total}")
     return f"{line}  {extra}" if extra else line
+
+
+def anytime(evaluations: Iterable[Evaluation], final_epochs: int) -> list[list[float]]:
+    """The anytime curve of a search: after each evaluation (in the order told), ``[cumulative epochs,
+    best loss so far at final_epochs]`` (None until one exists). Epochs count what each evaluation was asked
+    to train, whatever its outcome: the compute the strategy chose to spend."""
+    curve, epochs, best = [], 0, None
+    for e in evaluations:
+        epochs += e.epochs
+        if e.ok and e.epochs == final_epochs and (best is None or e.loss < best):
+            best = e.loss
+        curve.append([epochs, best])
+    return curve
+
+
+def evaluation_item(e: Evaluation) -> dict[str, Any]:
+    return {"genotype": str(e.genotype), "epochs": e.epochs, "state": e.state.value, "loss": e.loss,
+            "fitness": e.fitness, "seconds": round(e.seconds, 3), "error": e.error}
+
+
+def search_summary(strategy: Strategy) -> dict[str, Any]:
+    """The search's history, population, evaluations, epoch account and anytime curve (JSON-able)."""
+    best = strategy.best
+    return {
+        "strategy": type(strategy).__name__,
+        "seed": strategy.seed,
+        "final_epochs": strategy.final_epochs,
+        "best": evaluation_item(best) if best else None,
+        "epochs_total": strategy.asked_epochs,
+        "generations": [
+            {"generation": r.generation, "evaluated": r.evaluated, "failed": r.failed, "duplicates": r.duplicates,
+             "best_loss": r.best.loss if r.best else None, "median_loss": r.median_loss,
+             "epochs_total": r.epochs_total}
+            for r in strategy.history
+        ],
+        "population": [evaluation_item(e) for e in strategy.population],
+        "evaluations": [evaluation_item(e) for e in strategy.evaluations],
+        "anytime": anytime(strategy.evaluations, strategy.final_epochs),
+    }

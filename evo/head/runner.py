@@ -1,9 +1,9 @@
-"""Drive a strategy with an asynchronous evaluator, journaling and caching as it goes.
+"""Drive any strategy with an asynchronous evaluator, journaling and caching as it goes: the one ask/tell loop.
 
-Two modes: ``run_generations`` (the paper's generational (mu + lambda): ask a
-batch, wait for all of it, tell) and ``run_steady_state`` (ask one offspring
-whenever a worker frees up). In both, every ask is journaled before its tasks
-go out and every result before the engine is told; a result already in the
+Whenever evaluation capacity is free, the strategy is asked for that many candidates (a generational strategy
+hands its batch out piece by piece and waits for it to be told; an asynchronous one breeds each from what is
+known then); every result is told as soon as it arrives. Every ask is journaled before its tasks go out, every
+result before the strategy is told, and every tell with the strategy's state after it. A result already in the
 journal (a resumed run) or in the cache (an earlier run) is never paid for again.
 """
 from __future__ import annotations
@@ -12,56 +12,51 @@ from typing import Callable, Protocol, Sequence
 
 import structlog
 
-from ..evaluation import Evaluation
+from ..evaluation import Candidate, Evaluation
 from ..genotype import Genotype
-from .journal import JournalError, ResultCache, RunJournal
 from ..spec import TrainSpec, task_id
-from ..steady_state import SteadyStateEngine
-from ..strategy import GenerationReport, Strategy
+from ..strategy import Report, Strategy
+from .journal import JournalError, ResultCache, RunJournal
 
-__all__ = ["AsyncEvaluator", "InProcessEvaluator", "Runner"]
+__all__ = ["AsyncEvaluator", "Runner", "Task", "epochs_trained"]
 
 log = structlog.get_logger(__name__)
+
+#: one task for an evaluator: (task id, genotype, the spec it is trained with)
+Task = tuple[str, Genotype, TrainSpec]
 
 
 class AsyncEvaluator(Protocol):
     @property
     def pending(self) -> int: ...
 
-    def submit(self, genotypes: Sequence[Genotype]) -> list[str]: ...
+    def submit(self, tasks: Sequence[Task]) -> None: ...
 
     def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]: ...
 
+    worker_keys: dict[str, str]  # task id -> the CURVE key that sent its result (empty without CURVE)
 
-class InProcessEvaluator:
-    """Evaluates one pending genotype per ``poll`` in this process (no sockets)."""
 
-    def __init__(self, evaluate_one: Callable[[Genotype], Evaluation], spec: TrainSpec) -> None:
-        self._evaluate = evaluate_one
-        self._spec = spec
-        self._pending: dict[str, Genotype] = {}
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def submit(self, genotypes: Sequence[Genotype]) -> list[str]:
-        ids = [task_id(g, self._spec) for g in genotypes]
-        self._pending.update(zip(ids, genotypes))
-        return ids
-
-    def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]:
-        if not self._pending:
-            return []
-        tid = next(iter(self._pending))
-        return [(tid, self._evaluate(self._pending.pop(tid)))]
+def epochs_trained(e: Evaluation) -> int:
+    """The epochs an evaluation actually trained: the trainer's count (a diverged run stops early), else its
+    fidelity when it succeeded; a lost one is not known to have trained at all."""
+    trained = e.metrics.get("epochs")
+    if type(trained) is int and trained >= 0:
+        return trained
+    return e.epochs if e.ok else 0
 
 
 class Runner:
-    """Runs a search to its end; ``journal`` and ``cache`` are optional."""
+    """Runs strategies (and one-off tasks) through ``evaluator``; ``journal`` and ``cache`` are optional.
+
+    ``capacity()`` is how many tasks may be out at once (the live workers); ``on_report`` gets every progress
+    report. Counters: ``evaluated`` (results that came from evaluation now), ``reused`` (taken from this run's
+    journal), ``cache_hits`` (from the cache), ``replayed`` (results replayed into the strategy on resume),
+    ``epochs_trained`` and ``train_seconds`` (paid now).
+    """
 
     def __init__(self, evaluator: AsyncEvaluator, spec: TrainSpec, *, journal: RunJournal | None = None,
-                 cache: ResultCache | None = None, on_report: Callable[[GenerationReport], None] | None = None,
+                 cache: ResultCache | None = None, on_report: Callable[[Report], None] | None = None,
                  capacity: Callable[[], int] = lambda: 1, poll_s: float = 0.2) -> None:
         self.evaluator = evaluator
         self.spec = spec
@@ -70,92 +65,121 @@ class Runner:
         self.on_report = on_report
         self.capacity = capacity
         self.poll_s = poll_s
-        self.reused = 0       # results taken from this run's journal (a resumed run)
-        self.cache_hits = 0   # results taken from the cache (an earlier run)
-        self.evaluated = 0    # results that came from evaluation now
-        self._open_ask: list[str] | None = None
+        self.evaluated = self.reused = self.cache_hits = self.replayed = 0
+        self.epochs_trained = 0
+        self.train_seconds = 0.0
+        self._candidates: dict[str, Candidate] = {}   # task id -> the candidate it evaluates
+        self._reported = 0
 
-    # -- resuming ------------------------------------------------------------------
-    def replay(self, strategy: Strategy | SteadyStateEngine) -> int:
-        """Bring a fresh engine (same config and seed) to the journal's last state. Returns tells replayed."""
+    def task_of(self, candidate: Candidate) -> tuple[str, TrainSpec]:
+        spec = self.spec if candidate.epochs == self.spec.epochs else self.spec.replace(epochs=candidate.epochs)
+        return task_id(candidate.genotype, spec), spec
+
+    # -- resuming ------------------------------------------------------------------------
+    def replay(self, strategy: Strategy) -> int:
+        """Bring a fresh strategy (same options and seed) to the journal's last state. Returns tells replayed."""
         if self.journal is None:
             return 0
         results = self.journal.results()
         tells = 0
-        for kind, tids, genotypes, state in self.journal.events():
+        for kind, tids, asked, state in self.journal.events():
             if kind == "ask":
-                if isinstance(strategy, SteadyStateEngine):
-                    batch = strategy.ask((state or {}).get("n", len(genotypes)))
-                else:
-                    batch = strategy.ask()
-                if [str(g) for g in batch] != genotypes:
-                    raise JournalError(
-                        f"replaying {self.journal.run_dir}: the engine asked for {[str(g) for g in batch][:3]}... "
-                        f"where the journal has {genotypes[:3]}...; the configuration or the code changed since "
-                        "the run started, so it cannot be resumed")
-                self._open_ask = genotypes
-            else:
-                missing = [t for t in tids if t not in results]
-                if missing:
-                    raise JournalError(f"{self.journal.run_dir}: a tell names results that are not journaled "
-                                       f"({missing[:3]}); the journal is corrupt")
-                reports = strategy.tell([results[t] for t in tids])
-                tells += 1
-                if state is not None and strategy.snapshot()["population"] != state["population"]:
-                    raise JournalError(f"replaying {self.journal.run_dir}: the population after tell {tells} "
-                                       "differs from the journaled one; the code changed since the run started")
-                if isinstance(strategy, Strategy):
-                    self._open_ask = None
-                for report in reports if isinstance(reports, list) else [reports]:
-                    self._report(report, replayed=True)
-        log.info("run.replayed", tells=tells, results=len(results),
-                 evaluations=strategy.evaluation_count, generation=strategy.generation)
+                self._replay_ask(strategy, tids, asked, (state or {}).get("n"))
+                continue
+            missing = [t for t in tids if t not in results]
+            if missing:
+                raise JournalError(f"{self.journal.run_dir}: a tell names results that are not journaled "
+                                   f"({missing[:3]}); the journal is corrupt")
+            strategy.tell([results[t].at(self._candidates[t].epochs) for t in tids])
+            tells += 1
+            self.replayed += len(tids)
+            if state is not None and strategy.snapshot()["population"] != state["population"]:
+                raise JournalError(f"replaying {self.journal.run_dir}: the population after tell {tells} differs "
+                                   "from the journaled one; the code changed since the run started")
+            self._flush_reports(strategy, replayed=True)
+        self._flush_reports(strategy, replayed=True)
+        log.info("run.replayed", tells=tells, results=len(results), evaluations=strategy.evaluation_count,
+                 generation=strategy.generation, epochs=strategy.asked_epochs)
         return tells
 
-    # -- the two modes ----------------------------------------------------------------
-    def run_generations(self, strategy: Strategy, generations: int) -> None:
-        while strategy.generation < generations:
-            batch = strategy.ask()
-            ids = [task_id(g, self.spec) for g in batch]
-            if self.journal is not None and self._open_ask != [str(g) for g in batch]:
-                self.journal.record_ask(batch, ids)
-            self._open_ask = None
-            results = self._known(dict(zip(ids, batch)))
-            self.evaluator.submit([g for t, g in zip(ids, batch) if t not in results])
-            while len(results) < len(ids):
-                results.update(self._receive())
-            report = strategy.tell([results[t] for t in ids])
-            if self.journal is not None:
-                self.journal.record_tell(ids, strategy.snapshot())
-            self._report(report)
+    def _replay_ask(self, strategy: Strategy, tids: list[str], asked: list[str], n: int | None) -> None:
+        batch = strategy.ask(n)
+        # journals of format 1 hold bare genotypes (no @epochs): compare what they hold
+        got = [str(c) if "@" in text else str(c.genotype) for c, text in zip(batch, asked)]
+        if len(batch) != len(asked) or got != asked:
+            raise JournalError(
+                f"replaying {self.journal.run_dir}: the strategy asked for {[str(c) for c in batch][:3]}... where "
+                f"the journal has {asked[:3]}...; the configuration or the code changed since the run started, "
+                "so it cannot be resumed")
+        self._candidates.update(zip(tids, batch))
 
-    def run_steady_state(self, engine: SteadyStateEngine, budget: int) -> None:
-        """Evaluate until ``budget`` evaluations exist, keeping every worker busy."""
-        self._dispatch_steady(engine, engine.outstanding)  # asked before a restart, never told
-        while engine.evaluation_count < budget:
-            room = min(max(1, self.capacity()) - self.evaluator.pending,
-                       budget - engine.evaluation_count - self.evaluator.pending)
-            if room > 0:
-                batch = engine.ask(room)
-                if self.journal is not None and batch:
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, strategy: Strategy) -> None:
+        """Ask, evaluate, tell until ``strategy.done``."""
+        self._dispatch(strategy, strategy.outstanding)  # asked before a restart, never told
+        self._flush_reports(strategy)
+        while not strategy.done:
+            room = max(1, self.capacity()) - self.evaluator.pending
+            batch = strategy.ask(room) if room > 0 else []
+            if batch:
+                ids = [self.task_of(c)[0] for c in batch]
+                if self.journal is not None:
                     # the count asked for is part of the RNG's history: replay asks for the same
-                    self.journal.record_ask(batch, [task_id(g, self.spec) for g in batch], requested=room)
-                self._dispatch_steady(engine, batch)
-                if not batch and not self.evaluator.pending:
-                    log.warning("search.exhausted", evaluations=engine.evaluation_count, budget=budget)
-                    return
-            for tid, evaluation in self._receive().items():
-                self._tell_steady(engine, tid, evaluation)
+                    self.journal.record_ask(batch, ids, requested=room)
+                self._dispatch(strategy, batch)
+            self._flush_reports(strategy)
+            if strategy.done:
+                break
+            if not self.evaluator.pending:
+                if batch:
+                    continue  # every result was known: ask again
+                log.warning("search.exhausted", evaluations=strategy.evaluation_count, epochs=strategy.asked_epochs,
+                            outstanding=len(strategy.outstanding))
+                return
+            for tid, evaluation in self._receive():
+                self._tell(strategy, tid, evaluation)
 
-    # -- helpers ------------------------------------------------------------------
-    def _report(self, report: GenerationReport, replayed: bool = False) -> None:
-        best = report.best
-        log.info("generation.done", generation=report.generation, evaluated=report.evaluated, failed=report.failed,
-                 duplicates=report.duplicates, total=report.total_evaluations,
-                 best_loss=best.loss if best else None, best=str(best.genotype) if best else None,
-                 median_loss=report.median_loss, replayed=replayed)
-        if self.on_report is not None:
-            self.on_report(report)
+    def evaluate_specs(self, items: Sequence[tuple[Genotype, TrainSpec]]) -> dict[str, Evaluation]:
+        """One-off tasks (e.g. retrainings) outside any strategy: ``{task_id: evaluation}``, journal- and
+        cache-aware like the search's own tasks."""
+        wanted = {task_id(g, spec): (g, spec) for g, spec in items}
+        done = self._known({t: g for t, (g, _) in wanted.items()})
+        self.evaluator.submit([(t, g, spec) for t, (g, spec) in wanted.items() if t not in done])
+        while len(done) < len(wanted):
+            done.update(self._receive())
+        return done
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _dispatch(self, strategy: Strategy, batch: Sequence[Candidate]) -> None:
+        tasks = {}
+        for c in batch:
+            tid, spec = self.task_of(c)
+            self._candidates[tid] = c
+            tasks[tid] = (c.genotype, spec)
+        known = self._known({t: g for t, (g, _) in tasks.items()})
+        self.evaluator.submit([(t, g, spec) for t, (g, spec) in tasks.items() if t not in known])
+        for tid, evaluation in known.items():
+            self._tell(strategy, tid, evaluation)
+
+    def _tell(self, strategy: Strategy, tid: str, evaluation: Evaluation) -> None:
+        candidate = self._candidates.get(tid)
+        if candidate is None:  # a one-off task's result, or a stray one: not the strategy's
+            return
+        strategy.tell([evaluation.at(candidate.epochs)])
+        if self.journal is not None:
+            self.journal.record_tell([tid], strategy.snapshot())
+        self._flush_reports(strategy)
+
+    def _flush_reports(self, strategy: Strategy, replayed: bool = False) -> None:
+        for report in strategy.history[self._reported:]:
+            best = report.best
+            log.info("generation.done", generation=report.generation, evaluated=report.evaluated,
+                     failed=report.failed, duplicates=report.duplicates, total=report.total_evaluations,
+                     epochs=report.epochs_total, best_loss=best.loss if best else None,
+                     best=str(best.genotype) if best else None, median_loss=report.median_loss, replayed=replayed)
+            if self.on_report is not None:
+                self.on_report(report)
+        self._reported = len(strategy.history)
 
     def _known(self, wanted: dict[str, Genotype]) -> dict[str, Evaluation]:
         """Results already paid for: this run's journal first, then the shared cache."""
@@ -173,31 +197,16 @@ class Runner:
             log.info("results.reused", count=len(found), journal=self.reused, cache=self.cache_hits)
         return found
 
-    def _receive(self) -> dict[str, Evaluation]:
+    def _receive(self) -> list[tuple[str, Evaluation]]:
         finished = self.evaluator.poll(self.poll_s)
         if finished:
             self.evaluated += len(finished)
+            for _, e in finished:
+                self.epochs_trained += epochs_trained(e)
+                self.train_seconds += e.seconds
             if self.journal is not None:
-                self.journal.record_results([(tid, e, "worker") for tid, e in finished])
+                self.journal.record_results([(tid, e, "worker") for tid, e in finished],
+                                            worker_keys=self.evaluator.worker_keys)
             if self.cache is not None:
                 self.cache.put(finished)
-        return dict(finished)
-
-    def _dispatch_steady(self, engine: SteadyStateEngine, genotypes: Sequence[Genotype]) -> None:
-        wanted = {task_id(g, self.spec): g for g in genotypes}
-        known = self._known(wanted)
-        self.evaluator.submit([g for t, g in wanted.items() if t not in known])
-        for tid, evaluation in known.items():
-            self._tell_steady(engine, tid, evaluation)
-
-    def _tell_steady(self, engine: SteadyStateEngine, tid: str, evaluation: Evaluation) -> None:
-        reports = engine.tell([evaluation])
-        if self.journal is not None:
-            self.journal.record_tell([tid], engine.snapshot())
-        for report in reports:
-            self._report(report)
-
-
-def budget_of(mu: int, lam: int, generations: int) -> int:
-    """Evaluations a generational search of this size pays for (at most)."""
-    return mu + lam * max(0, generations - 1)
+        return finished

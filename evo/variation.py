@@ -1,14 +1,17 @@
-"""Mutation: append a layer or modify one, per network; the latent size may change too."""
+"""Variation: mutation (append a layer or modify one, per network; the latent size may change too),
+uniform crossover over the three genes, and breeding one offspring from a population. Every engine breeds
+through this module."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .genotype import Genotype
 from .space import SearchSpace
 
-__all__ = ["MutationRates", "mutate", "mutate_network", "mutate_latent"]
+__all__ = ["MutationRates", "breed", "crossover", "mutate", "mutate_latent", "mutate_network"]
 
 
 @dataclass(frozen=True)
@@ -80,4 +83,34 @@ def mutate(
             child = fallback()
             if child != genotype:
                 break
+    return child
+
+
+def crossover(a: Genotype, b: Genotype, rng: np.random.Generator) -> Genotype:
+    """Uniform crossover over the three genes.
+
+    Each network is kept whole (a network's layers were selected together), so
+    a child is always a valid genotype of the space its parents lie in.
+    """
+    take_a = rng.random(3) < 0.5
+    return Genotype(
+        a.encoder if take_a[0] else b.encoder,
+        a.latent if take_a[1] else b.latent,
+        a.decoder if take_a[2] else b.decoder,
+    )
+
+
+def breed(parents: Sequence[Genotype], space: SearchSpace, rng: np.random.Generator, crossover_rate: float,
+          mutation_rate: float, mutation: MutationRates, parent_set: frozenset[Genotype] | None = None) -> Genotype:
+    """One offspring: a uniformly drawn parent, crossed with a second, distinct one with probability
+    ``crossover_rate``, then mutated with probability ``mutation_rate`` (always when it equals a parent).
+    ``parents`` are distinct; pass ``parent_set`` when breeding many children from the same parents."""
+    index = int(rng.integers(len(parents)))
+    first = child = parents[index]
+    if len(parents) > 1 and rng.random() < crossover_rate:
+        other = int(rng.integers(len(parents) - 1))  # uniform over the parents but the first
+        second = parents[other + (other >= index)]
+        child = crossover(first, second, rng)
+    if child in (parent_set if parent_set is not None else parents) or rng.random() < mutation_rate:
+        child = mutate(child, space, rng, mutation)
     return child
