@@ -26,6 +26,7 @@ RULES = {
     "evo": (False, NETWORK_AND_LOGS | TORCH | {"transport", "optuna", "matplotlib"}),
     "evo.logs": (True, NETWORK_AND_LOGS | TORCH | {"transport", "numpy"}),
     "evo.head": (True, TORCH),
+    "evo.adapters": (True, TORCH | {"zmq", "msgpack", "transport"}),
     "transport": (True, TORCH | {"evo"}),
 }
 
