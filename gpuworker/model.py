@@ -1,13 +1,18 @@
-"""The VAE a genotype describes: linear layers with ReLU, Gaussian latent."""
+"""The VAE a genotype describes: linear layers with ReLU, Gaussian latent, Bernoulli or Gaussian decoder."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from evo.genotype import Genotype
+from evo.spec import LIKELIHOODS
 
-__all__ = ["VAE", "negative_elbo"]
+__all__ = ["VAE", "kl_divergence", "negative_elbo", "reconstruction_nll"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _mlp(widths: tuple[int, ...], input_dim: int) -> nn.Sequential:
@@ -20,12 +25,17 @@ def _mlp(widths: tuple[int, ...], input_dim: int) -> nn.Sequential:
 
 
 class VAE(nn.Module):
-    """Encoder MLP -> (mu, log-variance) heads; decoder MLP -> logits of the pixels."""
+    """Encoder MLP -> (mu, log-variance) heads; decoder MLP -> the parameters of p(x|z): the logits of the
+    values (``bernoulli``) or the means of a unit-variance Gaussian on standardised features (``gaussian``).
+    Both likelihoods have the same layers, so a state_dict does not say which one it was trained with."""
 
-    def __init__(self, genotype: Genotype, input_dim: int) -> None:
+    def __init__(self, genotype: Genotype, input_dim: int, likelihood: str = "bernoulli") -> None:
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         self.genotype = genotype
         self.input_dim = input_dim
+        self.likelihood = likelihood
         self.encoder = _mlp(genotype.encoder, input_dim)
         self.mu = nn.Linear(genotype.encoder[-1], genotype.latent)
         self.logvar = nn.Linear(genotype.encoder[-1], genotype.latent)
@@ -42,8 +52,13 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits of p(x|z); ``torch.sigmoid`` of them are pixel means."""
+        """The decoder's output: logits (``bernoulli``) or means (``gaussian``); see :meth:`mean`."""
         return self.decoder(z)
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z): sigmoid of the logits, or the Gaussian's mean (standardised units)."""
+        out = self.decode(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
@@ -53,13 +68,30 @@ class VAE(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def negative_elbo(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruction_nll(out: torch.Tensor, x: torch.Tensor, likelihood: str = "bernoulli") -> torch.Tensor:
+    """-log p(x|z) of each row, in nats: binary cross-entropy summed over the values (from logits), or the
+    unit-variance Gaussian's 0.5 * ||x - mean||^2 + D/2 * log(2 pi)."""
+    if likelihood == "bernoulli":
+        return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+    return 0.5 * (x - out).pow(2).sum(-1) + x.shape[-1] * _HALF_LOG_2PI
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) of each row, in nats (closed form)."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+
+
+def negative_elbo(out: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                  likelihood: str = "bernoulli") -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction, KL) summed over the batch, in nats.
 
-    Reconstruction is binary cross-entropy summed over pixels on continuous
-    pixels in [0, 1] (from logits, for stability); KL is KL(q(z|x) || N(0, I)).
+    Reconstruction is -log p(x|z) for one z sample: binary cross-entropy summed over the values in [0, 1]
+    (from logits, for stability), or the unit-variance Gaussian negative log-density of standardised
+    features; KL is KL(q(z|x) || N(0, I)).
     """
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    if likelihood == "bernoulli":
+        recon = F.binary_cross_entropy_with_logits(out, x, reduction="sum")
+    else:
+        recon = 0.5 * (x - out).pow(2).sum() + x.numel() * _HALF_LOG_2PI
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return recon, kl

@@ -1,16 +1,19 @@
 """Training per the paper's Algorithm 1, and ``evaluate(genotype, spec)``.
 
 Adam (lr 1e-3), mini-batches of 128 drawn from tensors already on the device
-(no DataLoader, no per-image work), loss = BCE summed over pixels + KL. The
-validation negative ELBO after each epoch is the curve; the last one is the
-loss the search sees (fitness = 1 / loss).
+(no DataLoader, no per-example work), loss = the negative ELBO: -log p(x|z)
+(BCE summed over values for ``bernoulli``, unit-variance Gaussian on
+standardised features for ``gaussian``) + KL. The validation negative ELBO
+after each epoch is the curve; the last one is the loss the search sees
+(fitness = 1 / loss). With ``spec.report_test`` the test split is measured too,
+and with ``spec.iw_samples`` = k the importance-weighted bound (bounds.py).
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import structlog
@@ -19,10 +22,12 @@ import torch
 from evo.genotype import Genotype
 from evo.spec import TrainSpec
 
+from .bounds import negative_iw_bound
 from .data import Splits, splits
 from .model import VAE, negative_elbo
 
-__all__ = ["TrainResult", "choose_device", "default_threads", "evaluate", "measure", "set_threads", "train"]
+__all__ = ["TrainResult", "choose_device", "default_threads", "evaluate", "measure", "measure_test", "set_threads",
+           "train"]
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +37,11 @@ _EVAL_BATCH = 2000
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Everything one training run measured. Losses are nats per image."""
+    """Everything one training run measured. Losses are nats per example.
+
+    ``epochs``: epochs actually trained (for a diverged run, the epoch it diverged in); ``seconds``: the
+    training time (epochs and their validation, not the test measurement); ``test``: ``loss``, ``recon``,
+    ``kl`` (and ``iw_loss``) on the test split, when measured."""
 
     genotype: str
     ok: bool
@@ -46,12 +55,16 @@ class TrainResult:
     device: str = ""
     error: str = ""
     test: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
 
     def metrics(self) -> dict[str, Any]:
-        """The figures as plain values (msgpack- and JSON-friendly)."""
+        """The figures as plain, flat values (msgpack- and JSON-friendly): the test figures as ``test_loss``,
+        ``test_recon``, ``test_kl``, ``test_iw_loss``."""
         data = asdict(self)
         data["curve"] = list(self.curve)
         data["train_curve"] = list(self.train_curve)
+        for key, value in data.pop("test").items():
+            data[f"test_{key}"] = value
         return data
 
 
@@ -79,15 +92,15 @@ def set_threads(threads: int | None = None) -> int:
 
 @torch.no_grad()
 def measure(model: VAE, images: torch.Tensor) -> tuple[float, float, float]:
-    """(negative ELBO, reconstruction, KL) per image of ``images``, one z sample each."""
+    """(negative ELBO, reconstruction, KL) per example of ``images``, one z sample each."""
     was_training = model.training
     model.eval()
     recon_sum = images.new_zeros(())
     kl_sum = images.new_zeros(())
     for start in range(0, len(images), _EVAL_BATCH):
         x = images[start:start + _EVAL_BATCH]
-        logits, mu, logvar = model(x)
-        recon, kl = negative_elbo(logits, x, mu, logvar)
+        out, mu, logvar = model(x)
+        recon, kl = negative_elbo(out, x, mu, logvar, model.likelihood)
         recon_sum += recon
         kl_sum += kl
     model.train(was_training)
@@ -96,28 +109,70 @@ def measure(model: VAE, images: torch.Tensor) -> tuple[float, float, float]:
     return recon_v + kl_v, recon_v, kl_v
 
 
+def measure_test(model: VAE, data: Splits, iw_samples: int = 0, *, seed: int = 0,
+                 tick: Callable[[], None] | None = None) -> dict[str, float]:
+    """The test split's ``loss``, ``recon``, ``kl`` (negative ELBO, nats per example) and, for
+    ``iw_samples`` = k > 0, ``iw_loss``: the negative importance-weighted bound with k samples."""
+    loss, recon, kl = measure(model, data.test)
+    test = {"loss": loss, "recon": recon, "kl": kl}
+    if iw_samples:
+        test["iw_loss"] = negative_iw_bound(model, data.test, iw_samples, seed=seed, tick=tick)
+    return test
+
+
 def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.device,
-          progress: Progress | None = None) -> tuple[VAE, TrainResult]:
-    """Train ``genotype`` on ``data`` as ``spec`` says. Raises on runtime errors;
-    a run whose loss stops being finite returns a failed result."""
+          progress: Progress | None = None) -> tuple[VAE | None, TrainResult]:
+    """Train ``genotype`` on ``data`` as ``spec`` says. Never raises for a training failure: a loss that
+    stops being finite, a runtime error or running out of memory returns a failed result with the reason
+    (and the model as far as it got: None if it could not even be built)."""
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    model = VAE(genotype, data.input_dim).to(device)
+    model: VAE | None = None
+    curve: list[float] = []
+    train_curve: list[float] = []
+
+    def failed(error: str, epochs: int) -> tuple[VAE | None, TrainResult]:
+        return model, TrainResult(str(genotype), False, curve=tuple(curve), train_curve=tuple(train_curve),
+                                  params=genotype.parameter_count(data.input_dim),
+                                  seconds=time.perf_counter() - started, device=str(device), error=error,
+                                  epochs=epochs)
+
+    try:
+        model = VAE(genotype, data.input_dim, spec.likelihood).to(device)
+        val = _epochs(model, spec, data, device, progress, curve, train_curve)
+    except (RuntimeError, ValueError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+        log.warning("train.failed", genotype=str(genotype), error=reason, epoch=len(train_curve) + 1)
+        return failed(reason, len(train_curve))
+    if not (math.isfinite(val[0]) and math.isfinite(train_curve[-1])):
+        return failed(f"training diverged in epoch {len(curve)}: validation loss {val[0]}, training loss "
+                      f"{train_curve[-1]} (not finite)", len(curve))
+    return model, TrainResult(
+        str(genotype), True, loss=val[0], recon=val[1], kl=val[2], curve=tuple(curve),
+        train_curve=tuple(train_curve), params=model.parameter_count(),
+        seconds=time.perf_counter() - started, device=str(device), epochs=len(curve),
+    )
+
+
+def _epochs(model: VAE, spec: TrainSpec, data: Splits, device: torch.device, progress: Progress | None,
+            curve: list[float], train_curve: list[float]) -> tuple[float, float, float]:
+    """The epochs of Algorithm 1, appending to ``curve`` and ``train_curve``; stops after the first epoch
+    whose loss is not finite. Returns the last validation (loss, recon, KL)."""
     # The fused Adam kernel (CPU and CUDA) cuts the optimiser step to a third of the for-each one.
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
     shuffle = torch.Generator(device=device).manual_seed(spec.seed)
     images, n = data.train, len(data.train)
     steps = math.ceil(n / spec.batch_size)
-    curve: list[float] = []
-    train_curve: list[float] = []
     val = (math.nan, math.nan, math.nan)
     for epoch in range(spec.epochs):
         order = torch.randperm(n, device=device, generator=shuffle)
         total = images.new_zeros(())
         for step in range(steps):
             x = images[order[step * spec.batch_size:(step + 1) * spec.batch_size]]
-            logits, mu, logvar = model(x)
-            recon, kl = negative_elbo(logits, x, mu, logvar)
+            out, mu, logvar = model(x)
+            recon, kl = negative_elbo(out, x, mu, logvar, spec.likelihood)
             loss = recon + kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,21 +183,13 @@ def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.devic
         train_curve.append(total.item() / n)
         val = measure(model, data.val)
         curve.append(val[0])
-        log.debug("train.epoch", genotype=str(genotype), epoch=epoch + 1, train_loss=train_curve[-1], val_loss=val[0])
+        log.debug("train.epoch", genotype=str(model.genotype), epoch=epoch + 1, train_loss=train_curve[-1],
+                  val_loss=val[0])
         if not math.isfinite(val[0]) or not math.isfinite(train_curve[-1]):
-            return model, TrainResult(
-                str(genotype), False, curve=tuple(curve), train_curve=tuple(train_curve),
-                params=model.parameter_count(), seconds=time.perf_counter() - started, device=str(device),
-                error=f"training diverged in epoch {epoch + 1}: validation loss {val[0]}, training loss "
-                      f"{train_curve[-1]} (not finite)",
-            )
+            return val
     if progress is not None:
         progress(1.0)
-    return model, TrainResult(
-        str(genotype), True, loss=val[0], recon=val[1], kl=val[2], curve=tuple(curve),
-        train_curve=tuple(train_curve), params=model.parameter_count(),
-        seconds=time.perf_counter() - started, device=str(device),
-    )
+    return val
 
 
 def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str | None = None,
@@ -150,23 +197,22 @@ def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str 
              test: bool = False) -> TrainResult:
     """Train and validate one genotype; never raises for a training failure.
 
-    NaN/inf losses, runtime errors and out-of-memory become a failed result
-    with the reason. A missing data set (DataError) does raise: no genotype
-    could be evaluated, and the caller must say what to install.
+    The test split is measured when ``test`` or ``spec.report_test`` is set (and the importance-weighted
+    bound when ``spec.iw_samples`` > 0). Data that cannot be had (DataError: missing, unreadable, not the
+    head's copy) does raise: no genotype could be evaluated, and the caller must say what to do.
     """
     device = choose_device(str(device) if device else None)
     data = splits(spec, device, data_root, download)
-    started = time.perf_counter()
-    try:
-        model, result = train(genotype, spec, data, device, progress)
-        if test and result.ok:
-            loss, recon, kl = measure(model, data.test)
-            result = TrainResult(**{**result.__dict__, "test": {"loss": loss, "recon": recon, "kl": kl}})
-        return result
-    except (RuntimeError, ValueError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
-        log.warning("train.failed", genotype=str(genotype), error=reason)
-        return TrainResult(str(genotype), False, seconds=time.perf_counter() - started, device=str(device),
-                           params=genotype.parameter_count(data.input_dim), error=reason)
+    model, result = train(genotype, spec, data, device, progress)
+    if model is not None and result.ok and (test or spec.report_test):
+        tick = (lambda: progress(1.0)) if progress is not None else None
+        try:
+            measured = measure_test(model, data, spec.iw_samples, seed=spec.seed, tick=tick)
+        except (RuntimeError, MemoryError) as exc:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            reason = f"measuring the test split failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            log.warning("train.failed", genotype=str(genotype), error=reason)
+            return replace(result, ok=False, loss=None, recon=None, kl=None, error=reason)
+        result = replace(result, test=measured)
+    return result

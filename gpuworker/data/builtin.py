@@ -1,4 +1,4 @@
-"""Data sets as flat float tensors in [0, 1], split once, held on the device.
+"""The built-in data sets, as uint8 tensors (torchvision; Debian's Fashion-MNIST package).
 
 Fashion-MNIST is read from a torchvision root, else from Debian's
 ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``),
@@ -11,15 +11,14 @@ import functools
 import gzip
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 import torch
 
-from evo.spec import TrainSpec
+from .base import DataError
 
-__all__ = ["DataError", "Splits", "default_root", "load_images", "splits"]
+__all__ = ["load_images"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,28 +29,6 @@ _IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-class DataError(RuntimeError):
-    """A data set that is not where it was looked for."""
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Training, validation and test images, flattened to rows of floats in [0, 1]."""
-
-    train: torch.Tensor
-    val: torch.Tensor
-    test: torch.Tensor
-    shape: tuple[int, ...]
-
-    @property
-    def input_dim(self) -> int:
-        return int(self.train.shape[1])
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("EVOVAE_DATA_ROOT") or Path.home() / ".cache" / "evovae" / "data")
 
 
 def _fashion_from_debian(root: Path) -> None:
@@ -120,28 +97,3 @@ def load_images(name: str, root: str, download: bool = False) -> tuple[torch.Ten
         images.append(data)
     log.info("data.loaded", dataset=name, root=root, train=len(images[0]), test=len(images[1]))
     return images[0], images[1], tuple(images[0].shape[1:])
-
-
-@functools.lru_cache(maxsize=4)
-def _splits_cached(name: str, root: str, download: bool, val_size: int, split_seed: int, train_subset: int,
-                   device: str) -> Splits:
-    train_u8, test_u8, shape = load_images(name, root, download)
-    if val_size >= len(train_u8):
-        raise DataError(f"val_size {val_size} leaves no training images out of {len(train_u8)} in {name!r}")
-    order = torch.randperm(len(train_u8), generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
-    if train_subset:
-        train_idx = train_idx[:train_subset]
-
-    def to_device(images: torch.Tensor) -> torch.Tensor:
-        return images.reshape(len(images), -1).to(device=device, dtype=torch.float32).div_(255.0)
-
-    return Splits(to_device(train_u8[train_idx]), to_device(train_u8[val_idx]), to_device(test_u8), shape)
-
-
-def splits(spec: TrainSpec, device: torch.device | str = "cpu", root: str | Path | None = None,
-           download: bool = False) -> Splits:
-    """The fixed train/validation/test split of ``spec`` on ``device`` (cached per process)."""
-    root = str(root or default_root())
-    return _splits_cached(spec.dataset, root, download, spec.val_size, spec.split_seed, spec.train_subset,
-                          str(device))
