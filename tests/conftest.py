@@ -1,0 +1,39 @@
+"""Suite-wide pytest hooks: keep the fast lane fast.
+
+``bin/test --fast`` (``-m "not slow"``) leaves out the tests marked ``slow``: those that
+train on real data or start several processes. A test without the mark that takes longer
+than FAST_LANE_LIMIT_S (setup, call and teardown together) is named at the end of the run,
+with what to do about it, so the fast lane stays under a minute as tests are added.
+"""
+from __future__ import annotations
+
+import pytest
+
+FAST_LANE_LIMIT_S = 5.0
+
+
+class FastLaneWatch:
+    """Adds up each unmarked test's phases and reports the ones over the limit."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.took: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "slow" not in report.keywords:
+            self.took[report.nodeid] = self.took.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        over = sorted(((s, n) for n, s in self.took.items() if s > self.limit_s), reverse=True)
+        if not over:
+            return
+        terminalreporter.section("too slow for the fast lane")
+        for seconds, nodeid in over:
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+        terminalreporter.write_line(
+            f"each took over {self.limit_s:g} s without @pytest.mark.slow: mark it slow if it trains on real data "
+            "or starts several processes, otherwise make it cheaper")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FastLaneWatch(FAST_LANE_LIMIT_S), "evovae-fast-lane-watch")
