@@ -1,0 +1,195 @@
+"""``evovae experiment compare`` and ``evovae experiment fidelity``: strategies at equal compute over seeds,
+and the fidelity study, into one report. Resumable: ``--resume RUN_DIR`` continues after a kill."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..experiments.compare import ARMS, COMPARE_PRESETS, base_spec, run_compare, summarize
+from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
+from ..experiments.fidelity import fidelity_study
+
+__all__ = ["main"]
+
+FORMAT = "evovae-compare"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evovae experiment compare",
+                                description="Compare search strategies at equal training epochs over several seeds "
+                                            "(anytime curves, retrained test ELBO and IW bound, paired bootstrap).")
+    p.add_argument("--preset", default="cpu", choices=tuple(COMPARE_PRESETS),
+                   help="; ".join(f"{k}: {v.summary}" for k, v in COMPARE_PRESETS.items()))
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seeds", type=_positive, default=None, help="seeds per arm (default: the preset's)")
+    p.add_argument("--budget-epochs", type=_positive, default=None, help="epochs per search (default: the preset's)")
+    p.add_argument("--arms", default=None, help=f"comma-separated, from {', '.join(ARMS)} (default: all)")
+    p.add_argument("--fidelity-count", type=int, default=30,
+                   help="genotypes in the fidelity study run first (0: skip it; default 30)")
+    p.add_argument("--run-dir", default=None, help="where everything goes (default runs/compare-TIME-PID); must be new")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the comparison in RUN_DIR")
+    d = p.add_argument_group("distribution (as for evovae search)")
+    d.add_argument("--local-workers", type=int, default=2, help="worker processes on this machine (default 2)")
+    d.add_argument("--bind", default="tcp://127.0.0.1:5567", help="ventilator endpoint (default tcp://127.0.0.1:5567)")
+    d.add_argument("--sink-bind", default=None)
+    d.add_argument("--server-key-secret", default=None, metavar="FILE")
+    d.add_argument("--allow", default=None, metavar="DIR")
+    d.add_argument("--insecure", action="store_true")
+    d.add_argument("--heartbeat", type=float, default=1.0)
+    d.add_argument("--threads", type=int, default=0, help="torch threads per local worker (default: cores shared)")
+    d.add_argument("--data-root", default=None)
+    d.add_argument("--worker-arg", action="append", default=[], metavar="ARG")
+    p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    preset = COMPARE_PRESETS[args.preset]
+    if args.seeds:
+        preset = replace(preset, seeds=args.seeds)
+    if args.budget_epochs:
+        preset = replace(preset, budget_epochs=args.budget_epochs)
+    if args.arms:
+        arms = tuple(a.strip() for a in args.arms.split(","))
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+        preset = replace(preset, arms=arms)
+    return {"format": FORMAT, "preset": asdict(preset), "dataset": args.dataset, "split_seed": args.split_seed,
+            "fidelity_count": args.fidelity_count}
+
+
+def _run_dir(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    if args.resume:
+        run = Path(args.resume)
+        try:
+            config = json.loads((run / "compare.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{run} is not a comparison's run directory ({exc})") from None
+        return run, config
+    config = _config(args)
+    run = Path(args.run_dir or Path("runs") / time.strftime(f"compare-%Y%m%dT%H%M%SZ-{os.getpid()}", time.gmtime()))
+    if run.exists() and any(run.iterdir()):
+        raise ValueError(f"{run} exists and is not empty: resume it with --resume {run}, or pick another --run-dir")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "compare.json").write_text(json.dumps(config, indent=2))
+    return run, config
+
+
+def _cluster_options(args: argparse.Namespace):
+    from ..head.cluster import ClusterOptions
+
+    return ClusterOptions(bind=args.bind, sink_bind=args.sink_bind, heartbeat=args.heartbeat,
+                          local_workers=args.local_workers, worker_args=tuple(args.worker_arg),
+                          server_key_secret=args.server_key_secret, allow=args.allow, insecure=args.insecure,
+                          threads=args.threads, data_root=args.data_root, log_level=args.log_level)
+
+
+def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[str, Any]:
+    from ..experiments.compare import ComparePreset
+    from ..experiments.searches import SearchBench
+    from ..head.cache import ResultCache
+
+    preset = ComparePreset(**{**config["preset"], "fidelities": tuple(config["preset"]["fidelities"]),
+                              "arms": tuple(config["preset"]["arms"])})
+    spec = base_spec(preset, config["dataset"], config["split_seed"])
+    cache = ResultCache(run / "cache.sqlite")
+    bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache)
+    started = time.perf_counter()
+    results: dict[str, Any] = {"format": FORMAT, "preset": config["preset"], "dataset": config["dataset"],
+                               "arms": ARMS, "spec": spec.to_dict()}
+    if config["fidelity_count"]:
+        print(f"fidelity study: {config['fidelity_count']} genotypes x {preset.retrain_epochs} epochs", flush=True)
+        results["fidelity"] = fidelity_study(bench, spec, count=config["fidelity_count"],
+                                             epochs=sorted({1, 2, preset.epochs, preset.retrain_epochs}),
+                                             seed=10_000)
+    raw = run_compare(bench, preset, spec, echo=lambda line: print(line, flush=True))
+    results.update(raw)
+    results["summary"] = summarize(raw, preset)
+    results["seconds"] = time.perf_counter() - started + _previous_seconds(run)
+    results["trained_now"] = bench.trained_now
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {args.local_workers} local workers"
+    results["command"] = "evovae experiment compare " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("preset", config["preset"]["name"]),
+                                                    ("dataset", config["dataset"])))
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    cache.close()
+    return results
+
+
+def _previous_seconds(run: Path) -> float:
+    """Wall time spent before a resume (each run of the command adds its own to progress.json)."""
+    path = run / "progress.json"
+    return float(json.loads(path.read_text()).get("seconds", 0.0)) if path.is_file() else 0.0
+
+
+def _write(run: Path, results: dict[str, Any]) -> None:
+    (run / "results.json").write_text(json.dumps(results, indent=1))
+    title = f"{results['dataset']}, preset {results['preset']['name']}"
+    draw_anytime(results["summary"], run / "anytime.png", title)
+    if results.get("fidelity"):
+        draw_fidelity(results["fidelity"], run / "fidelity.png")
+    (run / "report.md").write_text(render_compare_report(results))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ..head.cluster import Cluster, ClusterError
+    from .log_setup import configure
+    from .signals import stop_signals
+
+    try:
+        options = _cluster_options(args)
+        run, config = _run_dir(args)
+    except (ValueError, ClusterError) as exc:
+        print(f"evovae: error: {exc}", file=sys.stderr)
+        return 2
+    configure(args.log_format, args.log_level, role="compare")
+    from ..head.evaluators import SearchStopped
+
+    started = time.perf_counter()
+    with stop_signals() as stop:
+        try:
+            with Cluster(options) as cluster:
+                print(f"run directory {run}\n{cluster.describe()}", flush=True)
+                results = _experiment(args, run, config, cluster, stop)
+        except ClusterError as exc:
+            print(f"evovae: error: {exc}", file=sys.stderr)
+            return 2
+        except SearchStopped as exc:
+            _save_progress(run, started)
+            print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae experiment compare --resume {run}",
+                  file=sys.stderr)
+            return stop.exit_status
+    _write(run, results)
+    print(f"report {run / 'report.md'}", flush=True)
+    return 0
+
+
+def _save_progress(run: Path, started: float) -> None:
+    seconds = _previous_seconds(run) + time.perf_counter() - started
+    (run / "progress.json").write_text(json.dumps({"seconds": seconds}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``evovae experiment compare``: strategies against each other at equal compute, over seeds.
+
+Each arm (a strategy with its settings) runs once per seed with the same budget of training epochs, on the same
+data and validation split; every search is a named search with a journal of its own (evo.experiments.searches),
+so a killed comparison resumes where it stopped. Then each search's best genotype is retrained
+``retrain_epochs`` epochs and measured on the test split, as the negative ELBO and as the negative
+importance-weighted bound with ``iw_samples`` samples. The numbers (results.json) feed the report
+(evo.experiments.compare_report).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from ..genotype import parse_genotype
+from ..spec import TrainSpec
+from ..strategies import StrategyOptions
+from .searches import SearchBench
+from .stats import bootstrap_mean_ci, mean_sd
+
+__all__ = ["ARMS", "COMPARE_PRESETS", "ComparePreset", "arm_options", "run_compare", "summarize"]
+
+
+@dataclass(frozen=True)
+class ComparePreset:
+    """The sizes of one comparison (fields may be overridden on the command line)."""
+
+    name: str
+    summary: str
+    train_subset: int
+    val_size: int
+    epochs: int               # the final fidelity: every arm's losses are compared after this many epochs
+    budget_epochs: int        # per search
+    population: int
+    offspring: int
+    fidelities: tuple[int, ...]  # the multi-fidelity arm's rungs (the last equals ``epochs``)
+    eta: int
+    seeds: int
+    retrain_epochs: int
+    iw_samples: int
+    arms: tuple[str, ...] = ("multifidelity", "evolution", "random", "regularized", "tpe")
+    tournament_size: int = 3
+    startup_trials: int = 10
+
+
+COMPARE_PRESETS = {
+    "tiny": ComparePreset("tiny", "a smoke test of the whole pipeline (tests); numbers mean nothing",
+                          train_subset=300, val_size=200, epochs=2, budget_epochs=16, population=3, offspring=3,
+                          fidelities=(1, 2), eta=2, seeds=2, retrain_epochs=2, iw_samples=4,
+                          startup_trials=3),
+    "cpu": ComparePreset("cpu", "five arms x five seeds on a 3,000-image Fashion-MNIST subset, 120 epochs a "
+                                "search; about an hour on a 2-core CPU with 2 local workers",
+                         train_subset=3000, val_size=2000, epochs=4, budget_epochs=120, population=6, offspring=6,
+                         fidelities=(1, 4), eta=3, seeds=5, retrain_epochs=20, iw_samples=100),
+    "full": ComparePreset("full", "the paper's scale for a GPU cluster: all 50,000 training images, 10 seeds, "
+                                  "500 epochs a search, IW bound with k = 5000",
+                          train_subset=0, val_size=10_000, epochs=5, budget_epochs=500, population=10,
+                          offspring=10, fidelities=(1, 5), eta=3, seeds=10, retrain_epochs=20, iw_samples=5000),
+}
+
+#: arm -> what it is
+ARMS = {
+    "multifidelity": "(mu + lambda) evolution with successive halving over the preset's fidelities",
+    "evolution": "the paper's (mu + lambda) evolution, every candidate at the final fidelity",
+    "random": "random search at the final fidelity",
+    "regularized": "aging evolution (P = population, S = tournament size), asynchronous",
+    "tpe": "Optuna's TPE sampler (ask-and-tell), duplicates answered from the seen-set",
+}
+
+
+def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
+    """The strategy options of ``arm`` in preset ``p`` for ``seed`` (all at the same epoch budget)."""
+    base = StrategyOptions(strategy="evolution", population=p.population, offspring=p.offspring, generations=None,
+                           budget_epochs=p.budget_epochs, epochs=p.epochs, seed=seed, eta=p.eta,
+                           tournament_size=p.tournament_size, startup_trials=p.startup_trials)
+    if arm == "multifidelity":
+        return replace(base, fidelities=p.fidelities)
+    if arm == "evolution":
+        return base
+    if arm in ("random", "regularized", "tpe"):
+        return replace(base, strategy=arm)
+    raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+
+
+def base_spec(p: ComparePreset, dataset: str, split_seed: int, spec_fields: dict[str, Any] | None = None) -> TrainSpec:
+    return TrainSpec(dataset=dataset, epochs=p.epochs, train_subset=p.train_subset, val_size=p.val_size,
+                     split_seed=split_seed, **(spec_fields or {}))
+
+
+def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
+                echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every arm x seed, then the retrainings; returns the raw results (resumable through ``bench``)."""
+    if p.fidelities and p.fidelities[-1] != p.epochs:
+        raise ValueError(f"the last fidelity ({p.fidelities[-1]}) must equal the final epochs ({p.epochs})")
+    searches = []
+    for seed in range(p.seeds):
+        for arm in p.arms:
+            name = f"{arm}-seed{seed}"
+            summary = bench.search(name, arm_options(arm, p, seed), spec)
+            best = summary["best"]
+            echo(f"{name:24s} best {best['loss'] if best else float('nan'):8.2f} {best['genotype'] if best else '-'}"
+                 f"  epochs {summary['epochs_total']}  evaluations {len(summary['evaluations'])}")
+            searches.append({"arm": arm, "seed": seed, "name": name, **summary})
+    retrain_spec = spec.replace(epochs=p.retrain_epochs, report_test=True, iw_samples=p.iw_samples)
+    bests = [s for s in searches if s["best"]]
+    echo(f"retraining {len(bests)} best genotypes {p.retrain_epochs} epochs (test ELBO and IW bound, "
+         f"k = {p.iw_samples})")
+    retrained = bench.tasks("retrain", [(parse_genotype(s["best"]["genotype"]), retrain_spec) for s in bests])
+    for s, e in zip(bests, retrained):
+        m = e.metrics
+        s["retrain"] = {"ok": e.ok, "error": e.error, "val_loss": e.loss, "test_loss": m.get("test_loss"),
+                        "test_recon": m.get("test_recon"), "test_kl": m.get("test_kl"),
+                        "test_iw_loss": m.get("test_iw_loss"), "curve": list(m.get("curve") or []),
+                        "seconds": e.seconds}
+    return {"searches": searches, "retrain_spec": retrain_spec.to_dict()}
+
+
+def _best_so_far(search: dict[str, Any], grid: np.ndarray) -> np.ndarray:
+    """The search's best final-fidelity validation loss after each grid point of cumulative epochs."""
+    points = [(e, b) for e, b in search["anytime"] if b is not None]
+    out = np.full(len(grid), np.nan)
+    for epochs, best in points:
+        out[grid >= epochs] = np.fmin(out[grid >= epochs], best)
+    return out
+
+
+def _epochs_to_reach(search: dict[str, Any], target: float) -> float:
+    for epochs, best in search["anytime"]:
+        if best is not None and best <= target:
+            return float(epochs)
+    return math.inf
+
+
+def _arm_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    retrained = [r.get("retrain") or {} for r in runs]
+    return {
+        "val_loss": mean_sd([r["best"]["loss"] for r in runs if r["best"]]),
+        "test_loss": mean_sd([t.get("test_loss") for t in retrained]),
+        "test_iw_loss": mean_sd([t.get("test_iw_loss") for t in retrained]),
+        "epochs": mean_sd([r["epochs_total"] for r in runs]),
+        "evaluations": mean_sd([len(r["evaluations"]) for r in runs]),
+        "best_genotypes": [r["best"]["genotype"] if r["best"] else None for r in runs],
+    }
+
+
+def _paired(runs: dict[str, dict[int, dict]], default: str, other: str, key: str) -> dict[str, Any]:
+    """other minus default, seed by seed (positive: the default is better, lower loss)."""
+    diffs = []
+    for seed, run in runs[default].items():
+        mine, theirs = (run.get("retrain") or {}).get(key), (runs[other].get(seed, {}).get("retrain") or {}).get(key)
+        if key == "val_loss":
+            mine = run["best"]["loss"] if run["best"] else None
+            theirs = runs[other][seed]["best"]["loss"] if runs[other].get(seed, {}).get("best") else None
+        if mine is not None and theirs is not None:
+            diffs.append(theirs - mine)
+    return {**bootstrap_mean_ci(diffs, seed=len(diffs)), "differences": diffs}
+
+
+def summarize(raw: dict[str, Any], p: ComparePreset, default: str = "multifidelity") -> dict[str, Any]:
+    """Per-arm statistics, anytime curves, paired comparisons and the targets, from ``run_compare``'s output."""
+    by_arm: dict[str, dict[int, dict]] = {arm: {} for arm in p.arms}
+    for s in raw["searches"]:
+        by_arm[s["arm"]][s["seed"]] = s
+    grid = np.arange(0, p.budget_epochs + 1)
+    curves = {}
+    for arm, runs in by_arm.items():
+        values = np.array([_best_so_far(r, grid) for r in runs.values()])
+        with np.errstate(all="ignore"):
+            q = np.nanquantile(values, [0.25, 0.5, 0.75], axis=0) if len(values) else np.full((3, len(grid)), np.nan)
+        q[:, np.isnan(values).any(axis=0)] = np.nan  # a point counts once every seed has a result there
+        curves[arm] = {"epochs": grid.tolist(), "q25": _nan_list(q[0]), "median": _nan_list(q[1]),
+                       "q75": _nan_list(q[2])}
+    stats = {arm: _arm_stats(list(runs.values())) for arm, runs in by_arm.items()}
+    paired = {other: {key: _paired(by_arm, default, other, key) for key in ("val_loss", "test_loss", "test_iw_loss")}
+              for other in p.arms if other != default and default in by_arm}
+    targets = {}
+    if "random" in by_arm and default in by_arm:
+        random_final = [r["best"]["loss"] for r in by_arm["random"].values() if r["best"]]
+        target = float(np.median(random_final))
+        reach = [_epochs_to_reach(r, target) for r in by_arm[default].values()]
+        random_compute = float(np.median([r["epochs_total"] for r in by_arm["random"].values()]))
+        median_reach = float(np.median(reach))
+        targets["reach_random_median"] = {
+            "target_val_loss": target, "epochs_to_reach": reach, "median_epochs": median_reach,
+            "random_epochs": random_compute, "ratio": median_reach / random_compute,
+            "met": median_reach <= random_compute / 3}
+        for other in ("random", "tpe"):
+            if other in paired:
+                targets[f"test_beats_{other}"] = {"met": bool(paired[other]["test_loss"]["excludes_zero"]
+                                                             and paired[other]["test_loss"]["mean"] > 0)}
+        if "evolution" in paired:
+            e = paired["evolution"]
+            targets["never_worse_than_evolution"] = {
+                "met": all(not (v["excludes_zero"] and v["mean"] < 0) for v in e.values() if v["n"])}
+    return {"arms": stats, "curves": curves, "paired": paired, "targets": targets, "default": default}
+
+
+def _nan_list(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values]
