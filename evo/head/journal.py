@@ -11,6 +11,8 @@ against the replay. Journals of format 1 (before fidelities) are migrated when o
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -57,23 +59,32 @@ class RunJournal:
 
     @classmethod
     def create(cls, run_dir: str | Path, config: dict[str, Any]) -> "RunJournal":
+        """A new journal, created atomically: built in ``journal.sqlite.new`` and renamed into place, so a
+        process killed while creating it leaves either no journal or a complete one."""
         run_dir = Path(run_dir)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        partial = run_dir / (cls.FILE + ".new")
+        if run_dir.exists() and any(not p.name.startswith(partial.name) for p in run_dir.iterdir()):
             raise JournalError(f"run directory {run_dir} already exists and is not empty; "
                                f"resume it with --resume {run_dir}, or choose another --run-dir")
         text = json.dumps(config, sort_keys=True, allow_nan=False)  # refuses NaN before anything is created
         run_dir.mkdir(parents=True, exist_ok=True)
-        con = connect(run_dir / cls.FILE)
-        con.executescript(_SCHEMA)
-        with con:
-            con.execute("BEGIN")
-            con.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("format", FORMAT), ("version", str(VERSION)), ("config", text),
-                ("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-            ])
+        for leftover in run_dir.glob(partial.name + "*"):  # left by a creation that was killed
+            leftover.unlink()
+        con = sqlite3.connect(partial, isolation_level=None)
+        try:
+            con.executescript(_SCHEMA)
+            with con:
+                con.execute("BEGIN")
+                con.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("format", FORMAT), ("version", str(VERSION)), ("config", text),
+                    ("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                ])
+        finally:
+            con.close()
+        os.replace(partial, run_dir / cls.FILE)
         (run_dir / "run.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, "config": config},
                                                      indent=2, sort_keys=True, allow_nan=False))
-        return cls(run_dir, con, config)
+        return cls(run_dir, connect(run_dir / cls.FILE), config)
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "RunJournal":
