@@ -1,0 +1,55 @@
+"""The options of a cluster on the command line, shared by ``evovae search`` and ``evovae experiment``.
+
+``add_distribution_options(parser)`` declares them (the ``distribution`` and ``security`` groups);
+``cluster_options(args)`` turns the parsed namespace into a
+:class:`~evo.head.cluster.ClusterOptions`. The training options the workers need (``--threads``,
+``--data-root``, ``--device``, ``--download``, ``--log-level``) are read from the namespace when the
+command declares them.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..head.cluster import DEFAULT_BIND, ClusterOptions
+
+__all__ = ["add_distribution_options", "cluster_options"]
+
+
+def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: int = 0, bind: str = DEFAULT_BIND,
+                             local_workers_help: str = "start N worker processes on this machine "
+                                                       "(restarted if they die)") -> argparse._ArgumentGroup:
+    """Declare --local-workers, --worker-arg, --bind, --sink-bind, --heartbeat, --liveness, --lease,
+    --max-attempts and the CURVE options; returns the distribution group (a command may add to it)."""
+    d = parser.add_argument_group("distribution (ventilator/sink over ZeroMQ; see docs/protocol.md)")
+    d.add_argument("--local-workers", type=int, default=local_workers, metavar="N",
+                   help=f"{local_workers_help} (default {local_workers}; 0: only remote workers serve it)")
+    d.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the local workers, e.g. --worker-arg=--fake (repeatable)")
+    d.add_argument("--bind", default=bind, metavar="ENDPOINT",
+                   help=f"ventilator endpoint (default {bind}; tcp://*:5557 for remote workers)")
+    d.add_argument("--sink-bind", default=None, metavar="ENDPOINT", help="sink endpoint (default: --bind's port + 1)")
+    d.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS", help="worker heartbeat interval")
+    d.add_argument("--liveness", type=int, default=3, help="heartbeats a busy worker may miss before its task is re-sent")
+    d.add_argument("--lease", type=float, default=3600.0, metavar="SECONDS", help="longest one attempt may run")
+    d.add_argument("--max-attempts", type=int, default=3, help="attempts before a genotype is recorded as failed")
+    sec = parser.add_argument_group("security (CURVE; see docs/protocol.md, Security)")
+    sec.add_argument("--server-key-secret", default=None, metavar="FILE",
+                     help="the head's secret key file (NAME.key_secret, mode 0600, from evovae keys generate): "
+                          "encrypt, and admit only the workers whose public key is in --allow")
+    sec.add_argument("--allow", default=None, metavar="DIR",
+                     help="directory of the public key files (*.key) of the workers to admit")
+    sec.add_argument("--insecure", action="store_true",
+                     help="plain TCP even where --bind is reachable from other machines (trusted networks only); "
+                          "a loopback --bind is plain without it")
+    return d
+
+
+def cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    """The :class:`~evo.head.cluster.ClusterOptions` of parsed options (ClusterError for bad values)."""
+    return ClusterOptions(
+        bind=args.bind, sink_bind=args.sink_bind, heartbeat=args.heartbeat, liveness=args.liveness, lease=args.lease,
+        max_attempts=args.max_attempts, local_workers=args.local_workers, worker_args=tuple(args.worker_arg),
+        server_key_secret=args.server_key_secret, allow=args.allow, insecure=args.insecure,
+        threads=getattr(args, "threads", 0) or 0, data_root=getattr(args, "data_root", None),
+        device=getattr(args, "device", None), download=bool(getattr(args, "download", False)),
+        log_level=getattr(args, "log_level", "info"))

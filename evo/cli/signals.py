@@ -1,0 +1,60 @@
+"""SIGINT and SIGTERM as a :class:`threading.Event`: the one way the commands learn to stop.
+
+``with stop_signals() as stop:`` installs a handler that records the signal and sets
+``stop.event``; leaving the block puts the previous handlers back. The handler does nothing
+else - no logging, no printing: it may interrupt a log write, and the logger's lock is not
+re-entrant. Outside the main thread (where Python cannot install handlers) the event is
+still there, only never set by a signal.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+__all__ = ["StopSignals", "stop_signals"]
+
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class StopSignals:
+    """The stop event and the signals received so far (first one first)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    received: list[int] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def name(self) -> str:
+        """The first signal's name (``SIGTERM``), or an empty string when none came."""
+        return signal.Signals(self.received[0]).name if self.received else ""
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number (1 when none came)."""
+        return 128 + self.received[0] if self.received else 1
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        self.event.set()
+
+
+@contextmanager
+def stop_signals(signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS) -> Iterator[StopSignals]:
+    """Route ``signals`` to a fresh :class:`StopSignals` for the duration of the block."""
+    stop = StopSignals()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            previous[sig] = signal.signal(sig, stop._handle)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():  # None: a handler not installed from Python
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
