@@ -110,7 +110,9 @@ class Strategy(ABC):
         for e in evaluations:
             if not isinstance(e, Evaluation):
                 raise TypeError(f"tell() takes Evaluation objects, got {type(e).__name__}")
-            if e.epochs == 0 and e.genotype in self._asked_at:  # epochs left out: the one it was asked at
+            if e.epochs == 0:  # epochs left out: the one it was asked at
+                if e.genotype not in self._asked_at:
+                    raise ValueError(f"{e.genotype} is not outstanding: ask for it first, and tell it once")
                 e = e.at(self._asked_at[e.genotype])
             if e.candidate not in self._outstanding or e.candidate in resolved:
                 raise ValueError(f"{e.candidate} is not outstanding: ask for it first, and tell it once")
