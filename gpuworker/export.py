@@ -6,9 +6,13 @@ A model directory holds two files:
   else (tensors only), read back with ``torch.load(..., weights_only=True)``:
   loading never unpickles arbitrary objects;
 * ``model.json`` - what the weights mean: the genotype in the paper's text form,
-  the input shape, the training spec, the losses (validation curve, final
-  validation and test negative ELBO with their reconstruction and KL parts),
-  the parameter count, the trainer version and the SHA-256 of ``weights.pt``.
+  the input shape, the training spec (with its likelihood), the data (kind,
+  table columns, and for a Gaussian model the per-feature mean and standard
+  deviation of the training split, to map samples back to the data's units),
+  the losses (validation curve, final validation and test negative ELBO with
+  their reconstruction and KL parts, and the importance-weighted bound when it
+  was measured), the parameter count, the trainer version and the SHA-256 of
+  ``weights.pt``.
 
 :func:`load_model` checks all of it (format, checksum, every key and shape of
 the state_dict against the VAE the genotype builds) and raises
@@ -17,8 +21,8 @@ foreign directory.
 
 Commands (delegated from ``evovae``): ``evovae export`` retrains genotypes and
 saves each under ``OUT/rank-N/``; ``evovae sample`` writes a PNG grid of
-samples from p(x|z); ``evovae reconstruct`` writes test images beside their
-reconstructions.
+samples from p(x|z) (rows of a CSV for a table model); ``evovae reconstruct``
+writes test examples beside their reconstructions.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,9 +40,9 @@ import torch
 from evo.genotype import Genotype, GenotypeError, parse_genotype
 from evo.spec import TRAINER_VERSION, TrainSpec
 
-from .data import splits
+from .data import Splits, splits
 from .model import VAE
-from .train import TrainResult, choose_device, measure, set_threads, train
+from .train import TrainResult, choose_device, measure_test, set_threads, train
 
 __all__ = [
     "DATASET_SHAPES",
@@ -48,6 +53,7 @@ __all__ = [
     "load_model",
     "retrain",
     "save_model",
+    "standardisation_of",
     "train_and_save",
 ]
 
@@ -61,6 +67,14 @@ INFO = "model.json"
 #: Image shape of each data set (C, H, W or H, W), for models saved without an explicit shape.
 DATASET_SHAPES: dict[str, tuple[int, ...]] = {
     "fashion-mnist": (28, 28), "mnist": (28, 28), "kmnist": (28, 28), "cifar10": (3, 32, 32), "synthetic": (16, 16),
+}
+
+
+_UNITS = {
+    "bernoulli": "nats per example (negative ELBO = BCE summed over values in [0, 1] + KL, one z sample; "
+                 "iw_loss: negative importance-weighted bound)",
+    "gaussian": "nats per example (negative ELBO = unit-variance Gaussian -log p(x|z) on standardised features + "
+                "KL, one z sample; iw_loss: negative importance-weighted bound)",
 }
 
 
@@ -93,15 +107,20 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: TrainSpec, result: TrainResult, *,
-               input_shape: Sequence[int] | None = None) -> dict[str, Any]:
+               input_shape: Sequence[int] | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``weights.pt`` (the state_dict) and ``model.json`` into ``path_dir``; return the info written.
 
-    ``input_shape`` defaults to the data set's image shape (:data:`DATASET_SHAPES`).
+    ``input_shape`` defaults to the built-in data set's image shape (:data:`DATASET_SHAPES`); ``data`` is
+    :meth:`Splits.description` (kind, columns, standardisation), required for a Gaussian model.
     Both files are written to temporary names and renamed, so a crash never
     leaves a half-written model behind a valid ``model.json``.
     """
     if model.genotype != genotype:
         raise ValueError(f"the model was built from {model.genotype}, not {genotype}")
+    if input_shape is None and not spec.builtin:
+        raise ValueError("a model of your own data needs its input_shape")
+    if spec.likelihood == "gaussian" and not (data and data.get("standardisation")):
+        raise ValueError("a Gaussian model needs its data's standardisation (data=Splits.description())")
     shape = tuple(int(s) for s in (input_shape if input_shape is not None else DATASET_SHAPES[spec.dataset]))
     if _product(shape) != model.input_dim:
         raise ValueError(f"input shape {shape} has {_product(shape)} pixels, the model takes {model.input_dim}")
@@ -119,8 +138,10 @@ def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: Train
         "parameters": model.parameter_count(),
         "trainer_version": TRAINER_VERSION,
         "spec": spec.to_dict(),
+        "data": data or {"kind": "images", "shape": list(shape), "columns": [], "likelihood": spec.likelihood,
+                         "standardisation": None},
         "losses": {
-            "unit": "nats per image (negative ELBO = BCE summed over pixels + KL, one z sample)",
+            "unit": _UNITS[spec.likelihood],
             "validation": {"loss": _finite_or_none(result.loss), "recon": _finite_or_none(result.recon),
                            "kl": _finite_or_none(result.kl)},
             "validation_curve": [_finite_or_none(v) for v in result.curve],
@@ -175,16 +196,35 @@ def _check_info(path: Path, info: dict[str, Any]) -> tuple[Genotype, tuple[int, 
     except GenotypeError as exc:
         raise ModelDirError(f"{where}: {exc}") from None
     shape = info.get("input_shape")
-    if (not isinstance(shape, list) or not 2 <= len(shape) <= 3
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
             or not all(type(s) is int and s > 0 for s in shape)):
-        raise ModelDirError(f"{where}: input_shape {shape!r} is not a list of 2 or 3 positive integers")
+        raise ModelDirError(f"{where}: input_shape {shape!r} is not a list of 1 to 3 positive integers")
     if info.get("input_dim") != _product(shape):
         raise ModelDirError(f"{where}: input_dim {info.get('input_dim')!r} does not match input_shape {shape}")
     try:
         spec = TrainSpec.from_dict(info.get("spec") or {})
     except (TypeError, ValueError) as exc:
         raise ModelDirError(f"{where}: bad training spec: {exc}") from None
+    if spec.likelihood == "gaussian":
+        standardisation_of(info, where)  # a Gaussian model is useless without it
     return genotype, tuple(shape), spec
+
+
+def standardisation_of(info: dict[str, Any], where: str | Path = INFO) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-feature (mean, std) a Gaussian model's data was standardised with (None for Bernoulli)."""
+    if (info.get("spec") or {}).get("likelihood", "bernoulli") != "gaussian":
+        return None
+    data = info.get("data")
+    stats = data.get("standardisation") if isinstance(data, dict) else None
+    dim = info.get("input_dim")
+    try:
+        mean = torch.tensor(stats["mean"], dtype=torch.float32)
+        std = torch.tensor(stats["std"], dtype=torch.float32)
+    except (TypeError, KeyError, ValueError, RuntimeError):
+        raise ModelDirError(f"{where}: a Gaussian model needs data.standardisation with mean and std lists") from None
+    if mean.shape != (dim,) or std.shape != (dim,) or not torch.isfinite(mean).all() or not (std > 0).all():
+        raise ModelDirError(f"{where}: data.standardisation needs {dim} finite means and {dim} positive stds")
+    return mean, std
 
 
 def _read_state(path: Path, info: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -216,9 +256,9 @@ def load_model(path_dir: str | Path, device: torch.device | str = "cpu") -> tupl
     """
     path = Path(path_dir)
     info = _read_info(path)
-    genotype, shape, _ = _check_info(path, info)
+    genotype, shape, spec = _check_info(path, info)
     state = _read_state(path, info)
-    model = VAE(genotype, _product(shape))
+    model = VAE(genotype, _product(shape), spec.likelihood)
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(set(wanted) - set(got)), sorted(set(got) - set(wanted))
@@ -245,21 +285,21 @@ def load_model(path_dir: str | Path, device: torch.device | str = "cpu") -> tupl
 # --------------------------------------------------------------------------------------- retraining
 
 def retrain(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str | None = None,
-            data_root: str | Path | None = None, download: bool = False) -> tuple[VAE, TrainResult, tuple[int, ...]]:
-    """Train ``genotype`` as ``spec`` says and measure it on the test set.
+            data_root: str | Path | None = None, download: bool = False) -> tuple[VAE | None, TrainResult, Splits]:
+    """Train ``genotype`` as ``spec`` says and measure it on the test set (with the importance-weighted
+    bound when ``spec.iw_samples`` > 0).
 
-    Returns the model, its result (``result.test`` filled when training
-    succeeded) and the data set's image shape. Runtime errors propagate.
+    Returns the model (None if it could not be built), its result (``result.test`` filled when training
+    succeeded) and the data it was trained on. A training failure is a failed result, not an exception.
     """
     device = choose_device(str(device) if device else None)
     data = splits(spec, device, data_root, download)
     model, result = train(genotype, spec, data, device)
-    if result.ok:
-        loss, recon, kl = measure(model, data.test)
-        result = TrainResult(**{**result.__dict__, "test": {"loss": loss, "recon": recon, "kl": kl}})
+    if model is not None and result.ok:
+        result = replace(result, test=measure_test(model, data, spec.iw_samples, seed=spec.seed))
     log.info("retrain.done", genotype=str(genotype), epochs=spec.epochs, ok=result.ok, val_loss=result.loss,
              test_loss=result.test.get("loss"), seconds=round(result.seconds, 2))
-    return model, result, data.shape
+    return model, result, data
 
 
 def train_and_save(genotype: Genotype | str, spec: TrainSpec, path_dir: str | Path, *,
@@ -267,8 +307,10 @@ def train_and_save(genotype: Genotype | str, spec: TrainSpec, path_dir: str | Pa
                    download: bool = False) -> dict[str, Any]:
     """:func:`retrain` then :func:`save_model`; returns the ``model.json`` written, plus ``path``."""
     genotype = parse_genotype(genotype) if isinstance(genotype, str) else genotype
-    model, result, shape = retrain(genotype, spec, device=device, data_root=data_root, download=download)
-    info = save_model(path_dir, model, genotype, spec, result, input_shape=shape)
+    model, result, data = retrain(genotype, spec, device=device, data_root=data_root, download=download)
+    if model is None:  # not even built (out of memory): an untrained model stands in, marked failed
+        model = VAE(genotype, data.input_dim, spec.likelihood)
+    info = save_model(path_dir, model, genotype, spec, result, input_shape=data.shape, data=data.description())
     return {**info, "path": str(path_dir)}
 
 

@@ -1,12 +1,18 @@
-"""Pictures of trained VAEs and of training runs.
+"""Pictures (and rows) of trained VAEs, and of training runs.
 
 Image grids go through ``torchvision.utils.make_grid`` / ``save_image``;
-curves through matplotlib's Agg backend (no display needed). Every function
+curves through matplotlib's Agg backend (no display needed); a table model's
+samples and reconstructions are rows of a CSV (the csv module). Every function
 takes plain tensors or numbers and a path, so the experiment, the export CLI
 and the tests draw the same pictures.
+
+Decoded values are the means of p(x|z) (sigmoid of the logits for Bernoulli,
+the Gaussian's mean for Gaussian), mapped back to the data's units with the
+model's standardisation (``mean``, ``std``) when it has one.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -15,14 +21,19 @@ from torch.distributions import Normal
 
 from .model import VAE
 
+Standardisation = tuple[torch.Tensor, torch.Tensor] | None
+
 __all__ = [
     "as_images",
+    "destandardise",
     "grid_size",
     "manifold_images",
     "plot_curves",
     "reconstruction_rows",
+    "reconstructions",
     "sample_images",
     "save_grid",
+    "write_rows",
 ]
 
 
@@ -55,30 +66,46 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: in
     return path
 
 
+def destandardise(rows: torch.Tensor, standardisation: Standardisation) -> torch.Tensor:
+    """Rows in the model's (standardised) units back in the data's: ``rows * std + mean``."""
+    if standardisation is None:
+        return rows
+    mean, std = (v.to(rows.device) for v in standardisation)
+    return rows * std + mean
+
+
 @torch.no_grad()
-def sample_images(model: VAE, count: int, seed: int = 0) -> torch.Tensor:
-    """``count`` draws of sigmoid(decode(z)), z ~ N(0, I): pixel means of p(x|z), as rows."""
+def sample_images(model: VAE, count: int, seed: int = 0, standardisation: Standardisation = None) -> torch.Tensor:
+    """``count`` draws of the mean of p(x|z), z ~ N(0, I), as rows in the data's units."""
     if count < 1:
         raise ValueError(f"the number of samples must be >= 1, got {count}")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(count, model.genotype.latent, generator=generator).to(device)
-    return torch.sigmoid(model.decode(z))
+    return destandardise(model.mean(z), standardisation)
 
 
 @torch.no_grad()
-def reconstruction_rows(model: VAE, images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
-    """Originals and their reconstructions (sigmoid(decode(mu)), the mean decode) as rows,
+def reconstructions(model: VAE, rows: torch.Tensor, standardisation: Standardisation = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, reconstructions) in the data's units: the mean decode of mu for each row of ``rows``
+    (rows as the model sees them: standardised for a Gaussian model)."""
+    model.eval()
+    x = rows.to(next(model.parameters()).device)
+    mu, _ = model.encode(x)
+    return destandardise(x, standardisation), destandardise(model.mean(mu), standardisation)
+
+
+@torch.no_grad()
+def reconstruction_rows(model: VAE, images: torch.Tensor, nrow: int = 8,
+                        standardisation: Standardisation = None) -> torch.Tensor:
+    """Originals and their reconstructions (the mean decode of mu) as rows,
     alternating: ``nrow`` originals, then the same ``nrow`` reconstructed, and so on.
     A last short row is padded with blank (zero) images."""
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
-    model.eval()
-    device = next(model.parameters()).device
-    x = images.to(device)
-    mu, _ = model.encode(x)
-    recon = torch.sigmoid(model.decode(mu))
+    x, recon = reconstructions(model, images, standardisation)
     rows = []
     for start in range(0, len(x), nrow):
         for part in (x[start:start + nrow], recon[start:start + nrow]):
@@ -88,8 +115,26 @@ def reconstruction_rows(model: VAE, images: torch.Tensor, nrow: int = 8) -> torc
     return torch.cat(rows)
 
 
+def write_rows(rows: torch.Tensor, columns: Sequence[str], path: str | Path,
+               labels: Sequence[str] | None = None, label_name: str = "row") -> Path:
+    """Write ``rows`` as a CSV with a header of ``columns`` (``x0, x1, ...`` when empty); with ``labels``,
+    a first column ``label_name`` holding each row's label."""
+    values = rows.detach().cpu().tolist()
+    names = list(columns) or [f"x{i}" for i in range(rows.shape[1])]
+    if len(names) != rows.shape[1]:
+        raise ValueError(f"{len(names)} column names for rows of {rows.shape[1]} values")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(([label_name] if labels is not None else []) + names)
+        for i, row in enumerate(values):
+            writer.writerow(([labels[i]] if labels is not None else []) + [f"{v:.6g}" for v in row])
+    return path
+
+
 @torch.no_grad()
-def manifold_images(model: VAE, steps: int = 20) -> torch.Tensor:
+def manifold_images(model: VAE, steps: int = 20, standardisation: Standardisation = None) -> torch.Tensor:
     """The learned 2-D manifold (the paper's Fig. 4): decode z = Phi^-1(u) for a
     ``steps`` x ``steps`` grid of u over the unit square (cell centres, so no
     infinite z). Row-major, z1 rising left to right, z2 falling top to bottom."""
@@ -103,7 +148,7 @@ def manifold_images(model: VAE, steps: int = 20) -> torch.Tensor:
     z = Normal(0.0, 1.0).icdf(u).float()
     z2, z1 = torch.meshgrid(z.flip(0), z, indexing="ij")
     grid = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1).to(device)
-    return torch.sigmoid(model.decode(grid))
+    return destandardise(model.mean(grid), standardisation)
 
 
 def plot_curves(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
