@@ -9,6 +9,7 @@ from typing import Sequence
 from .search import UsageError, genotype_arg, spec_of
 from ..spec import DATASETS
 from ..strategies import STRATEGIES
+from .distribution import add_distribution_options
 
 __all__ = ["main"]
 
@@ -93,28 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the search journaled in RUN_DIR (its settings come from the journal)")
     s.add_argument("--cache", default=None, metavar="PATH", help="a result cache shared across runs (SQLite file)")
-    d = search.add_argument_group("distribution (ventilator/sink over ZeroMQ; see docs/protocol.md)")
+    d = add_distribution_options(search)
     d.add_argument("--in-process", action="store_true", help="train in this process: no sockets, no workers")
-    d.add_argument("--local-workers", type=int, default=0, metavar="N",
-                   help="start N worker processes on this machine (restarted if they die)")
-    d.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for the local workers, e.g. --worker-arg=--fake (repeatable)")
-    d.add_argument("--bind", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
-                   help="ventilator endpoint (default tcp://127.0.0.1:5557; tcp://*:5557 for remote workers)")
-    d.add_argument("--sink-bind", default=None, metavar="ENDPOINT", help="sink endpoint (default: --bind's port + 1)")
-    d.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS", help="worker heartbeat interval")
-    d.add_argument("--liveness", type=int, default=3, help="heartbeats a busy worker may miss before its task is re-sent")
-    d.add_argument("--lease", type=float, default=3600.0, metavar="SECONDS", help="longest one attempt may run")
-    d.add_argument("--max-attempts", type=int, default=3, help="attempts before a genotype is recorded as failed")
-    sec = search.add_argument_group("security (CURVE; see docs/protocol.md, Security)")
-    sec.add_argument("--server-key-secret", default=None, metavar="FILE",
-                     help="the head's secret key file (NAME.key_secret, mode 0600, from evovae keys generate): "
-                          "encrypt, and admit only the workers whose public key is in --allow")
-    sec.add_argument("--allow", default=None, metavar="DIR",
-                     help="directory of the public key files (*.key) of the workers to admit")
-    sec.add_argument("--insecure", action="store_true",
-                     help="plain TCP even where --bind is reachable from other machines (trusted networks only); "
-                          "a loopback --bind is plain without it")
     _add_training_options(search, epochs=2)
     _add_log_options(search)
 
@@ -154,10 +135,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(args: argparse.Namespace, defaults: dict | None = None) -> int:
     from . import search as cli_search
 
-    return cli_search.run(args)
+    return cli_search.run(args, defaults)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
 
 
 def _delegate(name: str, argv: Sequence[str]) -> int:
@@ -175,9 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["search"]:
         from .settings import SettingsError, apply_settings
 
-        search = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["search"]
         try:
-            apply_settings(search, argv[1:], "search")
+            apply_settings(_subparser(parser, "search"), argv[1:], "search")
         except SettingsError as exc:
             print(f"evovae: error: {exc}", file=sys.stderr)
             return 2
@@ -185,9 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .log_setup import configure
 
     configure(args.log_format, args.log_level, role=args.command)
-    handler = {"train": cmd_train, "search": cmd_search}[args.command]
     try:
-        return handler(args)
+        if args.command == "search":
+            return cmd_search(args, {a.dest: a.default for a in _subparser(parser, "search")._actions})
+        return cmd_train(args)
     except UsageError as exc:
         print(f"evovae: error: {exc}", file=sys.stderr)
         return 2

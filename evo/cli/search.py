@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +18,6 @@ from typing import Any, Callable
 from ..evaluation import Evaluation, evaluation_from_metrics
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..head.journal import JournalError, ResultCache, RunJournal
-from ..head.evaluators import InProcessEvaluator
 from ..head.progress import format_report, search_summary
 from ..head.runner import Runner
 from ..multifidelity import parse_fidelities
@@ -119,9 +116,11 @@ def _open_journal(args: argparse.Namespace) -> RunJournal:
         raise UsageError(str(exc)) from None
 
 
-def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec) -> InProcessEvaluator:
+def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec):
     from gpuworker.data import DataError, splits
     from gpuworker.train import evaluate, set_threads
+
+    from ..head.evaluators import InProcessEvaluator
 
     set_threads(args.threads or None)
     try:
@@ -136,37 +135,37 @@ def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec) -> InProces
     return InProcessEvaluator(one)
 
 
-def _sink(args: argparse.Namespace) -> str:
-    from transport.protocol import sink_endpoint
+def _cluster_options(args: argparse.Namespace):
+    """The cluster's options, checked even with --in-process (a bad value is an error either way)."""
+    from ..head.cluster import Cluster, ClusterError
+    from .distribution import cluster_options
 
     try:
-        return args.sink_bind or sink_endpoint(args.bind)
-    except ValueError as exc:
-        raise UsageError(f"{exc} (--sink-bind)") from None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _head_curve(args: argparse.Namespace):
-    """The broker's CURVE settings from --server-key-secret/--allow/--insecure (None: plain TCP)."""
-    from transport.keys import KeyFileError, head_curve
-
-    try:
-        return head_curve(args.bind, _sink(args), server_key_secret=args.server_key_secret,
-                          allow=args.allow, insecure=args.insecure)
-    except KeyFileError as exc:
+        options = cluster_options(args)
+        if not args.in_process:
+            Cluster(options)  # reads the key files: bad security options fail before anything is created
+        return options
+    except ClusterError as exc:
         raise UsageError(str(exc)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    curve = None if args.in_process else _head_curve(args)  # bad key options create no run directory
+def _ignored_on_resume(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> list[str]:
+    """The search options given on the command line that a resumed run takes from its journal instead."""
+    return [f"--{key.replace('_', '-')}" for key in SEARCH_KEYS
+            if key != "generations" and key in parser_defaults and getattr(args, key) != parser_defaults[key]]
+
+
+def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None) -> int:
+    options = _cluster_options(args)
+    ignored = _ignored_on_resume(args, parser_defaults or {}) if args.resume else []
+    evaluator = None
+    if args.in_process and not args.resume:  # missing data is an error before a run directory exists
+        evaluator = _in_process_evaluator(args, spec_of(args))
     journal = _open_journal(args)
     try:
+        if ignored:
+            print(f"evovae: note: resuming {journal.run_dir}: its journal fixes the search, so "
+                  f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored", file=sys.stderr)
         spec = spec_of(args)
         strategy = strategy_of(args)
         cache = None
@@ -175,105 +174,54 @@ def run(args: argparse.Namespace) -> int:
                 cache = ResultCache(args.cache)
             except JournalError as exc:
                 raise UsageError(str(exc)) from None
-        return _run(args, journal, spec, strategy, cache, curve)
+        runner = Runner(None, spec, journal=journal, cache=cache)  # the evaluator comes once the replay passed
+        try:
+            runner.replay(strategy)  # a journal that does not replay is refused before any socket is bound
+        except JournalError as exc:
+            raise UsageError(str(exc)) from None
+        return _run(args, runner, strategy, options, evaluator)
     finally:
         journal.close()
 
 
-def _run(args, journal: RunJournal, spec: TrainSpec, strategy, cache: ResultCache | None, curve=None) -> int:
+def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> int:
     started = time.perf_counter()
-    stats: Callable[[], str] = lambda: ""
-    runner_box: list[Runner] = []
+    journal = runner.journal
+    stats: list[Callable[[], str]] = [lambda: ""]
 
     def progress(report) -> None:
-        runner = runner_box[0]
-        saved = f"  reused {runner.reused}  cache-hits {runner.cache_hits}" if runner.reused or runner.cache_hits else ""
-        print(format_report(report, f"{stats()}{saved}  {time.perf_counter() - started:.0f}s"), flush=True)
+        saved = (f"  reused {runner.reused + runner.replayed}  cache-hits {runner.cache_hits}"
+                 if runner.reused or runner.replayed or runner.cache_hits else "")
+        print(format_report(report, f"{stats[0]()}{saved}  {time.perf_counter() - started:.0f}s"), flush=True)
 
+    runner.on_report = progress
     print(f"run directory {journal.run_dir}", flush=True)
     if args.in_process:
-        runner = Runner(_in_process_evaluator(args, spec), spec, journal=journal, cache=cache, on_report=progress)
-        runner_box.append(runner)
-        _drive(args, runner, strategy)
-        _finish(args, strategy, spec, runner, started, journal)
+        runner.evaluator = evaluator or _in_process_evaluator(args, runner.spec)
+        runner.run(strategy)
+        _finish(args, strategy, runner.spec, runner, started, journal)
         return 0
 
-    import shutil
-    import tempfile
+    from ..head.cluster import Cluster, ClusterError
+    from ..head.evaluators import SearchStopped
+    from .signals import stop_signals
 
-    from transport.broker import Broker
-    from transport.keys import local_worker_keys
-
-    from ..head.evaluators import DistributedEvaluator, SearchStopped
-    from ..head.local_workers import LocalWorkers
-
-    key_args: list[str] = []
-    local_keys = None
-    if curve is not None and args.local_workers:  # local workers get a key pair of their own, for this run only
-        local_keys = tempfile.mkdtemp(prefix="evovae-local-keys-")
-        curve, key_args = local_worker_keys(curve, local_keys)
-    try:
-        broker = Broker(args.bind, _sink(args), heartbeat_s=args.heartbeat,
-                        liveness=args.liveness, lease_s=args.lease, max_attempts=args.max_attempts, curve=curve)
-    except Exception as exc:  # ValueError: bad settings; zmq.ZMQError: address in use, bad endpoint
-        if local_keys:
-            shutil.rmtree(local_keys, ignore_errors=True)
-        if isinstance(exc, ValueError):
+    with stop_signals() as stop:
+        try:
+            with Cluster(options) as cluster:
+                print(cluster.describe(), flush=True)
+                stats[0] = lambda: "  " + cluster.stats_line()
+                runner.evaluator = cluster.evaluator(stop=stop.event)
+                runner.capacity = cluster.capacity
+                runner.run(strategy)
+        except ClusterError as exc:
             raise UsageError(str(exc)) from None
-        raise UsageError(f"cannot bind {args.bind}: {exc} (is another search running? pick another --bind)") from None
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        received.append(signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    worker_args = [*args.worker_arg, *key_args, "--heartbeat", str(args.heartbeat), "--log-format", "json",
-                   "--log-level", args.log_level]
-    for flag, value in (("--data-root", args.data_root), ("--device", args.device)):
-        if value:
-            worker_args += [flag, value]
-    if args.download:
-        worker_args.append("--download")
-    workers = LocalWorkers(args.local_workers, broker.ventilator_endpoint, broker.sink_endpoint, worker_args,
-                           threads_each=args.threads or max(1, _cores() // max(1, args.local_workers)))
-
-    def broker_stats() -> str:
-        st = broker.stats
-        return (f"  workers {len(broker.workers())}  resends {st.resends}  lost {st.failures}"
-                f"  duplicate-results {st.duplicates}")
-
-    stats = broker_stats
-    print(f"ventilator {broker.ventilator_endpoint}  sink {broker.sink_endpoint}  "
-          f"local workers {args.local_workers}", flush=True)
-    try:
-        workers.start()
-        evaluator = DistributedEvaluator(broker, stop=stop, tick=workers.check)
-        runner = Runner(evaluator, spec, journal=journal, cache=cache, on_report=progress,
-                        capacity=lambda: len(broker.workers()))
-        runner_box.append(runner)
-        _drive(args, runner, strategy)
-    except SearchStopped as exc:
-        print(f"evovae: stopped by {signal.Signals(received[0]).name}: {exc}; "
-              f"resume with: evovae search --resume {journal.run_dir}", file=sys.stderr)
-        return 128 + received[0]
-    finally:
-        workers.stop()
-        broker.close()
-        if local_keys:
-            shutil.rmtree(local_keys, ignore_errors=True)
-    _finish(args, strategy, spec, runner, started, journal)
+        except SearchStopped as exc:
+            print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae search --resume {journal.run_dir}",
+                  file=sys.stderr)
+            return stop.exit_status
+    _finish(args, strategy, runner.spec, runner, started, journal)
     return 0
-
-
-def _drive(args, runner: Runner, strategy: Strategy) -> None:
-    try:
-        runner.replay(strategy)
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
-    runner.run(strategy)
 
 
 def _finish(args, strategy, spec: TrainSpec, runner: Runner, started: float, journal: RunJournal) -> None:
