@@ -319,6 +319,8 @@ class AsyncStrategy(Strategy):
             genotype = self._propose_unseen({c.genotype for c in out})
             if genotype is None:
                 self.exhausted = True
+                if not out and not self._outstanding and self._window:
+                    self._close_window()  # the search ends here: report what was told since the last report
                 break
             out.append(Candidate(genotype, self.epochs))
         return out
@@ -335,9 +337,12 @@ class AsyncStrategy(Strategy):
         self._absorb(evaluation)
         self._window.append(evaluation)
         if len(self._window) >= self.report_every or (self._finished() and not self._outstanding):
-            window, self._window = self._window, []
-            duplicates, self._duplicates = self._duplicates, 0
-            self._report(window, duplicates)
+            self._close_window()
+
+    def _close_window(self) -> None:
+        window, self._window = self._window, []
+        duplicates, self._duplicates = self._duplicates, 0
+        self._report(window, duplicates)
 
     def _finished(self) -> bool:
         if self.exhausted or self._budget_spent():
