@@ -125,3 +125,34 @@ def brute_force_best(evaluations, mu: int, epochs: int | None = None) -> list[Ev
         if e.ok and (epochs is None or e.epochs == epochs):
             first.setdefault(e.genotype, e)
     return sorted(first.values(), key=lambda e: (e.loss, str(e.genotype)))[:mu]
+
+
+def rng_copy(strategy: Strategy) -> np.random.Generator:
+    """A generator in the strategy's RNG state now: to compute what its next ask must draw."""
+    rng = np.random.Generator(type(strategy.rng.bit_generator)())
+    rng.bit_generator.state = strategy.rng.bit_generator.state
+    return rng
+
+
+def first_unseen(propose, rng: np.random.Generator, seen, taken=()) -> Genotype:
+    """What an asynchronous strategy hands out: its first proposal not seen before (up to 100 tries)."""
+    for _ in range(100):
+        genotype = propose(rng)
+        if genotype not in seen and genotype not in taken:
+            return genotype
+    raise AssertionError("no unseen proposal in 100 tries")
+
+
+def network_step(before: tuple, after: tuple) -> bool:
+    """``after`` is ``before``, or it with one layer appended, or with one layer's width changed."""
+    if after == before:
+        return True
+    if len(after) == len(before) + 1:
+        return after[:-1] == before
+    return len(after) == len(before) and sum(x != y for x, y in zip(before, after)) == 1
+
+
+def one_mutation(parent: Genotype, child: Genotype) -> bool:
+    """``child`` is what one mutation of ``parent`` can give."""
+    return child != parent and network_step(parent.encoder, child.encoder) and \
+        network_step(parent.decoder, child.decoder)
