@@ -5,6 +5,7 @@ result its journal holds."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,9 +21,9 @@ from ..head.runner import AsyncEvaluator, Runner
 from ..space import SearchSpace
 from ..spec import TrainSpec, task_id
 from ..strategies import StrategyOptions, make_strategy
-from ..strategy import Report
+from ..strategy import Report, Strategy
 
-__all__ = ["SearchBench", "options_config"]
+__all__ = ["SearchBench", "evaluation_rows", "options_config"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,12 +59,16 @@ class SearchBench:
             return journal
         return RunJournal.create(directory, config)
 
-    def search(self, name: str, options: StrategyOptions, spec: TrainSpec) -> dict[str, Any]:
-        """The summary of search ``name`` (evo.head.progress.search_summary), running it first if needed."""
+    def search(self, name: str, options: StrategyOptions, spec: TrainSpec,
+               summary: Callable[[Strategy], dict[str, Any]] = search_summary) -> dict[str, Any]:
+        """The summary of search ``name`` (``summary(strategy)``, by default evo.head.progress.search_summary,
+        plus ``name``, ``spec`` and ``seconds``: the wall time of the run that finished it), running the search
+        first if needed."""
         directory = self.root / "searches" / name
         done = directory / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
+        started = time.perf_counter()
         journal = self._journal(directory, options_config(options, spec))
         try:
             strategy = make_strategy(options, self.space)
@@ -75,10 +80,13 @@ class SearchBench:
             self.trained_now += runner.evaluated
         finally:
             journal.close()
-        summary = {"name": name, **search_summary(strategy), "spec": spec.to_dict()}
-        done.write_text(json.dumps(summary, indent=1))
-        log.info("experiment.search_done", name=name, best=summary["best"], epochs=summary["epochs_total"])
-        return summary
+        result = {"name": name, **summary(strategy), "spec": spec.to_dict(),
+                  "seconds": time.perf_counter() - started}
+        partial = directory / "result.json.partial"
+        partial.write_text(json.dumps(result, indent=1))
+        partial.replace(done)  # a kill leaves no half-written result behind
+        log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
+        return result
 
     def tasks(self, name: str, items: Sequence[tuple[Genotype, TrainSpec]]) -> list[Evaluation]:
         """Evaluations of ``items`` (in order), journaled under ``tasks/name``; known results are not re-run."""
@@ -92,3 +100,25 @@ class SearchBench:
         finally:
             journal.close()
         return [results[task_id(g, spec)] for g, spec in items]
+
+
+def evaluation_rows(strategy: Strategy) -> list[dict[str, Any]]:
+    """Every evaluation of a generational search with the trainer's figures, in the order its candidates were
+    asked for, each with the generation it belongs to (a generation's results are all told before the next
+    is asked, so the told order splits into generations by the reports' counts)."""
+    generation_of: list[int] = []
+    for report in strategy.history:
+        generation_of += [report.generation] * report.evaluated
+    asked = {g: i for i, g in enumerate(strategy.seen)}  # first asked first
+    evaluations = strategy.evaluations
+    rows = []
+    for k, e in enumerate(evaluations):
+        m = e.metrics
+        rows.append({
+            "generation": generation_of[k] if k < len(generation_of) else len(strategy.history),
+            "genotype": str(e.genotype), "epochs": e.epochs, "state": e.state.value, "loss": e.loss,
+            "recon": m.get("recon"), "kl": m.get("kl"), "fitness": e.fitness, "parameters": m.get("params") or None,
+            "curve": list(m.get("curve") or []), "seconds": e.seconds or m.get("seconds"), "error": e.error,
+        })
+    order = sorted(range(len(rows)), key=lambda k: (rows[k]["generation"], asked[evaluations[k].genotype]))
+    return [rows[k] for k in order]
