@@ -1,0 +1,244 @@
+"""Durable searches: the journal, resume after kill -9 of the head, the result cache, steady-state mode."""
+import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from distributed_helpers import Process, free_port_pair, wait_until
+
+from evo.engine import EvolutionEngine
+from evo.evaluation import Evaluation
+from evo.genotype import Genotype
+from evo.head.cache import ResultCache
+from evo.head.evaluators import InProcessEvaluator
+from evo.head.journal import JournalError, RunJournal
+from evo.head.runner import Runner
+from evo.spec import TrainSpec, task_id
+from evo.steady_state import SteadyStateEngine
+from gpuworker.evaluators import fake_loss
+
+SPEC = TrainSpec(dataset="synthetic", epochs=1)
+SEARCH = ["--population", "5", "--offspring", "5", "--generations", "6", "--seed", "3", "--dataset", "synthetic",
+          "--heartbeat", "0.2", "--log-format", "json", "--log-level", "info"]
+
+
+def _search(*args, timeout=120, **kw):
+    port = free_port_pair()
+    return subprocess.run([sys.executable, "-m", "evo.cli", "search", "--bind", f"tcp://127.0.0.1:{port}", *args],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _fake(sleep="0.05"):
+    return ["--local-workers", "2", "--worker-arg=--fake", f"--worker-arg=--fake-sleep={sleep}"]
+
+
+def _fake_evaluation(genotype: Genotype, spec: TrainSpec = SPEC) -> Evaluation:
+    return Evaluation.succeeded(genotype, fake_loss(genotype, spec.epochs), epochs=spec.epochs)
+
+
+def _runner(journal: RunJournal | None = None, **kw) -> Runner:
+    return Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=journal, **kw)
+
+
+def _engine(generations: int, seed: int) -> EvolutionEngine:
+    return EvolutionEngine(mu=4, lam=4, seed=seed, epochs=SPEC.epochs, generations=generations)
+
+
+# -- the journal in-process ---------------------------------------------------------------
+
+
+def test_replay_restores_the_engine_exactly(tmp_path):
+    config = {"seed": 5}
+    journal = RunJournal.create(tmp_path / "run", config)
+    engine = _engine(3, seed=5)
+    _runner(journal).run(engine)
+    journal.close()
+
+    reopened = RunJournal.open(tmp_path / "run")
+    assert reopened.config == config
+    fresh = _engine(5, seed=5)  # the same search, continued for two more generations
+    runner = _runner(reopened)
+    assert runner.replay(fresh) == engine.evaluation_count == 12  # one tell per result
+    assert fresh.snapshot() == engine.snapshot()
+    runner.run(fresh)
+    assert runner.evaluated == 8 and runner.reused == 0  # only the two new generations were paid for
+
+    straight = _engine(5, seed=5)
+    _runner().run(straight)
+    assert fresh.snapshot() == straight.snapshot()
+
+
+def test_an_open_ask_is_completed_from_journaled_results(tmp_path):
+    journal = RunJournal.create(tmp_path / "run", {})
+    engine = _engine(2, seed=1)
+    _runner(journal).run(engine)
+    engine.generations = 3  # generation 2 goes out; two results come back; then the head dies
+    batch = engine.ask()
+    ids = [task_id(c.genotype, SPEC) for c in batch]
+    journal.record_ask(batch, ids)
+    journal.record_results([(t, _fake_evaluation(c.genotype), "worker") for t, c in list(zip(ids, batch))[:2]])
+    journal.close()
+
+    fresh = _engine(3, seed=1)
+    runner = _runner(RunJournal.open(tmp_path / "run"))
+    runner.replay(fresh)
+    runner.run(fresh)
+    assert runner.reused == 2 and runner.evaluated == len(batch) - 2
+    straight = _engine(3, seed=1)
+    _runner().run(straight)
+    assert fresh.snapshot() == straight.snapshot()
+
+
+def test_a_changed_configuration_is_refused_on_replay(tmp_path):
+    journal = RunJournal.create(tmp_path / "run", {})
+    _runner(journal).run(_engine(2, seed=1))
+    with pytest.raises(JournalError, match="configuration or the code changed"):
+        _runner(journal).replay(_engine(2, seed=2))
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
+def test_a_corrupt_run_directory_is_refused_and_left_unchanged(tmp_path, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "journal.sqlite").write_bytes(content)
+    before = (run / "journal.sqlite").read_bytes()
+    with pytest.raises(JournalError, match="not an evovae|format"):
+        RunJournal.open(run)
+    assert (run / "journal.sqlite").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["journal.sqlite"]
+
+
+def test_a_foreign_database_is_refused_and_left_unchanged(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    con = sqlite3.connect(run / "journal.sqlite")
+    con.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    con.execute("INSERT INTO meta VALUES ('format', 'something-else')")
+    con.commit()
+    con.close()
+    before = (run / "journal.sqlite").read_bytes()
+    with pytest.raises(JournalError, match="not 'evovae-run'"):
+        RunJournal.open(run)
+    assert (run / "journal.sqlite").read_bytes() == before
+    with pytest.raises(JournalError, match="not an evovae run directory"):
+        RunJournal.open(tmp_path / "elsewhere")
+    with pytest.raises(JournalError, match="already exists and is not empty"):
+        RunJournal.create(run, {})
+
+
+def test_the_cache_keeps_measurements_but_not_transport_give_ups(tmp_path):
+    from evo.genotype import parse_genotype
+
+    cache = ResultCache(tmp_path / "cache.sqlite")
+    good, bad, lost = (parse_genotype(t) for t in ("100|10|100", "200|10|200", "300|10|300"))
+    cache.put([("a", _fake_evaluation(good)), ("b", Evaluation.failed(bad, "diverged", epochs=1)),
+               ("c", Evaluation.lost(lost, "gave up after 3 attempts", attempts=3))])
+    cache.close()
+    again = ResultCache(tmp_path / "cache.sqlite")
+    assert again.get("a").loss == fake_loss(good, SPEC.epochs)
+    assert again.get("b").error == "diverged"
+    assert again.get("c") is None
+    assert again.hits == 2
+    (tmp_path / "junk").write_text("junk" * 1000)
+    with pytest.raises(JournalError):
+        ResultCache(tmp_path / "junk")
+
+
+def test_steady_state_completes_its_budget_without_duplicates():
+    engine = SteadyStateEngine(mu=4, seed=2, epochs=SPEC.epochs, max_evaluations=30, report_every=4)
+    runner = _runner(capacity=lambda: 3)
+    runner.run(engine)
+    assert engine.done and engine.evaluation_count == 30 == runner.evaluated
+    genotypes = [e.genotype for e in engine.evaluations]
+    assert len(set(genotypes)) == 30
+    # a report every 4 evaluations, and one for the last 2 when the budget ends
+    assert [r.evaluated for r in engine.history] == [4] * 7 + [2]
+    best = [r.best.loss for r in engine.history]
+    assert best == sorted(best, reverse=True)
+
+
+# -- real processes ------------------------------------------------------------------------
+
+
+def _result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def _total_after(head: Process, generation: int) -> int | None:
+    """The "total N" evaluations on the head's progress line for ``generation``, once printed."""
+    for line in head.stdout().splitlines():
+        found = re.match(rf"gen +{generation} .* total (\d+)", line)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_head_then_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = _search(*SEARCH, *_fake(), "--run-dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    head = Process("killed", [sys.executable, "-m", "evo.cli", "search", "--bind",
+                              f"tcp://127.0.0.1:{free_port_pair()}", *SEARCH, *_fake("0.1"), "--run-dir", str(run)],
+                   tmp_path)
+    try:
+        def mid_generation_3() -> bool:  # generation 2 reported, and results of generation 3 came in since
+            total = _total_after(head, 2)
+            return total is not None and len(head.log.events("task.completed", role="search")) > total
+
+        wait_until(mid_generation_3, 60, "a result of generation 3 in the head's log", fail=head.describe)
+        head.signal(signal.SIGKILL)
+        assert head.wait(10) == -signal.SIGKILL
+    finally:
+        head.kill_group()  # and its local workers
+    con = sqlite3.connect(run / "journal.sqlite")
+    finished_before = {row[0] for row in con.execute("SELECT task_id FROM results")}
+    con.close()
+    assert finished_before and not (run / "result.json").exists()
+
+    resumed = _search("--resume", str(run), *_fake(), "--heartbeat", "0.2", "--log-format", "json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _result(tmp_path / "straight"), _result(run)
+    assert b["population"] == a["population"]
+    assert sorted(e["genotype"] for e in b["evaluations"]) == sorted(e["genotype"] for e in a["evaluations"])
+    # nothing finished before the kill was evaluated again
+    assert b["evaluated_now"] == len(a["evaluations"]) - len(finished_before)
+    completed = [json.loads(line) for line in resumed.stderr.splitlines()
+                 if line.startswith("{") and '"task.completed"' in line]
+    assert not {e["task_id"] for e in completed} & finished_before
+
+
+@pytest.mark.slow
+def test_a_second_search_with_the_same_cache_runs_nothing_twice(tmp_path):
+    cache = str(tmp_path / "cache.sqlite")
+    first = _search(*SEARCH, *_fake("0"), "--run-dir", str(tmp_path / "one"), "--cache", cache)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _search(*SEARCH, *_fake("0"), "--run-dir", str(tmp_path / "two"), "--cache", cache)
+    assert second.returncode == 0, second.stderr[-2000:]
+    one, two = _result(tmp_path / "one"), _result(tmp_path / "two")
+    assert two["cache_hits"] == len(one["evaluations"]) and two["evaluated_now"] == 0
+    assert two["population"] == one["population"]
+    assert "cache-hits" in second.stdout
+
+
+@pytest.mark.slow
+def test_steady_state_mode_over_zeromq(tmp_path):
+    out = _search(*SEARCH, *_fake("0.02"), "--mode", "steady-state", "--run-dir", str(tmp_path / "ss"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = _result(tmp_path / "ss")
+    genotypes = [e["genotype"] for e in result["evaluations"]]
+    assert len(genotypes) == 5 + 5 * 5 == len(set(genotypes))
+    assert all(e["error"] == "" for e in result["evaluations"])
+
+
+def test_resume_of_a_foreign_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "journal.sqlite").write_text("hello")
+    out = _search("--resume", str(tmp_path / "x"))
+    assert out.returncode == 2 and "is not an evovae run journal (file is not a database)" in out.stderr
+    assert (tmp_path / "x" / "journal.sqlite").read_text() == "hello"
