@@ -259,8 +259,9 @@ class GenerationalStrategy(Strategy):
             out.append(c)
         self._handed += len(out)
         if self._budget_hit:
-            if not self._handed:
-                self._batch = None
+            if not self._handed:  # nothing of it fits: the batch ends empty (a multi-fidelity generation
+                self._batch = None  # cut between rungs still reports what its lower rungs measured)
+                self._complete([])
             else:
                 self._maybe_complete()
         return out
