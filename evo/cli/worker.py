@@ -17,6 +17,8 @@ import structlog
 from transport.protocol import sink_endpoint
 
 from gpuworker.evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
+
+from .data_options import DataOptionError, add_data_options, check_worker_data
 from gpuworker.worker import run_worker
 
 __all__ = ["build_parser", "curve_of", "main"]
@@ -36,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0 = never)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--download", action="store_true")
+    add_data_options(parser, dataset_default=None, likelihood=False,
+                     title="data: the tasks say which; --dataset is checked at start-up (exit 2 if unusable)")
     fake = parser.add_argument_group("fake evaluation (tests and benchmarks: no torch, no training)")
     fake.add_argument("--fake", action="store_true", help="compute a cheap deterministic loss instead of training")
     fake.add_argument("--fake-sleep", type=float, default=0.0, metavar="SECONDS", help="time one fake task takes")
@@ -123,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gpuworker.train import set_threads
 
         set_threads(args.threads or None)
+        try:  # this node's data, checked before the first task: a worker that cannot serve it says so now
+            log.info("worker.data", data=check_worker_data(args))
+        except DataOptionError as exc:
+            log.error("worker.unfit", error=str(exc))
+            print(f"evovae worker: error: {exc}", file=sys.stderr)
+            return 2
         evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
     try:
         run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=worker_id,

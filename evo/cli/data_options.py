@@ -1,0 +1,142 @@
+"""The data options of every command that trains, serves or exports: declared once, read once.
+
+``add_data_options(parser)`` declares ``--dataset`` (a built-in name or the path of a NumPy file, a folder
+of images or a CSV/Parquet table), ``--columns``, ``--image-size``, ``--likelihood``, ``--data-root`` and
+``--download``. ``spec_from_args(args, epochs=..., ...)`` builds the TrainSpec: it reads own data once
+(numpy only: the head needs no torch), takes its fingerprint, resolves the default likelihood and splits
+the data as every worker will, so bad data is one line (:class:`DataOptionError`, a ValueError) before
+anything is created. ``check_worker_data(args)`` is a worker's start-up check.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
+
+__all__ = ["DATA_KEYS", "DataOptionError", "add_data_options", "check_worker_data", "data_fields", "spec_from_args"]
+
+#: The TrainSpec fields the data options decide (journal them with a search: ``data_fields`` sets them on args).
+DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood")
+
+_PLACEHOLDER_SHA = "0" * 64
+
+
+class DataOptionError(ValueError):
+    """Bad data or bad data options: one line naming the file or option and what to do (exit status 2)."""
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, dataset_default: str | None = "fashion-mnist",
+                     title: str = "data (see docs/data.md)", likelihood: bool = True) -> argparse._ArgumentGroup:
+    """Declare the data options on ``parser`` (in a group of their own) and return the group; ``likelihood``
+    False leaves ``--likelihood`` out (a worker takes it from each task)."""
+    g = parser.add_argument_group(title)
+    default = f" (default {dataset_default})" if dataset_default else ""
+    g.add_argument("--dataset", default=dataset_default, metavar="NAME|PATH",
+                   help=f"a built-in data set ({', '.join(DATASETS)}){default}, or your own: a .npy/.npz file, a "
+                        "folder of PNG/JPEG images, or a .csv/.tsv/.parquet table of numeric columns")
+    g.add_argument("--columns", default="", metavar="A,B,...", help="a table's columns to use (default: all)")
+    g.add_argument("--image-size", default="", metavar="H,W",
+                   help="resize a folder's images to H x W (needed when they differ in size)")
+    if likelihood:
+        g.add_argument("--likelihood", default=None, choices=LIKELIHOODS,
+                       help="p(x|z): bernoulli (BCE on values in [0, 1]; the default for images) or gaussian (unit "
+                            "variance on features standardised on the training split; the default for tables)")
+    g.add_argument("--data-root", default=None, metavar="DIR",
+                   help="where built-in sets live and where a worker also looks for own data by its file name "
+                        "(default ~/.cache/evovae/data or $EVOVAE_DATA_ROOT)")
+    g.add_argument("--download", action="store_true", help="download a built-in data set if missing (needs internet)")
+    return g
+
+
+def _check_root(args: argparse.Namespace) -> None:
+    root = getattr(args, "data_root", None)
+    if root and not Path(root).is_dir() and not getattr(args, "download", False):
+        raise DataOptionError(f"--data-root {root}: no such directory; create it, or leave the option out")
+
+
+def data_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainSpec fields the data options give, own data read and fingerprinted (numpy only).
+
+    Sets them back on ``args`` (``dataset`` as an absolute path, the resolved ``likelihood``, the
+    ``data_sha256``), so a search that journals :data:`DATA_KEYS` keeps them. An ``args.data_sha256``
+    already set (a resumed search) must match the data as it is now."""
+    _check_root(args)
+    dataset = args.dataset
+    columns, image_size = getattr(args, "columns", "") or "", getattr(args, "image_size", "") or ""
+    if not dataset:
+        raise DataOptionError("--dataset is needed: a built-in name or the path of your data")
+    if is_builtin(dataset):
+        for flag, value in (("--columns", columns), ("--image-size", image_size)):
+            if value:
+                raise DataOptionError(f"{flag} only applies to data of your own, not to the built-in {dataset}")
+        fields = {"dataset": dataset, "likelihood": getattr(args, "likelihood", None) or "bernoulli"}
+        _set(args, fields)
+        return fields
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise DataOptionError(f"--dataset {dataset}: neither a built-in data set ({', '.join(DATASETS)}) nor an "
+                              "existing file or folder; check the path")
+    try:  # the format options, normalised and checked before any data is read
+        probe = TrainSpec(dataset=str(path), data_sha256=_PLACEHOLDER_SHA, columns=columns, image_size=image_size)
+    except ValueError as exc:
+        raise DataOptionError(str(exc).replace("columns ", "--columns ", 1).replace("image_size ", "--image-size ", 1)
+                              ) from None
+    from gpuworker.data import DataError, read_own
+
+    try:
+        raw = read_own(path, probe.columns, probe.image_size)
+    except DataError as exc:
+        raise DataOptionError(str(exc)) from None
+    expected = getattr(args, "data_sha256", "") or ""
+    if expected and expected != raw.sha256:
+        raise DataOptionError(f"{path}: has changed since this run was started (SHA-256 {expected[:12]}... then, "
+                              f"{raw.sha256[:12]}... now); put the original back, or start a new run")
+    fields = {"dataset": str(path.resolve()), "data_sha256": raw.sha256, "columns": probe.columns,
+              "image_size": probe.image_size, "likelihood": getattr(args, "likelihood", None) or raw.default_likelihood}
+    _set(args, fields)
+    return fields
+
+
+def _set(args: argparse.Namespace, fields: dict[str, Any]) -> None:
+    for key in DATA_KEYS:
+        setattr(args, key, fields.get(key, ""))
+
+
+def spec_from_args(args: argparse.Namespace, **training: Any) -> TrainSpec:
+    """``TrainSpec(**training, **data_fields(args))``, checked against the data: own data is split (and
+    standardised) as every worker will split it, so too few rows or values outside [0, 1] for
+    ``bernoulli`` are one line here. DataOptionError (a ValueError) on anything wrong."""
+    fields = data_fields(args)
+    try:
+        spec = TrainSpec(**training, **fields)
+    except ValueError as exc:
+        raise DataOptionError(str(exc)) from None
+    if not spec.builtin:
+        from gpuworker.data import DataError, prepare
+
+        try:
+            prepare(spec, args.data_root)
+        except DataError as exc:
+            raise DataOptionError(str(exc)) from None
+    return spec
+
+
+def check_worker_data(args: argparse.Namespace) -> str:
+    """A worker's start-up check of its ``--dataset`` (none given: nothing to check). Returns what it found,
+    for the log; DataOptionError with the reason if this node cannot serve it."""
+    _check_root(args)
+    if not args.dataset:
+        return "no --dataset given: the data of each task is checked when it arrives"
+    if not is_builtin(args.dataset):
+        fields = data_fields(args)
+        return f"{fields['dataset']} (SHA-256 {fields['data_sha256'][:12]}...)"
+    from gpuworker.data import DataError, default_root, load_images
+
+    root = str(args.data_root or default_root())
+    try:
+        train, test, shape = load_images(args.dataset, root, args.download)
+    except DataError as exc:
+        raise DataOptionError(str(exc)) from None
+    return f"{args.dataset} under {root}: {len(train)} training and {len(test)} test images of {tuple(shape)}"
