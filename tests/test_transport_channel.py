@@ -29,6 +29,7 @@ class ThreadWorker:
         self.received: list[Task] = []
         self.sent: list[Result] = []
         self.error: BaseException | None = None
+        self.changed = threading.Condition()  # notified when a result is about to be sent
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ThreadWorker:
@@ -54,20 +55,20 @@ class ThreadWorker:
                         steps = 10
                         for i in range(steps):
                             job.progress((i + 1) / steps)
-                            time.sleep(self.train_s / steps)  # stands in for training
+                            self.stop.wait(self.train_s / steps)  # stands in for training
                     result = Result(channel.worker_id, task.task_id, task.attempt, True, {"val_loss": 1.0 + len(self.sent)})
-                    self.sent.append(result)  # before sending: the test may see the Done first
+                    with self.changed:
+                        self.sent.append(result)  # before sending: the test may see the Done first
+                        self.changed.notify_all()
                     channel.send_result(result)
         except BaseException as exc:  # surfaced in __exit__
             self.error = exc
 
 
-def wait_for(cond, timeout: float = 5.0) -> None:
-    """Wait for the worker thread (not for zmq): check cond every 10 ms."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting for the worker thread"
-        time.sleep(0.01)
+def wait_for(worker: ThreadWorker, cond, timeout: float = 5.0) -> None:
+    """Wait (on the worker's condition variable) until the worker thread makes cond() true."""
+    with worker.changed:
+        assert worker.changed.wait_for(cond, timeout), "timed out waiting for the worker thread"
 
 
 def poll_until(broker: Broker, cond, timeout: float = 5.0) -> list:
@@ -130,7 +131,7 @@ def test_head_restart_channel_keeps_working():
             poll_until(first, lambda _: len(worker.received) == 2)
             first.close()
             # its result is pushed while no head is there: queued by the PUSH socket
-            wait_for(lambda: len(worker.sent) == 2)
+            wait_for(worker, lambda: len(worker.sent) == 2)
             assert worker.sent[-1].task_id == "b"
 
             # a new head binds the same endpoints and resumes "b" (e.g. from its journal)

@@ -3,13 +3,20 @@
 Imports only the standard library, zmq, msgpack and structlog (never torch, never evo).
 The wire protocol is written out in docs/protocol.md.
 
-* :mod:`transport.protocol` message dataclasses (Ready, Task, Heartbeat, Result), ProtocolError
-* :mod:`transport.codec`    encode / decode (strict schema check)
-* :mod:`transport.broker`   head side: Broker (ventilator + sink + leases), Done, Failed
-* :mod:`transport.channel`  worker side: WorkerChannel
+* :mod:`transport.protocol`  message dataclasses (Ready, Task, Heartbeat, Result), ProtocolError
+* :mod:`transport.codec`     encode / decode (strict schema check)
+* :mod:`transport.leases`    the broker's bookkeeping as a pure state machine (credit, leases, resends)
+* :mod:`transport.outcomes`  Done, Failed, Dispatch, BrokerStats
+* :mod:`transport.broker`    head side: Broker (ventilator + sink sockets and the poll loop)
+* :mod:`transport.auth`      CURVE on the head's sockets, the ZAP allow-list, socket monitors
+* :mod:`transport.keys`      CURVE key files and the head's security policy
+* :mod:`transport.endpoints` endpoint rules (sink port, loopback, where a local process connects)
+* :mod:`transport.throttle`  the one log rate limiter
+* :mod:`transport.channel`   worker side: WorkerChannel
 """
 
-from transport.broker import Broker, BrokerStats, Done, Failed
+from transport.broker import Broker
+from transport.outcomes import BrokerStats, Done, Failed
 from transport.channel import WorkerChannel
 from transport.codec import decode, encode
 from transport.protocol import (

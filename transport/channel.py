@@ -41,11 +41,12 @@ from typing import Iterator
 
 import structlog
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
+from transport.auth import HANDSHAKE_FAILED, handshake_reason, monitor_events
 from transport.codec import decode, encode, pack_checked
 from transport.keys import CurveClient
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
+from transport.throttle import RateLimiter
 
 __all__ = ["WorkerChannel", "TaskProgress", "default_worker_id"]
 
@@ -57,9 +58,6 @@ _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
 _RESULT_LINGER_MS = 2000  # on close, how long a queued result may still try to leave
 _RESULT_SEND_TIMEOUT_MS = 10000
 _HANDSHAKE_LOG_EVERY_S = 10.0  # auth.handshake_failed: at most one line per reason this often
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 def default_worker_id() -> str:
@@ -123,7 +121,7 @@ class WorkerChannel:
         self._curve = curve
         # [name, socket, endpoint, monitor, retry_at]: the DEALER and the result PUSH, watched for refusals
         self._watched: list[list] = []
-        self._handshake_logged: dict[tuple[int, int], float] = {}
+        self._handshake_log = RateLimiter(per_key=1, total=16, window_s=_HANDSHAKE_LOG_EVERY_S)
         self.handshake_failures = 0  # handshakes of the DEALER or the result PUSH that failed
         self._next_handshake_check = 0.0
         self._ready_payload = encode(Ready(self.worker_id, 1))
@@ -286,7 +284,7 @@ class WorkerChannel:
             self._log.debug("ready.skipped", reason="send queue full")
 
     def _watch(self, name: str, sock: zmq.Socket, endpoint: str) -> None:
-        monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        monitor = sock.get_monitor_socket(HANDSHAKE_FAILED)
         monitor.setsockopt(zmq.LINGER, 0)
         self._watched.append([name, sock, endpoint, monitor, None])
 
@@ -295,21 +293,14 @@ class WorkerChannel:
         connect again the sockets whose connection libzmq gave up on."""
         for watched in self._watched:
             name, sock, endpoint, monitor, retry_at = watched
-            while monitor.get(zmq.EVENTS) & zmq.POLLIN:
-                try:
-                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
-                except (zmq.ZMQError, ValueError):
-                    break
+            for kind, value in monitor_events(monitor):
                 self.handshake_failures += 1
-                kind, value = int(event["event"]), int(event["value"])
                 if kind != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # refused outright: libzmq will not retry
                     watched[4] = retry_at = now + self._reconnect[1] / 1000
-                last = self._handshake_logged.get((kind, value))
-                if last is not None and now - last < _HANDSHAKE_LOG_EVERY_S:
+                if not self._handshake_log.allow((kind, value), now):
                     continue
-                self._handshake_logged[(kind, value)] = now
                 self._log.warning("auth.handshake_failed", socket=name, endpoint=endpoint,
-                                  reason=_handshake_reason(kind, value), curve=self._curve is not None,
+                                  reason=handshake_reason(kind, value, side="worker"), curve=self._curve is not None,
                                   failures=self.handshake_failures)
             if retry_at is not None and now >= retry_at:
                 watched[4] = None
@@ -379,15 +370,3 @@ class WorkerChannel:
         finally:
             if sock is not None:
                 sock.close(linger=0)
-
-
-def _handshake_reason(kind: int, value: int) -> str:
-    """What a failed handshake of a worker socket most likely means."""
-    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return f"the head refused this worker's key (ZAP status {value}): add its public key to the head's allow-list"
-    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-            return "security mismatch: one side uses CURVE and the other does not (--server-key/--key vs --insecure)"
-        return f"ZMTP protocol error 0x{value:x} during the handshake"
-    return (f"handshake failed ({zmq.strerror(value)}): with CURVE, most likely --server-key is not the head's "
-            f"public key")

@@ -17,24 +17,23 @@ See docs/protocol.md, "Security".
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import ipaddress
 import os
 import re
 import shlex
 import shutil
 import stat
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Union
 
 import structlog
 import zmq
 import zmq.auth
 from zmq.utils import z85
+
+from transport.endpoints import is_loopback_endpoint  # re-exported: its old home
 
 __all__ = [
     "CurveClient",
@@ -48,7 +47,7 @@ __all__ = [
     "load_public",
     "load_secret",
     "load_server_secret",
-    "main",
+    "read_public_key",
     "write_public",
 ]
 
@@ -283,6 +282,14 @@ def load_public(path: PathLike) -> bytes:
     return public
 
 
+def read_public_key(path: PathLike) -> bytes:
+    """The public key (Z85) in a key file, public or secret (what ``evovae keys show`` prints)."""
+    public, _ = _parse_certificate(_read(path, private=False), path)
+    if public is None:
+        raise KeyFileError(f"{path} is not a key certificate (no public-key line)")
+    return public
+
+
 def load_allowlist(directory_or_files: PathLike | Iterable[PathLike]) -> frozenset:
     """The client public keys (Z85) to admit: every ``*.key`` file of a directory, or the
     given files. KeyFileError if a file is not a public certificate, or if none is found."""
@@ -302,32 +309,6 @@ def load_allowlist(directory_or_files: PathLike | Iterable[PathLike]) -> frozens
         where = ", ".join(str(s) for s in sources) or "(nothing given)"
         raise KeyFileError(f"no worker public keys (*{PUBLIC_SUFFIX}) in {where}: no worker could connect")
     return frozenset(load_public(f) for f in files)
-
-
-# ---------------------------------------------------------------------- endpoints
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for endpoints only this machine can reach: tcp on 127.0.0.0/8, ::1 or
-    localhost, and ipc:// or inproc://. A wildcard (``*``, 0.0.0.0, ``[::]``), an interface
-    name or any other address is not loopback."""
-    transport, sep, rest = endpoint.partition("://")
-    if not sep:
-        return False
-    if transport in ("ipc", "inproc"):
-        return True
-    if transport != "tcp":
-        return False
-    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
-    if ";" in host:  # tcp://source;dest: the bound address is the last part
-        host = host.rsplit(";", 1)[1]
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------------- the head's policy
@@ -381,48 +362,3 @@ def local_worker_keys(curve: CurveServer, directory: PathLike) -> tuple[CurveSer
     server_public = write_public(Path(directory) / "head.key", curve.public_key)
     public, _ = load_secret(secret)
     return curve.allowing(public), ["--server-key", str(server_public), "--key", str(secret)]
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} keys --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evovae keys", description="CURVE key files for the head and the workers.")
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
-    gen = sub.add_parser("generate", help="write NAME.key (public) and NAME.key_secret (secret, 0600)")
-    gen.add_argument("--dir", default=".", help="where to write the files (default: the current directory)")
-    gen.add_argument("names", nargs="+", metavar="NAME", help="e.g. head worker-gpu0")
-    show = sub.add_parser("show", help="print the public key (Z85) of a key file")
-    show.add_argument("file", metavar="FILE")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``evovae keys generate --dir DIR NAME [NAME...]`` / ``evovae keys show FILE``."""
-    args = _parser().parse_args(argv)
-    out, err = sys.stdout, sys.stderr  # this is a CLI: its user output goes to stdout
-    try:
-        if args.action == "generate":
-            if len(set(args.names)) != len(args.names):
-                raise KeyFileError("a NAME is given twice")
-            for name in args.names:
-                public, secret = generate(args.dir, name)
-                key = load_public(public).decode("ascii")
-                out.write(f"wrote {public} (public key {key}) and {secret} (secret, mode 0600)\n")
-        else:
-            public, _ = _parse_certificate(_read(args.file, private=False), args.file)
-            if public is None:
-                raise KeyFileError(f"{args.file} is not a key certificate (no public-key line)")
-            out.write(public.decode("ascii") + "\n")
-    except KeyFileError as exc:
-        err.write(f"evovae keys: error: {exc}\n")
-        return 2
-    except OSError as exc:
-        err.write(f"evovae keys: error: {exc}\n")
-        return 2
-    return 0

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Union
 
+from transport.endpoints import sink_endpoint  # re-exported: its old home
+
 __all__ = [
     "PROTOCOL_VERSION",
     "ProtocolError",
@@ -325,15 +327,6 @@ MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ready, Task, Heartbe
 def field_names(cls: type) -> tuple[str, ...]:
     """The wire field names of a message class, in declaration order."""
     return tuple(f.name for f in fields(cls))
-
-
-def sink_endpoint(ventilator: str) -> str:
-    """The sink endpoint by convention when none is given: the ventilator's port + 1
-    (``tcp://head:5557`` -> ``tcp://head:5558``). ValueError when there is no port."""
-    head, _, port = ventilator.rpartition(":")
-    if not head or not port.isdigit():
-        raise ValueError(f"cannot derive the sink endpoint from {ventilator!r} (no port): give it explicitly")
-    return f"{head}:{int(port) + 1}"
 
 
 def wire_metrics(metrics: Mapping[str, Any]) -> dict:

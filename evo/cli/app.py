@@ -18,7 +18,7 @@ __all__ = ["main"]
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
     "worker": ("evo.cli.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
-    "keys": ("transport.keys:main", "generate and show CURVE key files (evovae keys --help)"),
+    "keys": ("evo.cli.keys:main", "generate and show CURVE key files (evovae keys --help)"),
     "experiment": ("evo.cli.experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
     "export": ("evo.cli.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
     "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),

@@ -1,0 +1,269 @@
+"""The broker's bookkeeping (transport.leases) on its own: no sockets, a fake clock value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from transport.leases import Dispatch, Done, Failed, Leases
+from transport.protocol import Heartbeat, ProtocolError, Result
+
+HB = 1.0  # heartbeat_s; liveness 3 -> silent for 3 s is lost; grace = HB
+SPEC = {"epochs": 2, "seed": 0}
+G = "850|20|1000"
+
+
+def make(**kwargs) -> Leases:
+    kwargs.setdefault("heartbeat_s", HB)
+    return Leases(**kwargs)
+
+
+def ident(worker_id: str) -> bytes:
+    return b"id-" + worker_id.encode()
+
+
+def hand_out(leases: Leases, now: float) -> list[Dispatch]:
+    """Make every hand-out the state machine offers, as if every send succeeded."""
+    made = []
+    while (d := leases.next_dispatch()) is not None:
+        leases.dispatched(d, now)
+        made.append(d)
+    return made
+
+
+def result(d: Dispatch, ok: bool = True, worker_id: str | None = None, attempt: int | None = None) -> Result:
+    return Result(worker_id or d.worker_id, d.task_id, d.attempt if attempt is None else attempt, ok,
+                  {"loss": 100.0} if ok else {}, "" if ok else "CUDA out of memory")
+
+
+# ------------------------------------------------------------------ settings and submit
+
+
+@pytest.mark.parametrize("kwargs", [{"heartbeat_s": 0}, {"heartbeat_s": math.nan}, {"liveness": True},
+                                    {"liveness": 0}, {"lease_s": -1}, {"max_attempts": 0}, {"max_attempts": 1001}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        make(**kwargs)
+
+
+def test_submit_validates_and_ignores_what_is_pending():
+    leases = make()
+    with pytest.raises(ProtocolError, match="task_id"):
+        leases.submit("no spaces", G, SPEC, 0.0)
+    leases.submit("t1", G, SPEC, 0.0)
+    leases.submit("t1", G, SPEC, 0.0)
+    assert (leases.pending, leases.queued, leases.stats.submitted) == (1, 1, 1)
+
+
+# ------------------------------------------------------------------ credit
+
+
+def test_a_task_goes_only_to_a_worker_that_asked_and_one_each():
+    leases = make()
+    for i in range(3):
+        leases.submit(f"t{i}", G, SPEC, 0.0)
+    assert leases.next_dispatch() is None  # no credit yet
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    leases.ready("wB", 1, ident("wB"), 0.1)
+    made = hand_out(leases, 0.2)
+    assert [(d.task_id, d.worker_id, d.attempt, d.identity) for d in made] == [
+        ("t0", "wA", 1, b"id-wA"), ("t1", "wB", 1, b"id-wB")]  # idle longest first
+    leases.ready("wA", 1, ident("wA"), 0.5)  # within the grace period: crossed the task on the wire
+    assert hand_out(leases, 0.5) == [] and leases.queued == 1
+    assert {w: s["state"] for w, s in leases.workers(0.5).items()} == {"wA": "busy", "wB": "busy"}
+    assert made[0].wire() == {"task_id": "t0", "attempt": 1, "genotype": G, "spec": SPEC, "lease_s": 3600.0}
+
+
+def test_a_result_frees_the_worker_for_its_next_ready():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.submit("t1", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    done = leases.result(result(d), 5.0)
+    assert done == Done("t0", result(d)) and leases.workers(5.0)["wA"]["state"] == "unknown"
+    assert hand_out(leases, 5.0) == []  # a result is not a Ready
+    leases.ready("wA", 1, ident("wA"), 5.1)
+    assert [d.task_id for d in hand_out(leases, 5.1)] == ["t1"]
+
+
+def test_an_undeliverable_task_stays_first_with_the_same_attempt():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("gone", 1, ident("gone"), 0.0)
+    leases.ready("wB", 1, ident("wB"), 0.0)
+    d = leases.next_dispatch()
+    assert d.worker_id == "gone"
+    leases.undeliverable(d, "task send failed: Host unreachable")
+    assert "gone" not in leases.workers(0.0) and leases.stats.workers_lost == 1
+    (again,) = hand_out(leases, 0.0)
+    assert (again.task_id, again.attempt, again.worker_id) == ("t0", 1, "wB")
+    assert leases.stats.dispatched == 1 and leases.stats.resends == 0
+
+
+# ------------------------------------------------------------------ liveness, leases, give-ups
+
+
+def test_a_silent_worker_loses_its_attempt_which_goes_first_to_another():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.submit("t1", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    leases.heartbeat(Heartbeat("wA", "t0", 1, 0.3), 2.0)
+    assert leases.workers(2.0)["wA"]["progress"] == 0.3
+    assert leases.next_deadline() == 5.0  # silence limit counted from the last heartbeat
+    assert leases.expire(4.99) == []
+    assert leases.expire(5.0) == []  # resent, not failed
+    assert "wA" not in leases.workers(5.0) and leases.stats.resends == 1 and leases.stats.workers_lost == 1
+    leases.ready("wB", 1, ident("wB"), 5.0)
+    (again,) = hand_out(leases, 5.0)
+    assert (again.task_id, again.attempt) == ("t0", 2)  # ahead of t1
+
+
+def test_the_lease_runs_out_even_for_a_worker_that_heartbeats():
+    leases = make(lease_s=10.0, max_attempts=1)
+    leases.submit("slow", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    hand_out(leases, 0.0)
+    for t in range(1, 10):
+        leases.heartbeat(Heartbeat("wA", "slow", 1, t / 10), float(t))
+        assert leases.expire(float(t)) == []
+    (failed,) = leases.expire(10.0)
+    assert failed.attempts == 1 and "lease of 10 s ran out" in failed.reason
+    assert "wA" in leases.workers(10.0)  # alive, only slow
+
+
+def test_a_per_task_lease_overrides_the_default():
+    leases = make()
+    leases.submit("final", G, SPEC, 0.0, lease_s=7200)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    assert d.lease_s == 7200.0
+
+
+def test_max_attempts_then_failed_naming_each_lost_attempt():
+    leases = make(max_attempts=2)
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("w0", 1, ident("w0"), 0.0)
+    hand_out(leases, 0.0)
+    assert leases.expire(3.0) == []
+    leases.ready("w1", 1, ident("w1"), 3.0)
+    (second,) = hand_out(leases, 3.0)
+    assert second.attempt == 2
+    (failed,) = leases.expire(6.0)
+    assert isinstance(failed, Failed) and (failed.task_id, failed.attempts) == ("t0", 2)
+    assert "attempt 1 on w0: no heartbeat for 3.00 s" in failed.reason
+    assert "attempt 2 on w1: no heartbeat for 3.00 s" in failed.reason
+    assert leases.stats.failures == 1 and leases.stats.resends == 1 and leases.pending == 0
+    assert leases.result(result(second), 7.0) is None and leases.stats.late_results == 1
+    leases.submit("t0", G, SPEC, 8.0)  # a failed id may be submitted again: fresh attempts
+    leases.ready("w2", 1, ident("w2"), 8.0)
+    assert [d.attempt for d in hand_out(leases, 8.0)] == [1]
+
+
+def test_an_idle_worker_that_goes_quiet_is_dropped_and_comes_back():
+    leases = make()
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    assert leases.next_deadline() == 3.0
+    leases.expire(2.9)
+    assert "wA" in leases.workers(2.9)
+    leases.expire(3.0)
+    assert leases.workers(3.0) == {} and leases.stats.workers_lost == 1
+    leases.submit("t0", G, SPEC, 3.0)
+    assert leases.next_dispatch() is None
+    leases.ready("wA", 1, ident("wA2"), 4.0)  # a reconnected DEALER: a new routing id
+    assert leases.stats.workers_seen == 1
+    (d,) = hand_out(leases, 4.0)
+    assert d.identity == b"id-wA2"
+
+
+# ------------------------------------------------------------------ a Ready from a busy worker
+
+
+def test_a_ready_after_the_grace_period_orphans_the_attempt():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    hand_out(leases, 0.0)
+    leases.ready("wA", 1, ident("wA"), 1.5)  # it forgot the task (restarted with the same id)
+    assert leases.workers(1.5)["wA"]["state"] == "idle" and leases.next_deadline() == 2.5
+    assert leases.expire(2.4) == [] and leases.stats.resends == 0
+    assert leases.expire(2.5) == [] and leases.stats.resends == 1
+    (again,) = hand_out(leases, 2.5)
+    assert (again.task_id, again.attempt, again.worker_id) == ("t0", 2, "wA")
+
+
+def test_a_result_just_behind_the_ready_completes_the_orphan():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    leases.ready("wA", 1, ident("wA"), 1.5)  # the Ready overtook the Result (different sockets)
+    assert leases.result(result(d), 1.8) == Done("t0", result(d))
+    assert leases.expire(5.0) == [] and leases.stats.resends == 0 and leases.pending == 0
+
+
+# ------------------------------------------------------------------ exactly-once
+
+
+def test_the_first_result_wins_and_every_later_one_is_counted():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    first = result(d)
+    assert leases.result(first, 1.0) == Done("t0", first)
+    assert leases.result(first, 1.1) is None
+    assert leases.result(result(d, worker_id="wZ", attempt=2), 1.2) is None
+    assert leases.result(Result("wA", "never-submitted", 1, True, {}), 1.3) is None
+    s = leases.stats
+    assert (s.completed, s.duplicates, s.unknown_results, s.late_results) == (1, 2, 1, 0)
+
+
+def test_a_result_from_a_lost_attempt_completes_the_requeued_task():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    leases.expire(3.0)
+    assert leases.queued == 1 and leases.stats.resends == 1
+    assert leases.result(result(d), 3.5) == Done("t0", result(d))  # attempt 1 came back after all
+    assert leases.queued == 0 and leases.pending == 0
+
+
+def test_ok_false_is_final():
+    leases = make()
+    leases.submit("oom", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    done = leases.result(result(d, ok=False), 1.0)
+    assert done.result.ok is False and leases.stats.task_errors == 1
+    assert leases.expire(100.0) == [] and leases.stats.resends == 0
+
+
+def test_a_completed_task_submitted_again_runs_again():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    leases.result(result(d), 1.0)
+    leases.submit("t0", G, SPEC, 2.0)
+    leases.ready("wA", 1, ident("wA"), 2.0)
+    (again,) = hand_out(leases, 2.0)
+    assert again.attempt == 1 and leases.result(result(again), 3.0) == Done("t0", result(again))
+    assert leases.stats.completed == 2
+
+
+def test_heartbeats_count_only_for_the_running_attempt_on_its_worker():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    hand_out(leases, 0.0)
+    for beat in (Heartbeat("wA", "ghost", 1, 0.5), Heartbeat("wA", "t0", 2, 0.5), Heartbeat("wB", "t0", 1, 0.5)):
+        leases.heartbeat(beat, 1.0)
+    leases.heartbeat(Heartbeat("wA", "t0", 1, 0.5), 1.0)
+    assert (leases.stats.stale_heartbeats, leases.stats.heartbeats) == (3, 1)
+    assert leases.workers(1.0) == {"wA": {"state": "busy", "task_id": "t0", "attempt": 1, "progress": 0.5,
+                                          "seen_s_ago": 0.0}}

@@ -1,0 +1,353 @@
+"""The broker's bookkeeping as a pure state machine: tasks and their attempts, workers and
+their credit, leases, liveness, resends, give-ups and exactly-once completion.
+
+No sockets and no clock: every method that depends on time takes ``now`` (seconds, any
+monotonic origin), so the rules below are unit-tested with a fake clock value. The
+:class:`~transport.broker.Broker` feeds it what its sockets read and sends what it says::
+
+    leases.submit("t1", "850|20|1000", spec, now)
+    leases.ready("gpu0", slots=1, identity=b"...", now=now)       # a Ready from the ventilator
+    while (d := leases.next_dispatch()) is not None:               # credit: idle worker + queued task
+        send(d.identity, d.wire()) and leases.dispatched(d, now) or leases.undeliverable(d, why)
+    done = leases.result(result_message, now)                      # Done, or None (duplicate, late...)
+    failed = leases.expire(now)                                    # lost attempts: resent, or Failed
+
+The rules (docs/protocol.md, "Timing rules" and "Exactly-once semantics"):
+
+* credit: a task goes only to a worker that said it is idle; a worker holds at most one;
+* liveness and lease: a running attempt is lost when its worker was silent for
+  ``liveness * heartbeat_s`` or its ``lease_s`` ran out; it is re-queued first in line,
+  and after ``max_attempts`` lost attempts the task is :class:`Failed`;
+* a Ready from the worker that holds a running attempt, ``heartbeat_s`` or more after the
+  hand-out, means it lost the task: the attempt is orphaned and lost unless its Result
+  arrives within ``heartbeat_s`` (the two travel on different sockets);
+* exactly-once: the first Result for a pending task (from any attempt) completes it;
+  every later one is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from transport.outcomes import BrokerStats, Dispatch, Done, Failed
+from transport.protocol import Heartbeat, Result, Task
+
+__all__ = ["BrokerStats", "Dispatch", "Done", "Failed", "Leases"]
+
+log = structlog.get_logger(__name__)
+
+_QUEUED = "queued"
+_RUNNING = "running"
+_ORPHANED = "orphaned"  # its worker asked for new work without a result; lost after a grace period
+
+
+@dataclass
+class _TaskState:
+    task_id: str
+    genotype: str
+    spec: dict
+    lease_s: float
+    submitted_at: float
+    attempt: int = 1
+    state: str = _QUEUED
+    worker_id: str | None = None
+    dispatched_at: float = 0.0
+    last_heartbeat: float = 0.0
+    lease_deadline: float = 0.0
+    orphan_deadline: float = 0.0
+    progress: float = 0.0
+    history: list = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class _WorkerState:
+    worker_id: str
+    identity: bytes
+    last_seen: float
+    slots: int = 1
+    task: tuple | None = None  # (task_id, attempt) last handed to it, until its result or Ready
+
+
+def _check_settings(heartbeat_s: float, liveness: int, lease_s: float, max_attempts: int) -> None:
+    if not (math.isfinite(heartbeat_s) and heartbeat_s > 0):
+        raise ValueError(f"heartbeat_s must be a finite number > 0, got {heartbeat_s!r}")
+    if isinstance(liveness, bool) or not isinstance(liveness, int) or liveness < 1:
+        raise ValueError(f"liveness must be an int >= 1, got {liveness!r}")
+    if not (math.isfinite(lease_s) and lease_s > 0):
+        raise ValueError(f"lease_s must be a finite number > 0, got {lease_s!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 1000:
+        raise ValueError(f"max_attempts must be an int in [1, 1000], got {max_attempts!r}")
+
+
+class Leases:
+    """Tasks, attempts, workers and credit; driven by messages and a clock value."""
+
+    def __init__(self, *, heartbeat_s: float = 1.0, liveness: int = 3, lease_s: float = 3600.0,
+                 max_attempts: int = 3, stats: BrokerStats | None = None) -> None:
+        _check_settings(heartbeat_s, liveness, lease_s, max_attempts)
+        self.heartbeat_s = float(heartbeat_s)
+        self.liveness = liveness
+        self.lease_s = float(lease_s)
+        self.max_attempts = max_attempts
+        self.stats = BrokerStats() if stats is None else stats
+        self.silence_s = liveness * self.heartbeat_s
+        # a Ready this soon after a dispatch probably crossed the Task on the wire, and a
+        # Result this late after its worker's Ready is still in time: see ready()
+        self.grace_s = self.heartbeat_s
+        self._tasks: dict[str, _TaskState] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._inflight: dict[str, _TaskState] = {}  # running or orphaned
+        self._done: set[str] = set()
+        self._failed: set[str] = set()
+        self._workers: dict[str, _WorkerState] = {}
+        self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._ever_seen: set[str] = set()
+
+    @property
+    def pending(self) -> int:
+        """Tasks queued or in flight (not yet Done or Failed)."""
+        return len(self._tasks)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for an idle worker."""
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ tasks
+
+    def submit(self, task_id: str, genotype: str, spec: dict, now: float, *, lease_s: float | None = None) -> None:
+        """Queue a task (at the back). Queued or in flight: a no-op. Done or Failed earlier:
+        queued again with fresh attempts (the caller needs its result again). ProtocolError
+        (a ValueError) when the task could not go on the wire."""
+        lease = self.lease_s if lease_s is None else lease_s
+        checked = Task(task_id=task_id, attempt=1, genotype=genotype, spec=spec, lease_s=lease)
+        if task_id in self._tasks:
+            log.debug("task.submit_ignored", task_id=task_id, reason="already pending")
+            return
+        if task_id in self._done or task_id in self._failed:
+            self._done.discard(task_id)
+            self._failed.discard(task_id)
+            log.info("task.resubmitted", task_id=task_id)
+        self._tasks[task_id] = _TaskState(task_id=task_id, genotype=checked.genotype, spec=checked.spec,
+                                          lease_s=checked.lease_s, submitted_at=now)
+        self._queue.append(task_id)
+        self.stats.submitted += 1
+        log.debug("task.queued", task_id=task_id, genotype=genotype, queued=len(self._queue))
+
+    # ------------------------------------------------------------------ messages
+
+    def ready(self, worker_id: str, slots: int, identity: bytes, now: float) -> None:
+        """A Ready from ``worker_id`` on the ventilator connection ``identity``: it is idle."""
+        w = self._touch(worker_id, identity, now)
+        w.slots = slots
+        t = self._running_task(w)
+        if t is not None:
+            if now - t.dispatched_at < self.grace_s:  # sent before the Task reached it: crossed on the wire
+                log.debug("ready.crossed", worker_id=w.worker_id, task_id=t.task_id, attempt=t.attempt)
+                return
+            # it asks for work without a result: it lost the task (or the Result is a moment
+            # behind on the other socket): lost unless the Result comes within the grace period
+            t.state = _ORPHANED
+            t.orphan_deadline = now + self.grace_s
+            log.warning("task.orphaned", task_id=t.task_id, attempt=t.attempt, worker_id=w.worker_id,
+                        grace_s=self.grace_s)
+        w.task = None
+        if w.worker_id not in self._idle:
+            self._idle[w.worker_id] = None
+
+    def heartbeat(self, msg: Heartbeat, now: float) -> None:
+        """A Heartbeat: keeps its attempt alive if that attempt runs on that worker."""
+        self._touch(msg.worker_id, None, now)
+        t = self._tasks.get(msg.task_id)
+        if t is None or t.state != _RUNNING or t.attempt != msg.attempt or t.worker_id != msg.worker_id:
+            self.stats.stale_heartbeats += 1
+            log.debug("heartbeat.ignored", task_id=msg.task_id, attempt=msg.attempt, worker_id=msg.worker_id,
+                      reason="attempt not running on this worker")
+            return
+        self.stats.heartbeats += 1
+        t.last_heartbeat = now
+        t.progress = msg.progress
+
+    def result(self, msg: Result, now: float) -> Done | None:
+        """A Result: Done for the first one of a pending task, None for any other."""
+        w = self._touch(msg.worker_id, None, now)
+        if w is not None and w.task is not None and w.task[0] == msg.task_id:
+            w.task = None  # it is done with it; it gets credit again with its next Ready
+        fields = {"task_id": msg.task_id, "attempt": msg.attempt, "worker_id": msg.worker_id}
+        t = self._tasks.get(msg.task_id)
+        if t is None:
+            if msg.task_id in self._done:
+                self.stats.duplicates += 1
+                log.info("result.duplicate", **fields)
+            elif msg.task_id in self._failed:
+                self.stats.late_results += 1
+                log.info("result.late", reason="task already failed", **fields)
+            else:
+                self.stats.unknown_results += 1
+                log.warning("result.unknown", **fields)
+            return None
+        if t.state == _QUEUED:  # a lost attempt came back after all
+            self._queue.remove(t.task_id)
+        del self._tasks[t.task_id]
+        self._inflight.pop(t.task_id, None)
+        self._done.add(t.task_id)
+        self.stats.completed += 1
+        if not msg.ok:
+            self.stats.task_errors += 1
+        log.info("result.accepted", ok=msg.ok, error=msg.error or None, current_attempt=t.attempt,
+                 total_s=round(now - t.submitted_at, 3), **fields)
+        return Done(task_id=t.task_id, result=msg)
+
+    # ------------------------------------------------------------------ hand-out
+
+    def next_dispatch(self) -> Dispatch | None:
+        """The next hand-out to make (the idle worker waiting longest, the task at the front
+        of the queue), or None. Nothing changes until :meth:`dispatched` or
+        :meth:`undeliverable` says how the send went."""
+        if not self._queue or not self._idle:
+            return None
+        w = self._workers[next(iter(self._idle))]
+        t = self._tasks[self._queue[0]]
+        return Dispatch(task_id=t.task_id, attempt=t.attempt, genotype=t.genotype, spec=t.spec,
+                        lease_s=t.lease_s, worker_id=w.worker_id, identity=w.identity)
+
+    def dispatched(self, d: Dispatch, now: float) -> None:
+        """The task of ``d`` reached the sockets: its attempt runs on that worker from ``now``."""
+        self._idle.pop(d.worker_id)
+        self._queue.popleft()
+        t = self._tasks[d.task_id]
+        t.state = _RUNNING
+        self._inflight[d.task_id] = t
+        t.worker_id = d.worker_id
+        t.dispatched_at = t.last_heartbeat = now
+        t.lease_deadline = now + t.lease_s
+        t.progress = 0.0
+        self._workers[d.worker_id].task = (d.task_id, t.attempt)
+        self.stats.dispatched += 1
+        log.info("task.dispatched", task_id=d.task_id, attempt=t.attempt, worker_id=d.worker_id,
+                 genotype=t.genotype, lease_s=t.lease_s)
+
+    def undeliverable(self, d: Dispatch, reason: str) -> None:
+        """The send failed (the worker's connection is gone, or it does not read): the
+        worker is dropped and the task stays first in line with the same attempt."""
+        self._drop_worker(d.worker_id, reason)
+
+    # ------------------------------------------------------------------ timers
+
+    def expire(self, now: float) -> list[Failed]:
+        """Lose the attempts whose lease ran out, whose worker went silent or that were
+        orphaned past their grace period; drop idle workers that went silent."""
+        outcomes: list[Failed] = []
+        for t in list(self._inflight.values()):
+            if t.state == _RUNNING:
+                if now >= t.lease_deadline:
+                    reason = f"lease of {t.lease_s:g} s ran out"
+                elif now - t.last_heartbeat >= self.silence_s:
+                    reason = f"no heartbeat for {now - t.last_heartbeat:.2f} s"
+                    self._drop_worker(t.worker_id, f"silent for {now - t.last_heartbeat:.2f} s while running a task")
+                else:
+                    continue
+            elif t.state == _ORPHANED and now >= t.orphan_deadline:
+                reason = "worker asked for new work without returning a result"
+            else:
+                continue
+            self._retry(t, reason, outcomes)
+        for w in list(self._workers.values()):
+            if self._running_task(w) is None and now - w.last_seen >= self.silence_s:
+                self._drop_worker(w.worker_id, f"not heard from for {now - w.last_seen:.2f} s")
+        return outcomes
+
+    def next_deadline(self) -> float:
+        """When the next lease, liveness or grace deadline falls (inf if none)."""
+        soonest = math.inf
+        for t in self._inflight.values():
+            if t.state == _RUNNING:
+                soonest = min(soonest, t.lease_deadline, t.last_heartbeat + self.silence_s)
+            elif t.state == _ORPHANED:
+                soonest = min(soonest, t.orphan_deadline)
+        for w in self._workers.values():
+            if self._running_task(w) is None:  # a busy worker is timed by its task
+                soonest = min(soonest, w.last_seen + self.silence_s)
+        return soonest
+
+    # ------------------------------------------------------------------ the operator's view
+
+    def workers(self, now: float) -> dict[str, dict[str, Any]]:
+        """worker_id -> {"state": "idle"|"busy"|"unknown", "task_id", "attempt", "progress",
+        "seen_s_ago"} for the workers known now ("unknown": neither idle nor running a task,
+        e.g. it sent a result and its next Ready is due)."""
+        out: dict[str, dict[str, Any]] = {}
+        for wid, w in self._workers.items():
+            task = self._running_task(w)
+            if task is not None:
+                state, tid, attempt, progress = "busy", task.task_id, task.attempt, task.progress
+            else:
+                state = "idle" if wid in self._idle else "unknown"
+                tid, attempt, progress = None, None, None
+            out[wid] = {"state": state, "task_id": tid, "attempt": attempt, "progress": progress,
+                        "seen_s_ago": round(now - w.last_seen, 3)}
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _touch(self, worker_id: str, identity: bytes | None, now: float) -> _WorkerState | None:
+        w = self._workers.get(worker_id)
+        if w is None:
+            if identity is None:  # heard of on the sink only: not routable, not tracked
+                return None
+            w = _WorkerState(worker_id=worker_id, identity=identity, last_seen=now)
+            self._workers[worker_id] = w
+            returning = worker_id in self._ever_seen
+            if not returning:
+                self._ever_seen.add(worker_id)
+                self.stats.workers_seen += 1
+            log.info("worker.seen", worker_id=worker_id, identity=identity.hex(), returning=returning)
+        if identity is not None:
+            w.identity = identity  # a reconnected DEALER gets a new routing id
+        w.last_seen = now
+        return w
+
+    def _running_task(self, w: _WorkerState) -> _TaskState | None:
+        """The task attempt this worker is running, as far as the broker knows."""
+        if w.task is None:
+            return None
+        t = self._tasks.get(w.task[0])
+        if t is None or t.state != _RUNNING or t.worker_id != w.worker_id or t.attempt != w.task[1]:
+            return None
+        return t
+
+    def _retry(self, t: _TaskState, reason: str, outcomes: list) -> None:
+        t.history.append(f"attempt {t.attempt} on {t.worker_id}: {reason}")
+        fields = {"task_id": t.task_id, "attempt": t.attempt, "worker_id": t.worker_id, "reason": reason}
+        del self._inflight[t.task_id]
+        if t.attempt >= self.max_attempts:
+            del self._tasks[t.task_id]
+            self._failed.add(t.task_id)
+            self.stats.failures += 1
+            lost = f"{t.attempt} attempt{'s' if t.attempt != 1 else ''} lost"
+            summary = f"{lost}: " + "; ".join(t.history)
+            log.error("task.failed", genotype=t.genotype, **fields)
+            outcomes.append(Failed(task_id=t.task_id, attempts=t.attempt, reason=summary))
+            return
+        t.attempt += 1
+        t.state = _QUEUED
+        t.worker_id = None
+        t.progress = 0.0
+        self._queue.appendleft(t.task_id)  # resends go first
+        self.stats.resends += 1
+        log.warning("task.resent", next_attempt=t.attempt, **fields)
+
+    def _drop_worker(self, worker_id: str | None, reason: str) -> None:
+        w = self._workers.pop(worker_id, None) if worker_id is not None else None
+        if w is None:
+            return
+        was_idle = worker_id in self._idle
+        self._idle.pop(worker_id, None)
+        self.stats.workers_lost += 1
+        log.warning("worker.lost", worker_id=worker_id, reason=reason, was_idle=was_idle)
