@@ -7,8 +7,11 @@ import sys
 from typing import Sequence
 
 
+import torch
+
 from ..genotype import GenotypeError, parse_genotype
-from ..spec import DATASETS, TrainSpec
+from ..spec import TrainSpec
+from .data_options import DATA_KEYS, DataOptionError, add_data_options, spec_from_args
 
 from gpuworker.data import splits
 from gpuworker.export import ModelDirError, export_best, load_model
@@ -33,13 +36,24 @@ def _fail(prog: str, message: str) -> int:
     return 2
 
 
+def _is_table(info: dict) -> bool:
+    return len(info["input_shape"]) == 1
+
+
+def _columns(info: dict) -> list[str]:
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    return list(data.get("columns") or [])
+
+
 def main_sample(argv: Sequence[str] | None = None) -> int:
-    """``evovae sample MODEL_DIR``: a PNG grid of sigmoid(decode(z)), z ~ N(0, I)."""
-    from gpuworker.figures import as_images, save_grid, sample_images
+    """``evovae sample MODEL_DIR``: a PNG grid of the means of p(x|z), z ~ N(0, I); rows of a CSV for a table."""
+    from gpuworker.export import standardisation_of
+    from gpuworker.figures import as_images, sample_images, save_grid, write_rows
 
     p = argparse.ArgumentParser(prog="evovae sample", description="Draw samples from p(x|z), z ~ N(0, I).")
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    p.add_argument("--out", default=None,
+                   help="file to write (default samples.png; samples.csv for a model of a table)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
     p.add_argument("--seed", type=int, default=0)
@@ -53,24 +67,30 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
         model, info = load_model(args.model_dir, args.device)
     except ModelDirError as exc:
         return _fail(p.prog, str(exc))
-    images = as_images(sample_images(model, args.n, args.seed), info["input_shape"])
-    save_grid(images, args.out, nrow=args.nrow)
-    print(f"wrote {args.n} samples of {info['genotype']} to {args.out}")
+    rows = sample_images(model, args.n, args.seed, standardisation_of(info))
+    if _is_table(info):
+        out = write_rows(rows, _columns(info), args.out or "samples.csv")
+    else:
+        out = save_grid(as_images(rows, info["input_shape"]), args.out or "samples.png", nrow=args.nrow)
+    print(f"wrote {args.n} samples of {info['genotype']} to {out}")
     return 0
 
 
 def main_reconstruct(argv: Sequence[str] | None = None) -> int:
-    """``evovae reconstruct MODEL_DIR``: test images (odd rows) above their reconstructions (even rows)."""
+    """``evovae reconstruct MODEL_DIR``: test examples beside their reconstructions (PNG rows, or CSV rows)."""
     from gpuworker.data import DataError
-    from gpuworker.figures import as_images, reconstruction_rows, save_grid
+    from gpuworker.export import standardisation_of
+    from gpuworker.figures import as_images, reconstruction_rows, reconstructions, save_grid, write_rows
 
     p = argparse.ArgumentParser(prog="evovae reconstruct",
-                                description="Write test images beside their reconstructions (mean decode of mu).")
+                                description="Write test examples beside their reconstructions (mean decode of mu).")
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--out", default="recon.png", help="PNG to write (default recon.png)")
-    p.add_argument("--n", type=int, default=32, help="test images (default 32, the first N of the test set)")
+    p.add_argument("--out", default=None,
+                   help="file to write (default recon.png; recon.csv for a model of a table)")
+    p.add_argument("--n", type=int, default=32, help="test examples (default 32, the first N of the test set)")
     p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None,
+                   help="where the model's data is looked for besides its recorded path (see docs/data.md)")
     p.add_argument("--download", action="store_true")
     p.add_argument("--device", default="cpu")
     _log_options(p)
@@ -85,10 +105,17 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     except (ModelDirError, DataError) as exc:
         return _fail(p.prog, str(exc))
     if test.shape[1] != model.input_dim:
-        return _fail(p.prog, f"test images have {test.shape[1]} pixels, the model takes {model.input_dim}")
-    rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow)
-    save_grid(as_images(rows, info["input_shape"]), args.out, nrow=args.nrow)
-    print(f"wrote {min(args.n, len(test))} test images and their reconstructions by {info['genotype']} to {args.out}")
+        return _fail(p.prog, f"test examples have {test.shape[1]} values, the model takes {model.input_dim}")
+    stats = standardisation_of(info)
+    if _is_table(info):
+        x, recon = reconstructions(model, test[:args.n], stats)
+        labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
+        out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info),
+                         args.out or "recon.csv", labels=labels)
+    else:
+        rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
+        out = save_grid(as_images(rows, info["input_shape"]), args.out or "recon.png", nrow=args.nrow)
+    print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to {out}")
     return 0
 
 
@@ -105,7 +132,6 @@ def main_export(argv: Sequence[str] | None = None) -> int:
                         "set, split and training settings (only --epochs differs)")
     p.add_argument("--top", type=int, default=3, help="with --run: how many of the best to export (default 3)")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20, the paper's retraining)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -113,8 +139,9 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-subset", type=int, default=0, metavar="N")
     p.add_argument("--val-size", type=int, default=10_000)
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
+    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
+                   help="also measure the test split's importance-weighted bound with K samples (the field: 5000)")
+    add_data_options(p)
     p.add_argument("--device", default=None)
     p.add_argument("--processes", type=int, default=1, help="retrain this many models at once (CPU; default 1)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (per process)")
@@ -138,14 +165,14 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         if not best:
             return _fail(p.prog, f"{args.run} has no successful evaluation to export yet")
         args.genotype = [str(e.genotype) for e in best]
-        for key in ("dataset", "batch_size", "lr", "seed", "train_subset", "val_size", "split_seed"):
-            setattr(args, key, journal.config.get(key, getattr(args, key)))
+        for key in ("batch_size", "lr", "seed", "train_subset", "val_size", "split_seed", *DATA_KEYS):
+            setattr(args, key, journal.config.get(key, getattr(args, key, None)))
     try:
         genotypes = [parse_genotype(g) for g in args.genotype]
-        spec = TrainSpec(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, train_subset=args.train_subset, val_size=args.val_size,
-                         split_seed=args.split_seed)
-    except (GenotypeError, ValueError) as exc:
+        spec = spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed,
+                              report_test=args.iw_samples > 0, iw_samples=args.iw_samples)
+    except (GenotypeError, DataOptionError, ValueError) as exc:
         return _fail(p.prog, str(exc))
     if args.processes < 1:
         return _fail(p.prog, "--processes must be >= 1")
@@ -161,6 +188,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         losses = info["losses"]
         test = losses["test"].get("loss")
         test_text = f"{test:.2f}" if test is not None else "n/a"
+        if losses["test"].get("iw_loss") is not None:
+            test_text += f" (IW bound, k={spec.iw_samples}: {losses['test']['iw_loss']:.2f})"
         val = losses["validation"]["loss"]
         val_text = f"{val:.2f}" if val is not None else f"failed: {info['error']}"
         print(f"rank-{n}  {info['genotype']:<28} params {info['parameters']:>10,}  val {val_text}  "
