@@ -123,3 +123,71 @@ def test_equal_specs_have_equal_task_ids():
     assert by_int == by_float
     assert task_id(G, by_int) == task_id(G, TrainSpec.from_dict(by_int.to_dict()))
     assert task_id(G, by_int) == task_id(G, by_float)
+
+
+# ---------------------------------------------------------------- fields added for own data and test reports
+
+SHA = "ab" * 32
+OWN = dict(dataset="/data/digits.npz", data_sha256=SHA)
+
+
+def test_built_in_task_ids_and_wire_form_are_those_of_the_first_version():
+    """Pinned from the spec before likelihood, data_sha256, columns, image_size, report_test, iw_samples."""
+    assert task_id(G, TrainSpec()) == "92c7330ac1b13e1d995e9040"
+    assert task_id(G, TrainSpec(dataset="synthetic", epochs=1, val_size=200, train_subset=500)) == "2022cedd64d809ba716835ee"
+    assert TrainSpec().canonical == ('{"batch_size": 128, "dataset": "fashion-mnist", "epochs": 2, "lr": 0.001, '
+                                     '"seed": 0, "split_seed": 0, "train_subset": 0, "trainer": 1, "val_size": 10000}')
+    explicit = TrainSpec.from_dict({**TrainSpec().to_dict(), "likelihood": "bernoulli", "report_test": False,
+                                    "iw_samples": 0, "data_sha256": "", "columns": "", "image_size": ""})
+    assert explicit == TrainSpec() and explicit.to_dict() == TrainSpec().to_dict()
+
+
+def test_new_fields_travel_when_set_and_round_trip():
+    spec = TrainSpec(**OWN, columns=" a, b ", likelihood="gaussian", report_test=True, iw_samples=50,
+                     val_size=100)
+    data = spec.to_dict()
+    assert {k: data[k] for k in ("likelihood", "data_sha256", "columns", "report_test", "iw_samples")} == {
+        "likelihood": "gaussian", "data_sha256": SHA, "columns": "a,b", "report_test": True, "iw_samples": 50}
+    assert "image_size" not in data                      # still at its default
+    assert TrainSpec.from_dict(json.loads(json.dumps(data))) == spec
+    retrain = TrainSpec().replace(epochs=20, report_test=True, iw_samples=5000)
+    assert retrain.to_dict()["iw_samples"] == 5000 and task_id(G, retrain) != task_id(G, TrainSpec(epochs=20))
+
+
+def test_own_data_is_named_by_its_fingerprint_not_its_path():
+    here, there = TrainSpec(**OWN), TrainSpec(dataset="/mnt/copy/digits.npz", data_sha256=SHA)
+    assert task_id(G, here) == task_id(G, there)           # the same content moved: the same task
+    assert task_id(G, here) != task_id(G, TrainSpec(dataset=OWN["dataset"], data_sha256="cd" * 32))
+    assert here.to_dict()["dataset"] == "/data/digits.npz"  # the wire still says where the head found it
+    for change in (dict(columns="a"), dict(image_size="8,8"), dict(likelihood="gaussian")):
+        assert task_id(G, here.replace(**change)) != task_id(G, here), change
+
+
+@pytest.mark.parametrize(
+    "kwargs, piece",
+    [
+        (dict(dataset="/data/x.npz"), "data_sha256"),                      # own data needs its fingerprint
+        (dict(dataset="/data/x.npz", data_sha256="abc"), "data_sha256"),
+        (dict(dataset="/data/x.npz", data_sha256=SHA.upper()), "data_sha256"),
+        (dict(dataset="mnist", data_sha256=SHA), "only apply to data of your own"),
+        (dict(dataset="mnist", columns="a"), "columns"),
+        (dict(dataset=""), "dataset"),
+        (dict(**OWN, columns="a,,b"), "empty name"),
+        (dict(**OWN, columns="a,a"), "more than once"),
+        (dict(**OWN, image_size="28"), "image_size"),
+        (dict(**OWN, image_size="0,28"), "image_size"),
+        (dict(likelihood="poisson"), "likelihood"),
+        (dict(report_test=1), "report_test"),
+        (dict(iw_samples=-1), "iw_samples"),
+        (dict(iw_samples=10), "needs report_test"),
+        (dict(iw_samples=5.0, report_test=True), "iw_samples"),
+    ],
+)
+def test_invalid_new_fields_raise_value_error_naming_them(kwargs, piece):
+    with pytest.raises(ValueError, match=re.escape(piece)):
+        TrainSpec(**kwargs)
+
+
+def test_image_size_is_normalised():
+    assert TrainSpec(**OWN, image_size=" 28 x 14 ").image_size == "28,14"
+    assert TrainSpec(**OWN, image_size="28,14").image_hw == (28, 14)

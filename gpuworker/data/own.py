@@ -23,7 +23,7 @@ from evo.spec import TrainSpec
 from .base import DataError
 from .formats import Raw, read
 
-__all__ = ["Prepared", "candidates", "locate", "prepare", "read_own", "standardisation"]
+__all__ = ["Prepared", "candidates", "forget", "locate", "prepare", "read_own", "standardisation"]
 
 _CACHE_SIZE = 4
 _raw_cache: "OrderedDict[tuple[str, str, str], Raw]" = OrderedDict()
@@ -42,6 +42,12 @@ def read_own(path: str | Path, columns: str = "", image_size: str = "") -> Raw:
         _raw_cache.popitem(last=False)
     _known[raw.sha256] = Path(path)
     return raw
+
+
+def forget() -> None:
+    """Forget every copy read so far: the next :func:`locate` reads from disk again."""
+    _raw_cache.clear()
+    _known.clear()
 
 
 def candidates(spec: TrainSpec, data_root: str | Path | None = None) -> list[Path]:
