@@ -49,24 +49,34 @@ class TPESearch(AsyncStrategy):
         return tuple(trial.suggest_int(f"{name}_{i}", s.width_min, s.width_max, step=s.width_step)
                      for i in range(layers))
 
+    #: TPE trials one proposal may take (every duplicate among them answered at once) before the space
+    #: counts as exhausted for TPE
+    max_proposals = 1000
+
     def _propose(self) -> Genotype:
-        for _ in range(1000):
+        for _ in range(self.max_proposals):
             trial = self.study.ask()
             encoder = self._network(trial, "encoder")
             s = self.space
             latent = trial.suggest_int("latent", s.latent_min, s.latent_max, step=s.latent_step)
             genotype = Genotype(encoder, latent, self._network(trial, "decoder"))
-            if genotype not in self._seen:
+            if genotype not in self._seen and genotype not in self._trials:
                 self._trials[genotype] = [trial]
                 return genotype
             self.answered_duplicates += 1
             self._duplicates += 1
-            known = self._seen[genotype]
-            if known is None:  # still training: answered when its result arrives
+            known = self._seen.get(genotype)
+            if known is None:  # still training, or proposed earlier in this ask: answered when its result arrives
                 self._trials.setdefault(genotype, []).append(trial)
             else:
                 self._answer(trial, known)
-        return genotype  # the base class sees a duplicate and gives up: the space is exhausted for TPE
+        return genotype  # a duplicate, already answered: the space is exhausted for TPE
+
+    def _propose_unseen(self, taken: set[Genotype]) -> Genotype | None:
+        """One ``_propose``: it skips and answers duplicates itself (the base class's hundred retries would
+        each take ``max_proposals`` trials more)."""
+        genotype = self._propose()
+        return None if genotype in self._seen or genotype in taken else genotype
 
     def _answer(self, trial: optuna.trial.Trial, evaluation: Evaluation) -> None:
         if evaluation.ok:
