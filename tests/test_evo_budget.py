@@ -1,0 +1,102 @@
+"""Compute as the budget: every strategy counts the epochs it asks for (failed runs in full), never hands out
+a candidate that would cross budget_epochs, and ends; the options that build strategies check their bounds."""
+import pytest
+from evo_helpers import ALL, OPTIONS, SMALL, build, evaluate
+
+from evo.evaluation import Evaluation
+from evo.head.progress import anytime
+from evo.space import SearchSpace
+from evo.strategies import STRATEGIES, StrategyOptions, budget_of, make_strategy
+
+BUDGETS = [1, 2, 7, 9, 20, 33, 60]
+
+
+def _spend(strategy, workers, outcome=evaluate, budget=None):
+    """Drive with ``workers`` out at once, checking the account after every ask."""
+    out, steps = [], 0
+    while not strategy.done:
+        batch = strategy.ask(workers - len(out))
+        out += batch
+        assert budget is None or strategy.asked_epochs <= budget
+        assert strategy.asked_epochs == sum(c.epochs for c in out) + sum(e.epochs for e in strategy.evaluations)
+        if out:
+            strategy.tell([outcome(out.pop(0))])
+        steps += 1
+        assert steps < 10_000
+    return strategy
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_budget_is_never_crossed_and_the_search_ends(name, budget, workers):
+    strategy = _spend(build(name, space=SearchSpace(), generations=None, budget_epochs=budget), workers,
+                      budget=budget)
+    assert strategy.done and strategy.asked_epochs <= budget
+    assert strategy.asked_epochs + strategy.final_epochs > budget   # it stopped for the budget
+    if strategy.evaluation_count:
+        assert strategy.history[-1].epochs_total == strategy.asked_epochs
+        assert sum(r.evaluated for r in strategy.history) == strategy.evaluation_count
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_generations_and_budget_end_the_search_at_whichever_comes_first(name):
+    free = _spend(build(name, generations=3), 2)
+    spent = free.asked_epochs
+    tight = _spend(build(name, generations=3, budget_epochs=spent // 2), 2, budget=spent // 2)
+    assert tight.asked_epochs <= spent // 2 < spent
+    loose = _spend(build(name, generations=3, budget_epochs=spent * 10), 2)
+    assert loose.asked_epochs == spent and loose.evaluation_count == free.evaluation_count
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_failed_run_costs_its_full_epochs(name):
+    def all_fail(c):
+        return Evaluation.failed(c.genotype, "out of memory", epochs=c.epochs)
+
+    strategy = _spend(build(name, generations=None, budget_epochs=30), 2, outcome=all_fail, budget=30)
+    assert strategy.evaluation_count and all(not e.ok for e in strategy.evaluations)
+    assert strategy.asked_epochs == sum(e.epochs for e in strategy.evaluations) > 30 - strategy.final_epochs
+    assert strategy.best is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_anytime_curve_follows_the_epoch_account(name):
+    strategy = _spend(build(name), 3)
+    curve = anytime(strategy.evaluations, strategy.final_epochs)
+    assert len(curve) == strategy.evaluation_count
+    assert curve[-1][0] == strategy.asked_epochs
+    bests = [b for _, b in curve if b is not None]
+    assert bests == sorted(bests, reverse=True) and bests[-1] == strategy.best.loss
+
+
+def test_budget_of_counts_the_evaluations_of_a_generational_search():
+    assert budget_of(10, 10, 5) == 50 and budget_of(4, 6, 1) == 4 and budget_of(4, 6, 0) == 4
+    assert StrategyOptions(population=4, offspring=6, generations=3).max_evaluations == 16
+    assert StrategyOptions(generations=None, budget_epochs=40).max_evaluations is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(strategy="bayes"), "unknown strategy 'bayes'; choose one of evolution, random, regularized, tpe"),
+    (dict(mode="async"), "mode must be generational or steady-state"),
+    (dict(generations=None), "a search needs an end"),
+    (dict(strategy="random", fidelities=(1, 3)), "fidelities apply to --strategy evolution only"),
+    (dict(mode="steady-state", fidelities=(1, 3)), "fidelities need mode generational"),
+    (dict(strategy="tpe", mode="steady-state"), "tpe is asynchronous already"),
+    (dict(strategy="random", mode="steady-state"), "random is generational only"),
+])
+def test_options_refuse_what_makes_no_search(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        StrategyOptions(**kwargs)
+
+
+@pytest.mark.parametrize("budget", [0, -5, 2.5])
+def test_a_bad_budget_is_refused(budget):
+    with pytest.raises(ValueError, match="budget_epochs must be an integer >= 1"):
+        make_strategy(StrategyOptions(generations=None, budget_epochs=budget), SMALL)
+
+
+def test_every_strategy_name_builds():
+    assert set(STRATEGIES) == {o.strategy for o in OPTIONS.values()}
+    for name in ALL:
+        assert build(name).final_epochs == OPTIONS[name].final_epochs
