@@ -1,91 +1,133 @@
-"""evo.search: the ask/evaluate/tell loop and the progress line."""
+"""The one ask/evaluate/tell loop (evo.head.runner.Runner, in-process, no journal) and the progress line."""
+import json
+
 import pytest
+from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, evaluate, run_batches, run_workers, told
 
 from evo.engine import EvolutionEngine
-from evo.evaluation import Evaluation
+from evo.evaluation import Candidate, Evaluation
+from evo.head.evaluators import InProcessEvaluator
+from evo.head.progress import format_report, search_summary
+from evo.head.runner import Runner, epochs_trained
 from evo.random_search import RandomSearch
-from evo.head.progress import format_report, run_search
-from evo.space import SearchSpace
-from evo.strategy import GenerationReport
+from evo.spec import TrainSpec
+from evo.strategy import Report
 
-SMALL = SearchSpace(max_layers=2, width_min=50, width_max=150, width_step=50,
-                    latent_min=10, latent_max=20, latent_step=10)
+SPEC = TrainSpec(dataset="synthetic", epochs=2)
 
 
-def synthetic_loss(g):
-    return 100.0 + (sum(g.encoder) + sum(g.decoder)) / 100 + g.latent
-
-
-class CountingEvaluator:
-    """Evaluates a batch, answering in reverse order (any order is allowed)."""
+class Trainer:
+    """evaluate_one for the InProcessEvaluator: the helpers' outcome at the spec's epochs, counting calls and
+    the most tasks that were ever pending at once."""
 
     def __init__(self):
-        self.batches = []
+        self.calls: list[str] = []
+        self.most_pending = 0
+        self.evaluator = InProcessEvaluator(self)
 
-    def __call__(self, batch):
-        self.batches.append(list(batch))
-        return [Evaluation.succeeded(g, synthetic_loss(g)) for g in reversed(batch)]
+    def __call__(self, genotype, spec):
+        self.calls.append(f"{genotype}@{spec.epochs}")
+        self.most_pending = max(self.most_pending, self.evaluator.pending + 1)   # this one was just taken out
+        return evaluate(Candidate(genotype, spec.epochs))
+
+
+def _run(strategy, capacity=1, **kw):
+    trainer = Trainer()
+    runner = Runner(trainer.evaluator, SPEC, capacity=lambda: capacity, poll_s=0.0, **kw)
+    runner.run(strategy)
+    return runner, trainer
 
 
 @pytest.mark.parametrize("generations", [1, 2, 6])
-def test_run_search_runs_exactly_the_asked_generations(generations):
-    engine = EvolutionEngine(SearchSpace(), mu=5, lam=5, seed=0)
-    evaluate, seen_reports = CountingEvaluator(), []
-    reports = run_search(engine, evaluate, generations, on_generation=seen_reports.append)
-    assert len(reports) == generations
-    assert [r.generation for r in reports] == list(range(generations))
-    assert seen_reports == reports and all(a is b for a, b in zip(seen_reports, reports))
-    assert all(isinstance(r, GenerationReport) for r in reports)
-    assert engine.generation == generations
-    assert len(evaluate.batches) == generations
-    assert reports[-1].total_evaluations == sum(len(b) for b in evaluate.batches)
-    assert len(evaluate.batches[0]) == 5
+def test_the_runner_runs_exactly_the_generations_asked_for(generations):
+    engine = EvolutionEngine(SMALL, mu=5, lam=5, seed=0, generations=generations)
+    seen_reports = []
+    runner, trainer = _run(engine, on_report=seen_reports.append)
+    assert engine.done and engine.generation == generations
+    assert [r.generation for r in seen_reports] == list(range(generations))
+    assert all(a is b for a, b in zip(seen_reports, engine.history)) and len(seen_reports) == generations
+    assert all(isinstance(r, Report) for r in seen_reports)
+    assert runner.evaluated == len(trainer.calls) == engine.evaluation_count == seen_reports[-1].total_evaluations
 
 
-def test_run_search_matches_a_hand_driven_loop():
-    auto = EvolutionEngine(SMALL, mu=6, lam=6, seed=4)
-    reports = run_search(auto, CountingEvaluator(), 8)
-    manual = EvolutionEngine(SMALL, mu=6, lam=6, seed=4)
-    for _ in range(8):
-        batch = manual.ask()
-        manual.tell([Evaluation.succeeded(g, synthetic_loss(g)) for g in batch])
-    assert auto.population == manual.population
-    assert reports[-1].population == manual.history[-1].population
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("capacity", [1, 3])
+def test_the_runner_is_the_hand_driven_loop(name, capacity):
+    auto = build(name)
+    runner, trainer = _run(auto, capacity)
+    manual = build(name)
+    run_workers(manual, capacity)                    # ask for the free room, tell the oldest result
+    assert told(auto) == told(manual) and auto.snapshot() == manual.snapshot()
+    assert trainer.calls == [str(e.candidate) for e in auto.evaluations]
+    assert trainer.most_pending <= capacity
+    if name in GENERATIONAL:                         # and, generational, the batch-at-a-time loop
+        batches = build(name)
+        run_batches(batches)
+        assert auto.snapshot() == batches.snapshot()
 
 
-def test_run_search_skips_the_evaluator_on_an_empty_batch():
-    tiny = SearchSpace(max_layers=1, width_min=50, width_max=50, latent_min=10, latent_max=20, latent_step=10)
-    evaluate = CountingEvaluator()
-    reports = run_search(RandomSearch(tiny, mu=2, batch=2, seed=0), evaluate, 4)
-    assert len(reports) == 4
-    assert len(evaluate.batches) == 1                      # after the first round nothing is left to ask
-    assert [r.evaluated for r in reports] == [2, 0, 0, 0]
+@pytest.mark.parametrize("name", ALL)
+def test_the_runner_accounts_for_the_compute_it_paid(name):
+    strategy = build(name)
+    runner, trainer = _run(strategy, 2)
+    assert strategy.asked_epochs == sum(int(c.rsplit("@")[1]) for c in trainer.calls)
+    # what was paid: a run that failed without the trainer's epoch count is not known to have trained
+    assert runner.epochs_trained == sum(e.epochs for e in strategy.evaluations if e.ok)
+    assert runner.train_seconds == pytest.approx(sum(e.seconds for e in strategy.evaluations))
+    assert runner.reused == runner.cache_hits == runner.replayed == 0
+    assert trainer.most_pending == 2
 
 
-@pytest.mark.parametrize("generations", [0, -1])
-def test_run_search_needs_at_least_one_generation(generations):
-    engine = EvolutionEngine(SMALL, mu=3, lam=3, seed=0)
-    with pytest.raises(ValueError):
-        run_search(engine, CountingEvaluator(), generations)
-    assert engine.generation == 0
+def test_a_multi_fidelity_task_is_trained_at_its_rung():
+    strategy = build("multifidelity")
+    _, trainer = _run(strategy)
+    assert {c.rsplit("@")[1] for c in trainer.calls} == {"1", "3", "9"}
+    assert all(e.epochs == 9 for e in strategy.population)
 
 
-def test_format_report_is_one_line_with_the_best_genotype():
-    engine = EvolutionEngine(SMALL, mu=4, lam=4, seed=0)
-    reports = run_search(engine, CountingEvaluator(), 3)
-    for report in reports:
+def test_a_space_that_runs_dry_ends_the_run():
+    search = RandomSearch(TINY, mu=2, batch=2, seed=0, generations=4)
+    runner, trainer = _run(search)
+    assert sorted(trainer.calls) == ["50|10|50@2", "50|20|50@2"] and search.done
+    assert [r.evaluated for r in search.history] == [2, 0]          # the round that found nothing new
+
+
+def test_epochs_trained_is_the_trainers_count_else_the_fidelity():
+    g = SMALL.sample(__import__("numpy").random.default_rng(0))
+    assert epochs_trained(Evaluation.succeeded(g, 100.0, {"epochs": 3}, epochs=5)) == 3    # stopped early
+    assert epochs_trained(Evaluation.succeeded(g, 100.0, epochs=5)) == 5
+    assert epochs_trained(Evaluation.failed(g, "diverged", {"epochs": 1}, epochs=5)) == 1
+    assert epochs_trained(Evaluation.failed(g, "diverged", epochs=5)) == 0
+    assert epochs_trained(Evaluation.lost(g, "worker died", epochs=5, attempts=3)) == 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_search_summary_is_json_with_the_whole_search(name):
+    strategy = build(name)
+    _run(strategy, 2)
+    summary = json.loads(json.dumps(search_summary(strategy), allow_nan=False))
+    assert summary["final_epochs"] == OPTIONS[name].final_epochs
+    assert summary["epochs_total"] == strategy.asked_epochs == summary["anytime"][-1][0]
+    assert len(summary["evaluations"]) == strategy.evaluation_count == len(summary["anytime"])
+    assert len(summary["generations"]) == len(strategy.history)
+    assert summary["best"]["genotype"] == str(strategy.best.genotype)
+    assert [e["genotype"] for e in summary["population"]] == [str(e.genotype) for e in strategy.population]
+
+
+def test_format_report_is_one_line_with_the_best_genotype_and_the_epochs():
+    engine = EvolutionEngine(SMALL, mu=4, lam=4, seed=0, generations=3)
+    _run(engine)
+    for report in engine.history:
         line = format_report(report)
-        assert "\n" not in line
-        assert str(report.best.genotype) in line
-        assert f"{report.best.loss:.2f}" in line
-        assert f"gen {report.generation:3d}" in line
-        assert line.startswith("gen")
-    line = format_report(reports[-1], extra="eta 3m")
+        assert "\n" not in line and line.startswith("gen")
+        assert str(report.best.genotype) in line and f"{report.best.loss:.2f}" in line
+        assert f"gen {report.generation:3d}" in line and line.endswith(f"epochs {report.epochs_total}")
+    line = format_report(engine.history[-1], extra="eta 3m")
     assert line.endswith("  eta 3m") and "\n" not in line
 
 
 def test_format_report_without_a_population():
     engine = EvolutionEngine(SMALL, mu=3, lam=3, seed=0)
-    report = engine.tell([Evaluation.failed(g, "crash") for g in engine.ask()])
+    [report] = engine.tell([Evaluation.failed(c.genotype, "crash", epochs=2) for c in engine.ask()])
     line = format_report(report)
     assert "\n" not in line and "n/a" in line and "failed 3" in line
