@@ -23,7 +23,7 @@ DELEGATED = {
     "export": ("evo.cli.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
     "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),
     "reconstruct": ("evo.cli.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
-    "logs": ("evo.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
+    "logs": ("evo.cli.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 
 
