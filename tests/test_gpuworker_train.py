@@ -97,3 +97,38 @@ def test_table_one_genotypes_train_on_real_fashion_mnist(text):
     result = evaluate(parse_genotype(text), spec, device="cpu")
     assert result.ok, result.error
     assert 100 < result.loss < 600  # nats per image: between a good VAE and an untrained one
+
+
+def test_gaussian_reconstruction_is_the_unit_variance_negative_log_density():
+    x, out = torch.randn(3, 5), torch.randn(3, 5)
+    recon, kl = negative_elbo(out, x, torch.zeros(3, 2), torch.zeros(3, 2), "gaussian")
+    by_hand = -torch.distributions.Normal(out, 1.0).log_prob(x).sum()
+    assert torch.allclose(recon, by_hand, rtol=1e-5) and kl.item() == pytest.approx(0.0, abs=1e-7)
+    assert recon.item() > 0  # >= D/2 log(2 pi) per example: the loss the search sees stays positive
+
+
+def test_every_result_carries_epochs_seconds_and_flat_test_figures():
+    g = parse_genotype("100|10|100")
+    result = evaluate(g, SYNTH.replace(report_test=True, iw_samples=5))
+    metrics = result.metrics()
+    assert result.ok and metrics["epochs"] == 2 and metrics["seconds"] > 0
+    assert {"test_loss", "test_recon", "test_kl", "test_iw_loss"} <= set(metrics) and "test" not in metrics
+    assert metrics["test_loss"] == pytest.approx(metrics["test_recon"] + metrics["test_kl"])
+    assert metrics["test_iw_loss"] < metrics["test_loss"] + 1.0  # a bound at least as tight, up to noise
+    plain = evaluate(g, SYNTH).metrics()
+    assert not any(key.startswith("test_") for key in plain) and plain["curve"] == metrics["curve"]
+
+
+def test_a_diverged_run_reports_the_epoch_it_diverged_in():
+    data = splits(SYNTH)
+    poisoned = data.train.clone()
+    poisoned[0, 0] = float("nan")
+    _, result = train(parse_genotype("100|10|100"), SYNTH.replace(epochs=3), Splits(poisoned, data.val, data.test,
+                                                                                   data.shape), torch.device("cpu"))
+    assert not result.ok and result.epochs == 1 and result.metrics()["epochs"] == 1
+
+
+def test_a_model_too_large_to_build_is_a_failed_result_with_no_epochs():
+    huge = parse_genotype(f"{2**40}|10|100")
+    model, result = train(huge, SYNTH, splits(SYNTH), torch.device("cpu"))
+    assert model is None and not result.ok and result.epochs == 0 and result.error
