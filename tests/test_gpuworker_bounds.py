@@ -50,6 +50,7 @@ def elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
     return -(recon + kl_divergence(mu, logvar))
 
 
+@pytest.mark.slow
 def test_the_bound_tightens_with_k_towards_log_px(trained):
     model, x = trained
     exact = log_px_by_quadrature(model, x).mean().item()
@@ -63,6 +64,7 @@ def test_the_bound_tightens_with_k_towards_log_px(trained):
     assert exact - bound[2000] <= 0.25 * (exact - lower) + noise, (lower, bound, exact)
 
 
+@pytest.mark.slow
 def test_k_equal_one_is_the_elbo_in_expectation(trained):
     model, x = trained
     gen = torch.Generator().manual_seed(2)
@@ -71,6 +73,7 @@ def test_k_equal_one_is_the_elbo_in_expectation(trained):
     assert abs(mean - elbo(model, x).mean().item()) < 4 * sem + 0.02, (mean, sem)
 
 
+@pytest.mark.slow
 def test_chunking_over_samples_changes_memory_not_the_bound(trained):
     model, x = trained
     small = iw_log_likelihood(model, x, 500, generator=torch.Generator().manual_seed(3), max_rows=ROWS * 7)
@@ -80,6 +83,7 @@ def test_chunking_over_samples_changes_memory_not_the_bound(trained):
     assert abs(one.mean().item() - large[:3].mean().item()) < 0.3                # one sample per chunk
 
 
+@pytest.mark.slow
 def test_negative_bound_per_example_for_the_field_k(trained):
     model, x = trained
     ticks = []
