@@ -87,12 +87,13 @@ def evaluation_of_row(genotype: str, loss: float | None, error: str, metrics: st
 
 
 def select_many(con: sqlite3.Connection, task_ids: Iterable[str]) -> dict[str, Evaluation]:
-    """The rows among ``task_ids`` (one query per 500 ids)."""
+    """The rows among ``task_ids`` (one query per 500 ids), in the order they were recorded: a resumed head
+    tells results it had received but not told in the order they arrived."""
     task_ids = list(task_ids)
-    found = {}
+    rows = []
     for start in range(0, len(task_ids), 500):
         chunk = task_ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for row in con.execute(f"SELECT task_id, {RESULT_COLUMNS} FROM results WHERE task_id IN ({marks})", chunk):
-            found[row[0]] = evaluation_of_row(*row[1:])
-    return found
+        rows += con.execute(f"SELECT rowid, task_id, {RESULT_COLUMNS} FROM results WHERE task_id IN ({marks})",
+                            chunk).fetchall()
+    return {row[1]: evaluation_of_row(*row[2:]) for row in sorted(rows)}
