@@ -95,7 +95,8 @@ class Runner:
             self.replayed += len(tids)
             if state is not None and strategy.snapshot()["population"] != state["population"]:
                 raise JournalError(f"replaying {self.journal.run_dir}: the population after tell {tells} differs "
-                                   "from the journaled one; the code changed since the run started")
+                                   "from the journaled one; the configuration or the code changed since the run "
+                                   "started, so it cannot be resumed")
             self._flush_reports(strategy, replayed=True)
         self._flush_reports(strategy, replayed=True)
         log.info("run.replayed", tells=tells, results=len(results), evaluations=strategy.evaluation_count,
