@@ -17,12 +17,14 @@ from typing import Any, Callable
 from .reading import COMMON_FIELDS, Record
 from .workers import WorkerTally
 
-__all__ = ["Accounting", "BrokerRun", "HEAD_COUNTERS", "HEAD_HANDLERS", "MEMBER_EVENTS", "PeerTally"]
+__all__ = ["Accounting", "BrokerRun", "CLAIMED_ID_EVENTS", "HEAD_COUNTERS", "HEAD_HANDLERS", "MEMBER_EVENTS",
+           "PeerTally"]
 
 #: The head's counters, in the order the summary lists them.
 HEAD_COUNTERS = ("dispatched", "tasks", "resends", "orphaned", "results_accepted", "result_errors", "duplicates",
-                 "late_results", "unknown_results", "gave_up", "bad_frames", "auth_refused", "workers_seen",
-                 "workers_lost", "local_worker_restarts", "runs", "resumed")
+                 "late_results", "unknown_results", "gave_up", "bad_frames", "auth_refused", "connections_refused",
+                 "identity_mismatches", "revoked_messages", "workers_seen", "workers_lost", "local_worker_restarts",
+                 "runs", "resumed")
 
 #: Head events that make the worker id they name a worker: it completed the handshake (asked for work)
 #: or sent a result for a task it was handed.
@@ -30,6 +32,10 @@ MEMBER_EVENTS = frozenset({
     "worker.seen", "task.dispatched", "task.resent", "task.failed", "task.orphaned", "task.completed",
     "result.accepted", "result.duplicate", "result.late", "worker.lost",
 })
+
+#: Head events whose ``worker_id`` is the id a sender claimed, not its own (a forged result names the
+#: worker it impersonates): they say nothing about that worker.
+CLAIMED_ID_EVENTS = frozenset({"security.identity_mismatch"})
 
 
 def _count(value: Any) -> int:
@@ -39,15 +45,18 @@ def _count(value: Any) -> int:
 
 @dataclass
 class PeerTally:
-    """Frames rejected from, or handshakes refused to, one sender (a routing id or a peer address)."""
+    """What the head refused from one sender: a routing id or peer address (frames, handshakes,
+    connections) or a CURVE key (messages from a revoked key or under another worker's id)."""
 
     sender: str | None
     sockets: set = field(default_factory=set)
     logged: int = 0  # frame.rejected lines
     suppressed: int = 0  # frames counted by frame.rejected.suppressed lines
-    refused: int = 0  # refused handshakes (auth.refused, auth.key_refused, suppressed ones included)
+    refused: int = 0  # refused handshakes and connections (suppressed ones included)
+    dropped: int = 0  # messages dropped for their key: another worker's id, a revoked key (suppressed included)
     reasons: Counter = field(default_factory=Counter)
     keys: set = field(default_factory=set)  # CURVE public keys it offered (auth.key_refused)
+    addresses: set = field(default_factory=set)  # where a key's messages came from
     first: float | None = None
     last: float | None = None
 
@@ -92,7 +101,8 @@ class Accounting:
         self.worker_finishes: list[float] = []  # times of the workers' task.finished
         self.worker_bad_frames = 0
         self.frames: dict[tuple, PeerTally] = {}  # (socket, sender) -> bad frames from it
-        self.refusals: dict[str, PeerTally] = {}  # peer address -> refused handshakes
+        self.refusals: dict[str, PeerTally] = {}  # peer address -> refused handshakes and connections
+        self.keys: dict[str, PeerTally] = {}  # CURVE key -> its messages dropped
         self.broker_runs: list[BrokerRun] = []
         self.levels: Counter = Counter()
         self.events: Counter = Counter()
@@ -121,6 +131,17 @@ class Accounting:
             peer.keys.add(key)
         return peer
 
+    def key_peer(self, r: Record) -> PeerTally | None:
+        key = _sender(r.get("key")) or _sender(r.get("sender"))  # the .suppressed lines name it sender
+        if key is None:
+            return None
+        peer = self.keys.setdefault(key, PeerTally(key))
+        peer.seen(r)
+        address = _sender(r.get("address"))
+        if address is not None:
+            peer.addresses.add(address)
+        return peer
+
     def broker_run(self, *, new: bool = False) -> BrokerRun:
         """The current broker run; a new one at ``broker.started`` or when the last one has closed."""
         if new or not self.broker_runs or self.broker_runs[-1].closed:
@@ -134,7 +155,7 @@ class Accounting:
         if r.role == "worker":
             self._add_worker_line(r)
             return
-        w = self.worker(r.get("worker_id"))
+        w = None if event in CLAIMED_ID_EVENTS else self.worker(r.get("worker_id"))
         if w is not None:
             w.head_events[event] += 1
             w.member |= event in MEMBER_EVENTS
@@ -234,6 +255,25 @@ def _auth_refused(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
         peer.refused += count
 
 
+def _connection_refused(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
+    count = _count(r.get("count")) if r.event.endswith(".suppressed") else 1
+    acc.counters["connections_refused"] += count
+    peer = acc.refused_peer(r)
+    if peer is not None:
+        peer.refused += count
+
+
+def _dropped_for_key(counter: str) -> Handler:
+    """A message dropped for the key that sent it (and its ``.suppressed`` summary)."""
+    def handler(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
+        count = _count(r.get("count")) if r.event.endswith(".suppressed") else 1
+        acc.counters[counter] += count
+        peer = acc.key_peer(r)
+        if peer is not None:
+            peer.dropped += count
+    return handler
+
+
 def _worker_seen(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
     wid = r.get("worker_id")
     if r.get("returning") is not True and wid not in acc.seen_ids:
@@ -306,6 +346,12 @@ HEAD_HANDLERS: dict[str, Handler] = {
     "auth.key_refused": _auth_refused,
     "auth.refused.suppressed": _auth_refused,
     "auth.key_refused.suppressed": _auth_refused,
+    "connection.refused": _connection_refused,
+    "connection.refused.suppressed": _connection_refused,
+    "security.identity_mismatch": _dropped_for_key("identity_mismatches"),
+    "security.identity_mismatch.suppressed": _dropped_for_key("identity_mismatches"),
+    "auth.revoked_message": _dropped_for_key("revoked_messages"),
+    "auth.revoked_message.suppressed": _dropped_for_key("revoked_messages"),
     "worker.seen": _worker_seen,
     "worker.lost": _worker_lost,
     "local_worker.exited": _simple("local_worker_restarts"),

@@ -63,7 +63,9 @@ def _head(s: dict[str, Any]) -> list[str]:
             ("results accepted", f"{h['results_accepted']} ({h['result_errors']} reported a failed training)"),
             ("duplicate results", h["duplicates"]), ("late results", h["late_results"]),
             ("unknown results", h["unknown_results"]), ("gave up (failed tasks)", h["gave_up"]),
-            ("bad frames", h["bad_frames"]), ("refused connections", h["auth_refused"]),
+            ("bad frames", h["bad_frames"]), ("refused handshakes", h["auth_refused"]),
+            ("refused connections", h["connections_refused"]), ("forged ids (CURVE)", h["identity_mismatches"]),
+            ("revoked-key messages", h["revoked_messages"]),
             ("workers seen", h["workers_seen"]),
             ("workers lost", h["workers_lost"]), ("local worker restarts", h["local_worker_restarts"])]
     return ["", "head"] + [f"  {name:<24}{value}" for name, value in rows]
@@ -111,14 +113,19 @@ def _rejected(s: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if rows:
         out += ["", f"rejected senders ({len(rows)}; no handshake and no valid message: not counted as workers)",
-                f"  {'sender':<34}{'kind':<11}{'sockets':<18}{'frames':>8}{'suppressed':>11}{'refused':>8}  other"]
+                f"  {'sender':<42}{'kind':<10}{'sockets':<17}{'frames':>7}{'suppressed':>11}{'refused':>8}"
+                f"{'dropped':>8}  other"]
     for r in rows:
         other = ", ".join(f"{k} {v}" for k, v in r["other"].items()) or "-"
-        out.append(f"  {r['sender'] or '?':<34}{r['kind']:<11}{','.join(r['sockets']) or '-':<18}"
-                   f"{r['bad_frames']:>8}{r['suppressed']:>11}{r['refused']:>8}  {other}")
+        out.append(f"  {r['sender'] or '?':<42}{r['kind']:<10}{','.join(r['sockets']) or '-':<17}"
+                   f"{r['bad_frames']:>7}{r['suppressed']:>11}{r['refused']:>8}{r['dropped']:>8}  {other}")
         if r["reasons"]:
             reason, n = next(iter(r["reasons"].items()))
             out.append(f"    most often ({n}x): {reason}")
+        if r["keys"]:
+            out.append(f"    keys offered: {', '.join(r['keys'])}")
+        if r["addresses"]:
+            out.append(f"    from: {', '.join(r['addresses'])}")
     if frames:
         out += ["", "bad frames by socket and sender (logged one by one + suppressed)"]
         for f in frames[:BAD_FRAME_ROWS]:

@@ -124,7 +124,7 @@ def _bad_frames(acc: Accounting, owners: dict[str, str]) -> list[dict[str, Any]]
 
 def _peer_row(sender: str | None, kind: str) -> dict[str, Any]:
     return {"sender": sender, "kind": kind, "sockets": set(), "bad_frames": 0, "suppressed": 0, "refused": 0,
-            "other": {}, "reasons": {}, "keys": set(), "first": None, "last": None}
+            "dropped": 0, "other": {}, "reasons": {}, "keys": set(), "addresses": set(), "first": None, "last": None}
 
 
 def _merge_peer(row: dict[str, Any], p: PeerTally) -> None:
@@ -132,7 +132,9 @@ def _merge_peer(row: dict[str, Any], p: PeerTally) -> None:
     row["bad_frames"] += p.logged + p.suppressed
     row["suppressed"] += p.suppressed
     row["refused"] += p.refused
+    row["dropped"] += p.dropped
     row["keys"] |= p.keys
+    row["addresses"] |= p.addresses
     for reason, n in p.reasons.items():
         row["reasons"][reason] = row["reasons"].get(reason, 0) + n
     row["first"] = p.first if row["first"] is None else min(row["first"], p.first)
@@ -140,14 +142,17 @@ def _merge_peer(row: dict[str, Any], p: PeerTally) -> None:
 
 
 def _rejected_senders(acc: Accounting, owners: dict[str, str]) -> list[dict[str, Any]]:
-    """Senders that are not workers: peers whose frames were rejected or whose handshake was refused,
-    and worker ids the head only named in lines of no worker (e.g. ``result.unknown``)."""
+    """Senders that are not workers: peers whose frames were rejected or whose handshake or connection
+    was refused, CURVE keys whose messages were dropped (another worker's id, a revoked key), and worker
+    ids the head only named in lines of no worker (e.g. ``result.unknown``)."""
     rows: dict[tuple, dict[str, Any]] = {}
     for (_, sender), p in acc.frames.items():
         if sender is None or sender not in owners:
             _merge_peer(rows.setdefault(("peer", sender), _peer_row(sender, "peer")), p)
     for address, p in acc.refusals.items():
         _merge_peer(rows.setdefault(("peer", address), _peer_row(address, "peer")), p)
+    for key, p in acc.keys.items():
+        _merge_peer(rows.setdefault(("key", key), _peer_row(key, "key")), p)
     for w in acc.workers.values():
         if not w.is_worker:
             row = rows.setdefault(("worker_id", w.worker_id), _peer_row(w.worker_id, "worker_id"))
@@ -155,7 +160,8 @@ def _rejected_senders(acc: Accounting, owners: dict[str, str]) -> list[dict[str,
     out = []
     for row in rows.values():
         top = sorted(row["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_REASONS]
-        out.append({**row, "sockets": sorted(row["sockets"]), "keys": sorted(row["keys"]), "reasons": dict(top),
-                    "first": iso(row["first"]), "last": iso(row["last"])})
-    return sorted(out, key=lambda r: (-(r["bad_frames"] + r["refused"] + sum(r["other"].values())),
+        out.append({**row, "sockets": sorted(row["sockets"]), "keys": sorted(row["keys"]),
+                    "addresses": sorted(row["addresses"]), "reasons": dict(top), "first": iso(row["first"]),
+                    "last": iso(row["last"])})
+    return sorted(out, key=lambda r: (-(r["bad_frames"] + r["refused"] + r["dropped"] + sum(r["other"].values())),
                                       r["kind"], str(r["sender"])))
