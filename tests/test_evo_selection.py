@@ -1,9 +1,10 @@
-"""evo.selection and evo.evaluation: (mu + lambda) truncation, fitness = 1 / loss, failures."""
+"""evo.selection and evo.evaluation: (mu + lambda) truncation, fitness = 1 / loss, failures; states (ok,
+failed, lost), candidates (genotype @ epochs), epochs and seconds."""
 import numpy as np
 import pytest
 
-from evo.evaluation import Evaluation, evaluation_from_metrics
-from evo.genotype import parse_genotype
+from evo.evaluation import Candidate, EvalState, Evaluation, evaluation_from_metrics, parse_candidate
+from evo.genotype import GenotypeError, parse_genotype
 from evo.selection import rank, select_survivors
 from evo.space import SearchSpace
 
@@ -176,3 +177,68 @@ def test_survivors_are_sorted_best_first():
     survivors = select_survivors(pool[:20], pool[20:], 40)
     losses = [e.loss for e in survivors]
     assert losses == sorted(losses) and len(survivors) == 40
+
+
+# -- states, candidates, fidelities ---------------------------------------------------------------------
+
+def test_every_evaluation_has_an_explicit_state():
+    assert Evaluation.succeeded(G, 95.0).state is EvalState.OK
+    assert Evaluation.failed(G, "diverged").state is EvalState.FAILED
+    lost = Evaluation.lost(G, "gave up after 3 attempts: heartbeats missed", epochs=5, attempts=3)
+    assert lost.state is EvalState.LOST and not lost.ok and lost.fitness == 0.0 and lost.loss is None
+    assert lost.metrics == {"attempts": 3} and lost.epochs == 5
+    assert Evaluation(G, 95.0).state is EvalState.OK and Evaluation(G, None, "x").state is EvalState.FAILED
+    assert Evaluation(G, None, "x", state="lost").state is EvalState.LOST        # from its stored text
+    assert EvalState("ok") is EvalState.OK and EvalState.FAILED.value == "failed"
+
+
+@pytest.mark.parametrize("state", [EvalState.FAILED, EvalState.LOST])
+def test_a_failed_or_lost_evaluation_has_no_loss_and_says_why(state):
+    with pytest.raises(ValueError, match=f"a {state.value} evaluation of 850\\|20\\|1000 has no loss"):
+        Evaluation(G, 95.0, "boom", state=state)
+    with pytest.raises(ValueError, match="needs an error message"):
+        Evaluation(G, None, "", state=state)
+    with pytest.raises(ValueError, match="finite positive"):
+        Evaluation(G, None, "boom", state=EvalState.OK)
+
+
+def test_a_lost_evaluation_never_survives():
+    good = Evaluation.succeeded(parse_genotype("50|10|50"), 500.0)
+    assert select_survivors([Evaluation.lost(G, "gave up")], [good], 3) == (good,)
+
+
+def test_candidates_are_genotype_at_epochs():
+    c = Candidate(G, 5)
+    assert str(c) == "850|20|1000@5" and parse_candidate(str(c)) == c
+    assert Candidate(G, 5) == Candidate(parse_genotype("850|20|1000"), 5) != Candidate(G, 6)
+    assert len({Candidate(G, 5), Candidate(G, 5), Candidate(G, 1)}) == 2
+    assert sorted([Candidate(G, 9), Candidate(G, 1)])[0].epochs == 1
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+            Candidate(G, bad)
+
+
+@pytest.mark.parametrize("text", ["850|20|1000", "850|20|1000@", "850|20|1000@x", "850|20|1000@-2", "@5"])
+def test_parse_candidate_refuses_what_is_not_one(text):
+    with pytest.raises(GenotypeError):
+        parse_candidate(text)
+
+
+def test_epochs_and_seconds_belong_to_an_evaluation():
+    e = Evaluation.succeeded(G, 95.0, {"kl": 1.0}, epochs=5, seconds=12.5)
+    assert e.candidate == Candidate(G, 5) and e.seconds == 12.5
+    assert e != Evaluation.succeeded(G, 95.0, epochs=3)                 # another fidelity, another result
+    assert e == Evaluation.succeeded(G, 95.0, epochs=5, seconds=1.0)    # the time it took does not count
+    bare = Evaluation.failed(G, "diverged", {"epoch": 1})
+    moved = bare.at(3)
+    assert (moved.epochs, moved.state, moved.error, moved.metrics) == (3, EvalState.FAILED, "diverged", {"epoch": 1})
+    assert bare.epochs == 0                                             # unknown until a strategy resolves it
+
+
+def test_evaluation_from_metrics_takes_the_epochs_and_the_training_seconds():
+    e = evaluation_from_metrics(G, True, {"loss": 95.0, "seconds": 3.5}, epochs=4)
+    assert (e.epochs, e.seconds, e.state) == (4, 3.5, EvalState.OK)
+    for seconds in (None, float("nan"), -1.0, "3", True):
+        assert evaluation_from_metrics(G, True, {"loss": 95.0, "seconds": seconds}).seconds == 0.0
+    failed = evaluation_from_metrics(G, False, {"seconds": 2.0}, "out of memory", epochs=4)
+    assert (failed.state, failed.epochs, failed.seconds, failed.error) == (EvalState.FAILED, 4, 2.0, "out of memory")
