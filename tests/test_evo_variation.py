@@ -1,11 +1,10 @@
-"""evo.mutation and evo.crossover: validity, immutability, determinism, exact draws."""
+"""evo.variation: mutation, crossover and breeding - validity, immutability, determinism, exact draws."""
 import numpy as np
 import pytest
 
-from evo.variation import crossover
 from evo.genotype import Genotype, parse_genotype
-from evo.variation import MutationRates, mutate, mutate_latent, mutate_network
 from evo.space import SearchSpace
+from evo.variation import MutationRates, breed, crossover, mutate, mutate_latent, mutate_network
 
 SPACE = SearchSpace()
 SEEDS = range(500)
@@ -216,3 +215,52 @@ def test_crossover_exact_values_for_fixed_seeds():
         assert child.encoder == (a.encoder if take_a[0] else b.encoder)
         assert child.latent == (a.latent if take_a[1] else b.latent)
         assert child.decoder == (a.decoder if take_a[2] else b.decoder)
+
+
+# -- breeding -------------------------------------------------------------------------------------------
+
+PARENTS = [parse_genotype(t) for t in ("850|20|1000", "200,500|60|1000,650,50", "1000|60|700,750", "50|10|50")]
+
+
+def _breed(seed, crossover_rate=0.5, mutation_rate=0.8, parents=PARENTS, parent_set=None):
+    return breed(parents, SPACE, np.random.default_rng(seed), crossover_rate, mutation_rate, MutationRates(),
+                 parent_set)
+
+
+def test_breeding_draws_exactly_as_documented():
+    for seed in range(200):
+        rng = np.random.default_rng(seed)            # a parent, a crossover coin, a second parent, a mutation coin
+        index = int(rng.integers(4))
+        child = PARENTS[index]
+        if rng.random() < 0.5:
+            other = int(rng.integers(3))
+            child = crossover(PARENTS[index], PARENTS[other + (other >= index)], rng)
+        if child in PARENTS or rng.random() < 0.8:
+            child = mutate(child, SPACE, rng, MutationRates())
+        assert _breed(seed) == child
+
+
+def test_without_crossover_or_mutation_a_child_is_still_never_a_copy_of_a_parent():
+    for seed in range(200):
+        child = _breed(seed, crossover_rate=0.0, mutation_rate=0.0)
+        assert child not in PARENTS and SPACE.contains(child)
+
+
+def test_a_crossover_child_takes_its_genes_from_two_distinct_parents():
+    for seed in range(300):
+        child = _breed(seed, crossover_rate=1.0, mutation_rate=0.0)
+        if child in PARENTS:
+            continue
+        sources = [p for p in PARENTS if child.encoder == p.encoder or child.latent == p.latent
+                   or child.decoder == p.decoder]
+        mutated = not any(child.encoder == p.encoder for p in PARENTS) or \
+            not any(child.decoder == p.decoder for p in PARENTS) or not any(child.latent == p.latent for p in PARENTS)
+        assert mutated or len(sources) >= 2       # an unmutated child mixes two parents
+    lone = [parse_genotype("850|20|1000")]           # one parent: no crossover is possible, only mutation
+    for seed in range(50):
+        assert _breed(seed, crossover_rate=1.0, parents=lone) != lone[0]
+
+
+def test_a_parent_set_gives_the_same_children():
+    parent_set = frozenset(PARENTS)
+    assert [_breed(s, parent_set=parent_set) for s in range(100)] == [_breed(s) for s in range(100)]
