@@ -1,12 +1,19 @@
 """``evovae experiment paper`` end to end on the tiny preset: real worker processes over ZeroMQ,
-every file of the report written, and the report's tables equal to results.json and the searches."""
+every file of the report written, the report's tables equal to results.json and the searches, and a run
+killed with SIGKILL (twice: during the searches and while the figures' models train) that resumes without
+training again anything that finished and writes the report an uninterrupted run writes."""
 import json
 import math
 import re
+import signal
+import sqlite3
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from distributed_helpers import Process, wait_until
 from evo.cli.experiment import main
 from evo.experiments.paper import HAND_DESIGNED, PRESETS, render_report
 from gpuworker.export import load_model
@@ -67,10 +74,16 @@ def test_every_file_of_the_report_is_written(run):
         if fig["kind"] == "figure-5":
             assert size == (8 * 18 + 2, 2 * 18 + 2)  # 16 samples, 8 a row
     for role, r in results["retrained"].items():
-        model, info = load_model(out / r["model_dir"])
-        assert str(model.genotype) == r["genotype"] == info["genotype"]
-        assert info["losses"]["validation_curve"] == r["validation_curve"]
+        if role.endswith(("/best", "/best-latent2")) and role.startswith("evolution"):  # the figures' models
+            assert r["trained_by"] == "head"
+            model, info = load_model(out / r["model_dir"])
+            assert str(model.genotype) == r["genotype"] == info["genotype"]
+            assert info["losses"]["validation_curve"] == r["validation_curve"]
+        else:  # numbers only: trained by the workers
+            assert r["trained_by"] == "worker" and r["model_dir"] is None
+        assert len(r["validation_curve"]) == r["epochs"] and r["test"]["loss"] > 0
     assert results["retrained"]["hand-designed"]["genotype"] == str(HAND_DESIGNED)
+    assert sorted(p.name for p in (out / "searches").iterdir()) == sorted(s["name"] for s in results["searches"])
 
 
 def test_report_is_rendered_from_results_alone(run):
@@ -97,7 +110,8 @@ def test_searches_ran_through_the_broker_with_their_budget(run):
     assert names == ["evolution-1ep", "evolution-2ep", "random-1ep-seed3", "random-1ep-seed4"]
     broker = results["transport"]["broker"]
     trained = sum(s["trained"] for s in results["searches"])
-    assert broker["completed"] == trained > 0 and broker["workers_seen"] >= 2
+    on_workers = {(r["genotype"], r["epochs"]) for r in results["retrained"].values() if r["trained_by"] == "worker"}
+    assert broker["completed"] == trained + len(on_workers) and trained > 0 and broker["workers_seen"] >= 2
     for s in results["searches"]:
         evaluations = s["evaluations"]
         assert s["evaluation_count"] == len(evaluations) == sum(g["evaluated"] for g in s["generations"])
@@ -184,8 +198,98 @@ def test_searches_table_matches_results(run):
 def test_bad_options_and_an_existing_report_are_refused(run, tmp_path, capsys):
     out, _, _ = run
     assert main(["paper", "--dataset", "synthetic", "--preset", "tiny", "--out", str(out)]) == 2
-    assert "already holds a report" in capsys.readouterr().err
+    assert f"holds an experiment already: continue it with --resume {out}" in capsys.readouterr().err
     assert main(["paper", "--dataset", "synthetic", "--preset", "tiny", "--population", "0",
                  "--out", str(tmp_path / "x")]) == 2
     assert "population" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------ killed with SIGKILL, resumed
+
+def _group(pgid):
+    """Live processes of process group ``pgid`` (the experiment, its workers, its retraining processes)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _cached_ids(run_dir):
+    """Task ids of every result the experiment has persisted (its shared cache)."""
+    con = sqlite3.connect(f"file:{run_dir / 'results.sqlite'}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in con.execute("SELECT task_id FROM results")}
+    finally:
+        con.close()
+
+
+def _journaled(journal):
+    if not journal.is_file():
+        return 0
+    con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # created, schema not there yet
+        return 0
+    finally:
+        con.close()
+
+
+def _kill_when(process, ready, what):
+    """SIGKILL ``process`` once ``ready()`` holds, then wait until every process it started has gone."""
+    try:
+        wait_until(lambda: ready() or not process.alive(), 180, what, interval=0.05, fail=process.describe)
+        assert process.alive(), f"it finished before {what}:\n{process.describe()}"
+        process.signal(signal.SIGKILL)
+        assert process.wait(10) == -signal.SIGKILL
+        wait_until(lambda: not _group(process.pid), 60, "the killed experiment's workers and retraining processes "
+                                                        "to exit", interval=0.1)
+    finally:
+        process.kill_group()
+
+
+def _completed(process, event, key):
+    return {r[key] for r in process.log.records() if r.get("event") == event}
+
+
+def test_killed_twice_with_sigkill_it_resumes_without_training_again_what_finished(run, tmp_path):
+    _, reference, _ = run
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "evo.cli", "experiment", "paper", "--log-format", "json", "--log-level", "info"]
+    first = Process("first", [*argv, "--dataset", "synthetic", "--preset", "tiny", "--seed", "3", "--out", str(out)],
+                    tmp_path)
+    _kill_when(first, lambda: _journaled(out / "searches" / "evolution-2ep" / "journal.sqlite") >= 1,
+               "the second search's first result")
+    after_first = _cached_ids(out)
+    assert not (out / "searches" / "random-1ep-seed4" / "result.json").exists()
+
+    second = Process("second", [*argv, "--resume", str(out)], tmp_path)
+    _kill_when(second, lambda: list(out.glob("models/*/model.json")), "the first model of the figures")
+    after_second = _cached_ids(out)
+    models = {p.parent: p.stat().st_mtime_ns for p in out.glob("models/*/model.json")}
+
+    third = Process("third", [*argv, "--resume", str(out)], tmp_path)
+    try:
+        assert third.wait(300) == 0, third.describe()
+    finally:
+        third.kill_group()
+    # what finished before a kill was never trained again: no task, no model
+    assert after_first and after_first < after_second
+    assert not _completed(second, "task.completed", "task_id") & after_first
+    assert not _completed(third, "task.completed", "task_id") & after_second
+    assert {p.parent.name for p in out.glob("models/*/model.json")} >= {p.name for p in models}
+    assert all(p.joinpath("model.json").stat().st_mtime_ns == t for p, t in models.items())
+    assert not {Path(p) for p in _completed(third, "model.saved", "path")} & set(models)
+    # and the report is the one an uninterrupted run writes
+    results = json.loads((out / "results.json").read_text())
+    assert results["timings"]["runs"] == 3 and (out / "report.md").read_text() == render_report(results)
+    assert results["table1"] == reference["table1"] and results["comparison"] == reference["comparison"]
+    for resumed, whole in zip(results["searches"], reference["searches"], strict=True):
+        assert [(e["genotype"], e["loss"], e["reused"]) for e in resumed["evaluations"]] == [
+            (e["genotype"], e["loss"], e["reused"]) for e in whole["evaluations"]]

@@ -62,3 +62,44 @@ def test_committed_report_matches_its_results(run):
         assert row["Search"] == search["name"] and int(row["Evaluations"]) == len(search["evaluations"])
     for fig in results["figures"]:
         assert (run / fig["file"]).is_file() and f"]({fig['file']})" in report
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_committed_report_is_rendered_from_its_results_by_todays_code(run):
+    from evo.experiments.report import render_report
+
+    assert render_report(json.loads((run / "results.json").read_text())) == (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_committed_searches_are_the_ones_todays_strategies_make(run):
+    """Reproducible with the same preset: told the committed losses, the searches of today's experiment ask for
+    exactly the committed genotypes, generation by generation, and end on the committed bests."""
+    from evo.evaluation import Evaluation
+    from evo.experiments.presets import ExperimentConfig, Preset
+    from evo.genotype import parse_genotype
+    from evo.strategies import make_strategy
+
+    results = json.loads((run / "results.json").read_text())
+    preset = {**results["preset"], "search_epochs": tuple(results["preset"]["search_epochs"]),
+              "random_epochs": tuple(results["preset"]["random_epochs"])}
+    protocol = results["protocol"]
+    config = ExperimentConfig(Preset(**preset), dataset=protocol["dataset"], seed=protocol["seed"],
+                              split_seed=protocol["split_seed"])
+    plans = config.searches()
+    assert [p.name for p in plans] == [s["name"] for s in results["searches"]]
+    for plan, search in zip(plans, results["searches"]):
+        assert plan.spec.to_dict() == {k: v for k, v in search["spec"].items() if k in plan.spec.to_dict()}
+        losses = {e["genotype"]: e["loss"] for e in search["evaluations"]}
+        by_generation = {}
+        for e in search["evaluations"]:
+            by_generation.setdefault(e["generation"], []).append(e["genotype"])
+        strategy = make_strategy(plan.options)
+        while not strategy.done:
+            batch = strategy.ask()
+            assert [str(c.genotype) for c in batch] == by_generation.get(strategy.generation, []), plan.name
+            strategy.tell([Evaluation.succeeded(c.genotype, losses[str(c.genotype)], epochs=c.epochs) for c in batch])
+        assert strategy.best.loss == search["best"]["loss"] and str(strategy.best.genotype) == search["best"]["genotype"]
+        assert [g["best_loss"] for g in search["generations"]] == [r.best.loss for r in strategy.history]
+        assert len(strategy.evaluations) == len(search["evaluations"]) and all(
+            parse_genotype(e["genotype"]) in strategy.seen for e in search["evaluations"])

@@ -1,20 +1,27 @@
-"""``evovae experiment paper``: the command line of :mod:`gpuworker.experiment`."""
+"""``evovae experiment paper`` (the paper's experiments, :mod:`evo.experiments.paper`) and
+``evovae experiment compare`` (strategies at equal compute, :mod:`evo.cli.compare`)."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from ..experiments.presets import PRESETS, ExperimentConfig
 from ..spec import DATASETS
-
-from ..experiments.paper import PRESETS, ExperimentConfig, run_paper
+from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
+
+PROG = "evovae experiment"
+
+#: preset fields that may be overridden on the command line
+_OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_size", "search_epochs", "random_epochs",
+              "random_seeds", "retrain_epochs", "manifold_epochs")
+#: what defines an experiment: taken from RUN_DIR/experiment.json by --resume, so not to be given with it
+_DEFINING = ("dataset", "preset", "seed", "split_seed", *_OVERRIDES)
 
 
 def _epochs_list(text: str) -> tuple[int, ...]:
@@ -28,98 +35,123 @@ def _epochs_list(text: str) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evovae experiment", description="Reproduce the paper's experiments.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Reproduce the paper's experiments; compare strategies.")
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    sub.add_parser("compare", add_help=False, help="strategies against each other at equal compute, over seeds "
+                                                   "(evovae experiment compare --help)")
     paper = sub.add_parser(
         "paper", help="2- vs 5-epoch evolutionary searches, baselines, Table I, Figs. 2-5 -> RUN_DIR/report.md",
-        description="Run the paper's experiments on one data set and write RUN_DIR/report.md + results.json.")
-    paper.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    paper.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                       help="; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
+        description="Run the paper's experiments on one data set and write RUN_DIR/report.md + results.json. "
+                    "Resumable: after a stop or a crash, --resume RUN_DIR continues without training again "
+                    "anything that finished.")
+    paper.add_argument("--dataset", default=None, choices=DATASETS, help="default fashion-mnist")
+    paper.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                       help="default cpu; " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
     paper.add_argument("--out", default=None, metavar="RUN_DIR",
                        help="output directory (default runs/paper-DATASET-PRESET-TIMESTAMP)")
-    paper.add_argument("--force", action="store_true", help="write into RUN_DIR even if it holds a report")
-    paper.add_argument("--seed", type=int, default=0, help="seed of the searches and of every training run")
-    paper.add_argument("--split-seed", type=int, default=0)
-    paper.add_argument("--local-workers", type=int, default=2, metavar="N",
-                       help="worker processes (and retraining processes) on this machine (default 2)")
+    paper.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue the experiment in RUN_DIR (its settings come from RUN_DIR/experiment.json; "
+                            "the distribution options may differ)")
+    paper.add_argument("--force", action="store_true", help="start over in RUN_DIR even if it holds an experiment")
+    paper.add_argument("--seed", type=int, default=None, help="seed of the searches and of every training run (default 0)")
+    paper.add_argument("--split-seed", type=int, default=None, help="default 0")
     paper.add_argument("--data-root", default=None)
     paper.add_argument("--download", action="store_true")
     paper.add_argument("--device", default=None, help="torch device of the workers (default: cuda if available)")
+    paper.add_argument("--threads", type=int, default=0, help="torch threads of each local worker and retraining "
+                                                              "process (default: the cores shared among them)")
     o = paper.add_argument_group("overrides of the preset")
-    o.add_argument("--population", type=int)
-    o.add_argument("--offspring", type=int)
-    o.add_argument("--generations", type=int)
-    o.add_argument("--train-subset", type=int, metavar="N")
-    o.add_argument("--val-size", type=int)
-    o.add_argument("--search-epochs", type=_epochs_list, metavar="E,E", help="e.g. 2,5")
-    o.add_argument("--random-epochs", type=_epochs_list, metavar="E[,E]")
-    o.add_argument("--random-seeds", type=int)
-    o.add_argument("--retrain-epochs", type=int)
-    o.add_argument("--manifold-epochs", type=int)
+    for name, kind, metavar in (("population", int, None), ("offspring", int, None), ("generations", int, None),
+                                ("train-subset", int, "N"), ("val-size", int, None),
+                                ("search-epochs", _epochs_list, "E,E"), ("random-epochs", _epochs_list, "E[,E]"),
+                                ("random-seeds", int, None), ("retrain-epochs", int, None),
+                                ("manifold-epochs", int, None)):
+        o.add_argument(f"--{name}", type=kind, metavar=metavar)
+    add_distribution_options(paper, local_workers=2, bind="tcp://127.0.0.1:*",
+                             local_workers_help="worker processes on this machine during the searches, and "
+                                                "processes that train the figures' models after them")
     paper.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
     paper.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return parser
 
 
-_OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_size", "search_epochs", "random_epochs",
-              "random_seeds", "retrain_epochs", "manifold_epochs")
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    preset = replace(PRESETS[args.preset or "cpu"], **changes)
+    return ExperimentConfig(preset, dataset=args.dataset or "fashion-mnist", seed=args.seed or 0,
+                            split_seed=args.split_seed or 0)
+
+
+def _open_run(args: argparse.Namespace):
+    """The run directory: opened (--resume) or created. ValueError (one line) for what cannot be."""
+    from ..experiments.runs import PaperRun
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _DEFINING if getattr(args, k) is not None]
+        if given or args.out or args.force:
+            flags = ", ".join(given + ["--out"] * bool(args.out) + ["--force"] * bool(args.force))
+            raise ValueError(f"--resume takes the experiment's settings from {args.resume}/experiment.json; "
+                             f"leave out {flags}")
+        return PaperRun.open(args.resume)
+    config = _config(args)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path(args.out or f"runs/paper-{config.dataset}-{config.preset.name}-{stamp}")
+    return PaperRun.create(run_dir, config, force=args.force)
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _paper(args: argparse.Namespace) -> int:
+    from ..head.cluster import Cluster
+    from .log_setup import configure
+
+    try:
+        cluster = Cluster(cluster_options(args))  # the key options are checked before a run directory is created
+        run = _open_run(args)
+    except ValueError as exc:  # ClusterError and RunDirError are ValueErrors
+        return _error(str(exc))
+    configure(args.log_format, args.log_level, role="experiment")
+    with run:
+        return _run(args, run, cluster)
+
+
+def _run(args: argparse.Namespace, run, cluster) -> int:
+    from gpuworker.data import DataError
+
+    from ..experiments.paper import run_paper
+    from ..head.cluster import ClusterError
+    from ..head.evaluators import SearchStopped
+    from ..head.store import JournalError
+    from .signals import stop_signals
+
+    print(f"run directory {run.path}", flush=True)
+    with stop_signals() as stop:
+        try:
+            run_paper(run.config, run, cluster, stop=stop.event, echo=lambda line: print(line, flush=True),
+                      log_format="json" if args.log_format == "auto" else args.log_format)
+        except (DataError, JournalError, ClusterError) as exc:
+            return _error(str(exc))
+        except SearchStopped as exc:
+            if not stop.stopped:
+                raise
+            print(f"{PROG}: stopped by {stop.name}: {exc}; continue with: evovae experiment paper --resume {run.path}",
+                  file=sys.stderr)
+            return stop.exit_status
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``evovae experiment paper ...``; returns the exit status."""
+    """``evovae experiment paper|compare ...``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = _parser().parse_args(argv)
-    from .log_setup import configure
-
-    configure(args.log_format, args.log_level, role="experiment")
-    prog = "evovae experiment"
-    changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    try:
-        preset = replace(PRESETS[args.preset], **changes)
-        config = ExperimentConfig(preset, dataset=args.dataset, seed=args.seed, split_seed=args.split_seed)
-        if args.local_workers < 1:
-            raise ValueError("--local-workers must be >= 1")
-    except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(args.out or f"runs/paper-{args.dataset}-{preset.name}-{stamp}")
-    if (run_dir / "results.json").exists() and not args.force:
-        print(f"{prog}: error: {run_dir} already holds a report; pick another --out or pass --force", file=sys.stderr)
-        return 2
-
-    from gpuworker.data import DataError
-
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        received.append(signum)
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        run_paper(config, run_dir, local_workers=args.local_workers, data_root=args.data_root,
-                  download=args.download, device=args.device, stop=stop,
-                  echo=lambda line: print(line, flush=True),
-                  log_format="json" if args.log_format == "auto" else args.log_format, log_level=args.log_level)
-    except DataError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from ..head.evaluators import SearchStopped
-
-        if isinstance(exc, SearchStopped) and received:
-            print(f"{prog}: stopped by {signal.Signals(received[0]).name}: {exc}", file=sys.stderr)
-            return 128 + received[0]
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return _paper(args)
 
 
 if __name__ == "__main__":

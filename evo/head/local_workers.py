@@ -16,7 +16,7 @@ from typing import Sequence
 
 import structlog
 
-__all__ = ["LocalWorkers", "local_endpoint"]
+__all__ = ["LocalWorkers", "die_with_parent", "local_endpoint"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,9 +28,10 @@ def local_endpoint(bound: str) -> str:
     return bound.replace("//[::]:", "//[::1]:")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, get SIGTERM when the head dies (even by SIGKILL),
-    so local workers never outlive it; elsewhere they notice nothing and are stopped by stop()."""
+def die_with_parent() -> None:
+    """In a child process (before exec, or first thing in a multiprocessing child): on Linux, get SIGTERM
+    when the parent dies (even by SIGKILL), so no child outlives the head; elsewhere they notice nothing
+    and are stopped by their parent."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -56,7 +57,7 @@ class LocalWorkers:
     def _spawn(self, slot: int) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": self._command[self._command.index("--threads") + 1]}
         command = [*self._command, "--worker-id", f"local{slot}-{os.getpid()}-{self.restarts}"]
-        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self._started_at[slot] = time.monotonic()
         log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
 

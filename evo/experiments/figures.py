@@ -1,0 +1,146 @@
+"""The paper experiment's figures, drawn from its results (searches and retraining records) and, for the
+pictures of a model (Figs. 4 and 5), from the model directories. Each function writes one kind of figure
+and returns what the report says about it: ``{"file", "kind", "caption"}``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["draw_paper_figures"]
+
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+MARKERS = ("x", "+", "^", "v", "d", ".")
+
+Search = dict[str, Any]
+Records = dict[str, dict[str, Any]]
+
+
+class _Styles:
+    """One colour per evolutionary search (by its epochs); random searches take the colour of the evolution
+    with the same epochs, dotted, a marker per seed."""
+
+    def __init__(self, evolution: Sequence[Search], first_seed: int) -> None:
+        self.colour_of = {s["epochs"]: COLOURS[i % len(COLOURS)] for i, s in enumerate(evolution)}
+        self.first_seed = first_seed
+
+    def evolution(self, s: Search, **extra: Any) -> dict[str, Any]:
+        return {"color": self.colour_of.get(s["epochs"], "tab:gray"), "marker": "o", "markersize": 3, **extra}
+
+    def random(self, s: Search) -> dict[str, Any]:
+        return {"color": self.colour_of.get(s["epochs"], "tab:gray"), "linestyle": ":", "alpha": 0.8,
+                "marker": MARKERS[(s["seed"] - self.first_seed) % len(MARKERS)], "markersize": 4}
+
+
+def _curves_figure(run: Path, dataset: str, retrain_epochs: int, evolution: Sequence[Search], retrained: Records,
+                   styles: _Styles) -> dict[str, Any]:
+    """Fig. 2/3: validation loss per retraining epoch, best and worst of each evolutionary search."""
+    from gpuworker.figures import plot_curves
+
+    series, style = {}, {}
+    for s in evolution:
+        for which, line in (("best", "-"), ("worst", "--")):
+            r = retrained.get(f"{s['name']}/{which}")
+            if r and r["validation_curve"]:
+                label = f"{s['epochs']}-epoch search, {which}: {r['genotype']}"
+                series[label] = r["validation_curve"]
+                style[label] = styles.evolution(s, linestyle=line)
+    name = f"curves-{dataset}.png"
+    plot_curves(series, run / name, styles=style, title=f"{dataset}: validation loss while retraining {retrain_epochs} epochs")
+    return {"file": name, "kind": "figure-2-3", "caption":
+            f"Validation negative ELBO per epoch while retraining the best (solid) and worst (dashed) "
+            f"architecture of each evolutionary search for {retrain_epochs} epochs (the paper's Fig. 2/3)."}
+
+
+def _comparison_figure(run: Path, dataset: str, evolution: Sequence[Search], randoms: Sequence[Search],
+                       retrained: Records, styles: _Styles) -> dict[str, Any]:
+    """The baselines' retraining curves beside the evolution's best."""
+    from gpuworker.figures import plot_curves
+
+    series, style = {}, {}
+    for s in evolution:
+        r = retrained.get(f"{s['name']}/best")
+        if r and r["validation_curve"]:
+            label = f"evolution {s['epochs']}-ep best: {r['genotype']}"
+            series[label], style[label] = r["validation_curve"], styles.evolution(s)
+    for s in randoms:
+        r = retrained.get(f"{s['name']}/best")
+        if r and r["validation_curve"]:
+            label = f"random {s['epochs']}-ep seed {s['seed']} best: {r['genotype']}"
+            series[label], style[label] = r["validation_curve"], styles.random(s)
+    hand = retrained.get("hand-designed")
+    if hand and hand["validation_curve"]:
+        label = f"hand-designed: {hand['genotype']}"
+        series[label] = hand["validation_curve"]
+        style[label] = {"color": "black", "linestyle": "-.", "marker": "s", "markersize": 3}
+    name = f"comparison-curves-{dataset}.png"
+    plot_curves(series, run / name, styles=style, title=f"{dataset}: retraining the best of each method")
+    return {"file": name, "kind": "comparison", "caption":
+            "Validation negative ELBO per retraining epoch: the evolutionary searches' best (solid), each "
+            "random search's best (dotted, coloured like the evolutionary search with the same epochs) and "
+            "the hand-designed 400|20|400 (black)."}
+
+
+def _progress_figure(run: Path, dataset: str, searches: Sequence[Search], styles: _Styles) -> dict[str, Any]:
+    """Best validation loss in the population after each generation, every search."""
+    from gpuworker.figures import plot_curves
+
+    series, style = {}, {}
+    for s in searches:
+        losses = [g["best_loss"] for g in s["generations"]]
+        if losses and all(v is not None for v in losses):
+            series[s["name"]] = losses
+            style[s["name"]] = styles.evolution(s) if s["kind"] == "evolution" else styles.random(s)
+    name = f"search-progress-{dataset}.png"
+    plot_curves(series, run / name, styles=style, x_start=0, xlabel="generation",
+                ylabel="best validation loss so far (nats/image)",
+                title=f"{dataset}: best loss per generation (each at its own search epochs)")
+    return {"file": name, "kind": "progress", "caption":
+            "Best validation loss in the population after each generation (generation 0 = the random "
+            "initial population). Losses of searches with different epochs are not comparable."}
+
+
+def _model_figures(run: Path, evolution: Sequence[Search], retrained: Records, *, steps: int, samples: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """Fig. 4 (the latent-2 manifold) and Fig. 5 (samples from p(x|z)) of each evolutionary search's best."""
+    from gpuworker.export import load_model
+    from gpuworker.figures import as_images, manifold_images, sample_images, save_grid
+
+    figures = []
+    for s in evolution:
+        r = retrained.get(f"{s['name']}/best-latent2")
+        if r and r["ok"] and r["model_dir"]:
+            model, info = load_model(run / r["model_dir"])
+            name = f"manifold-{s['name']}.png"
+            save_grid(as_images(manifold_images(model, steps), info["input_shape"]), run / name, nrow=steps, padding=0)
+            figures.append({"file": name, "kind": "figure-4", "caption":
+                            f"2-D latent manifold of the {s['epochs']}-epoch search's best architecture retrained "
+                            f"with latent size 2 ({r['genotype']}, {r['epochs']} epochs, validation loss "
+                            f"{r['validation']['loss']:.2f}): sigmoid(decode(z)) for z = Phi^-1(u) on a "
+                            f"{steps} x {steps} grid of cell centres u over the unit square (the paper's Fig. 4)."})
+    for s in evolution:
+        r = retrained.get(f"{s['name']}/best")
+        if r and r["ok"] and r["model_dir"]:
+            model, info = load_model(run / r["model_dir"])
+            name = f"samples-{s['name']}.png"
+            save_grid(as_images(sample_images(model, samples, seed=seed), info["input_shape"]), run / name, nrow=8)
+            figures.append({"file": name, "kind": "figure-5", "caption":
+                            f"{samples} samples from p(x|z), z ~ N(0, I) (pixel means sigmoid(decode(z))), of the "
+                            f"{s['epochs']}-epoch search's best architecture {r['genotype']} after retraining "
+                            "(the paper's Fig. 5)."})
+    return figures
+
+
+def draw_paper_figures(run: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every figure of the paper report, from ``results`` (searches, retrained) and the model directories."""
+    protocol, preset = results["protocol"], results["preset"]
+    dataset, searches, retrained = protocol["dataset"], results["searches"], results["retrained"]
+    evolution = [s for s in searches if s["kind"] == "evolution"]
+    randoms = [s for s in searches if s["kind"] == "random"]
+    styles = _Styles(evolution, protocol["seed"])
+    return [
+        _curves_figure(run, dataset, protocol["retrain_epochs"], evolution, retrained, styles),
+        _comparison_figure(run, dataset, evolution, randoms, retrained, styles),
+        _progress_figure(run, dataset, searches, styles),
+        *_model_figures(run, evolution, retrained, steps=preset["manifold_steps"], samples=preset["samples"],
+                        seed=protocol["seed"]),
+    ]
