@@ -113,11 +113,11 @@ def _rejected(s: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if rows:
         out += ["", f"rejected senders ({len(rows)}; no handshake and no valid message: not counted as workers)",
-                f"  {'sender':<42}{'kind':<10}{'sockets':<17}{'frames':>7}{'suppressed':>11}{'refused':>8}"
+                f"  {'sender':<42}{'kind':<11}{'sockets':<16}{'frames':>7}{'suppressed':>11}{'refused':>8}"
                 f"{'dropped':>8}  other"]
     for r in rows:
         other = ", ".join(f"{k} {v}" for k, v in r["other"].items()) or "-"
-        out.append(f"  {r['sender'] or '?':<42}{r['kind']:<10}{','.join(r['sockets']) or '-':<17}"
+        out.append(f"  {r['sender'] or '?':<42}{r['kind']:<11}{','.join(r['sockets']) or '-':<16}"
                    f"{r['bad_frames']:>7}{r['suppressed']:>11}{r['refused']:>8}{r['dropped']:>8}  {other}")
         if r["reasons"]:
             reason, n = next(iter(r["reasons"].items()))
