@@ -293,3 +293,41 @@ def test_killed_twice_with_sigkill_it_resumes_without_training_again_what_finish
     for resumed, whole in zip(results["searches"], reference["searches"], strict=True):
         assert [(e["genotype"], e["loss"], e["reused"]) for e in resumed["evaluations"]] == [
             (e["genotype"], e["loss"], e["reused"]) for e in whole["evaluations"]]
+
+
+# ------------------------------------------------------------------ served by a remote worker, under CURVE
+
+def test_with_no_local_workers_a_remote_worker_serves_it_under_curve(tmp_path):
+    from distributed_helpers import free_port_pair
+    from transport.keys import generate
+
+    generate(tmp_path / "head-keys", "head")
+    generate(tmp_path / "gpu0-keys", "gpu0")
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "gpu0.key").write_bytes((tmp_path / "gpu0-keys" / "gpu0.key").read_bytes())
+    port = free_port_pair()
+    out = tmp_path / "run"
+    head = Process("head", [sys.executable, "-m", "evo.cli", "experiment", "paper", "--dataset", "synthetic",
+                            "--preset", "tiny", "--seed", "3", "--search-epochs", "1", "--random-seeds", "0",
+                            "--generations", "1", "--retrain-epochs", "1", "--manifold-epochs", "1",
+                            "--local-workers", "0", "--bind", f"tcp://127.0.0.1:{port}",
+                            "--server-key-secret", str(tmp_path / "head-keys" / "head.key_secret"),
+                            "--allow", str(allow), "--out", str(out), "--log-format", "json", "--log-level", "info"],
+                   tmp_path)
+    worker = Process("worker", [sys.executable, "-m", "evo.cli", "worker", "--connect", f"tcp://127.0.0.1:{port}",
+                                "--server-key", str(tmp_path / "head-keys" / "head.key"),
+                                "--key", str(tmp_path / "gpu0-keys" / "gpu0.key_secret"), "--threads", "1",
+                                "--worker-id", "gpu0", "--log-format", "json"], tmp_path)
+    try:
+        assert head.wait(300) == 0, head.describe() + "\n" + worker.describe()
+    finally:
+        head.kill_group()
+        worker.kill_group()
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["local_workers"] == 0 and results["protocol"]["loopback"] is True
+    assert "CURVE" in head.stdout() and "local workers 0" in head.stdout()
+    done_by = {r["worker_id"] for r in head.log.records() if r.get("event") == "task.completed"}
+    assert done_by == {"gpu0"}
+    assert results["transport"]["broker"]["completed"] == 3 + 2  # 3 evaluations, worst + hand-designed retrained
+    assert results["retrained"]["evolution-1ep/best"]["trained_by"] == "head"
