@@ -7,8 +7,8 @@ import sys
 from typing import Sequence
 
 from .search import UsageError, genotype_arg, spec_of
-from ..spec import DATASETS
 from ..strategies import STRATEGIES
+from .data_options import add_data_options
 from .distribution import add_distribution_options
 
 __all__ = ["main"]
@@ -28,8 +28,8 @@ DELEGATED = {
 
 
 def _add_training_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    add_data_options(p)
     g = p.add_argument_group("training (the paper's Algorithm 1)")
-    g.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs per evaluation (default {epochs})")
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=1e-3)
@@ -37,8 +37,6 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--train-subset", type=int, default=0, metavar="N", help="train on the first N images only (0 = all)")
     g.add_argument("--val-size", type=int, default=10_000, help="validation images carved from the training set")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the fixed validation split")
-    g.add_argument("--data-root", default=None, help="torchvision data root (default ~/.cache/evovae/data or $EVOVAE_DATA_ROOT)")
-    g.add_argument("--download", action="store_true", help="download the data set if missing (needs internet)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
 

@@ -23,6 +23,7 @@ from ..head.runner import Runner
 from ..multifidelity import parse_fidelities
 from ..space import SearchSpace
 from ..spec import TrainSpec
+from .data_options import spec_from_args
 from ..strategies import StrategyOptions, make_strategy
 from ..strategy import Strategy
 
@@ -31,7 +32,8 @@ __all__ = ["SEARCH_KEYS", "UsageError", "genotype_arg", "run", "spec_of"]
 #: The options that define a search (stored in its journal; a resumed run takes them from there).
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
-               "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials")
+               "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
+               "likelihood", "data_sha256", "columns", "image_size")
 
 
 class UsageError(Exception):
@@ -39,10 +41,9 @@ class UsageError(Exception):
 
 
 def spec_of(args: argparse.Namespace) -> TrainSpec:
-    try:
-        return TrainSpec(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, train_subset=args.train_subset, val_size=args.val_size,
-                         split_seed=args.split_seed)
+    try:  # own data is read, fingerprinted and split here, as the workers will (evo/cli/data_options.py)
+        return spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
