@@ -271,6 +271,7 @@ def test_every_event_the_tools_read_is_documented():
 @pytest.mark.parametrize("args, message", [
     (["summarize", "--bucket", "0", "-"], "argument --bucket: must be a number of seconds > 0, got '0'"),
     (["summarize", "--bucket", "nan", "-"], "argument --bucket: must be a number of seconds > 0, got 'nan'"),
+    ([], "the following arguments are required: ACTION"),
     (["summarize"], "the following arguments are required: FILE"),
     (["frobnicate", "x"], "argument ACTION: invalid choice: 'frobnicate'"),
 ])
