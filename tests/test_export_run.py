@@ -6,7 +6,8 @@ import sys
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
 from evo.head.journal import RunJournal
-from evo.head.runner import InProcessEvaluator, Runner
+from evo.head.evaluators import InProcessEvaluator
+from evo.head.runner import Runner
 from evo.spec import TrainSpec
 from gpuworker.evaluators import fake_loss
 from gpuworker.export import load_model
@@ -18,9 +19,9 @@ def test_export_takes_the_best_of_a_run_on_its_own_data(tmp_path):
     config = {"dataset": "synthetic", "train_subset": 800, "val_size": 400, "split_seed": 0, "seed": 0,
               "batch_size": 128, "lr": 1e-3}
     journal = RunJournal.create(tmp_path / "run", config)
-    engine = EvolutionEngine(mu=3, lam=3, seed=4)
-    Runner(InProcessEvaluator(lambda g: Evaluation.succeeded(g, fake_loss(g)), SPEC), SPEC,
-           journal=journal).run_generations(engine, 2)
+    engine = EvolutionEngine(mu=3, lam=3, seed=4, epochs=1, generations=2)
+    Runner(InProcessEvaluator(lambda g, spec: Evaluation.succeeded(g, fake_loss(g, spec.epochs))), SPEC,
+           journal=journal).run(engine)
     journal.close()
     best_two = [str(e.genotype) for e in sorted(engine.evaluations, key=lambda e: e.loss)[:2]]
 
