@@ -246,7 +246,26 @@ def test_a_forged_result_under_another_workers_id_is_the_senders_not_the_victims
     by_sender = {r["sender"]: r for r in s["rejected_senders"]}
     assert (by_sender[thief]["kind"], by_sender[thief]["dropped"], by_sender[thief]["addresses"]) == (
         "key", 11, ["127.0.0.1"])
-    assert by_sender["10.0.0.7:40100"]["refused"] == 301
+    assert by_sender["10.0.0.7"]["refused"] == 301  # grouped by host
+
+
+def test_a_flood_of_connections_from_one_host_is_one_rejected_sender(head):
+    start(head, "w0")
+    for port in range(40100, 40110):  # the monitor names each connection ip:port
+        head.warning("auth.refused", socket="ventilator", address=f"10.0.0.5:{port}", reason="plaintext peer",
+                     failures=port - 40099)
+    head.warning("auth.refused.suppressed", address="10.0.0.5", count=500)  # held back per host
+    head.warning("auth.refused", socket="sink", address="[fd00::7]:5100", reason="plaintext peer", failures=511)
+    head.warning("auth.refused", socket="sink", address="?", reason="plaintext peer", failures=512)
+    head.error("broker.fd_exhausted", socket="ventilator", error="EMFILE", soft_limit=1024, hard_limit=4096,
+               connections=1020, busiest=["10.0.0.5=1010"], reason="out of file descriptors")
+    head.warning("broker.fd_exhausted.suppressed", address="", count=12)
+    s = summary(head.save())
+    assert (s["head"]["auth_refused"], s["head"]["fd_exhausted"]) == (10 + 500 + 2, 13)
+    by_sender = {r["sender"]: r for r in s["rejected_senders"]}
+    assert set(by_sender) == {"10.0.0.5", "fd00::7"}  # "?": the broker did not know the address
+    assert by_sender["10.0.0.5"]["refused"] == 510 and by_sender["10.0.0.5"]["sockets"] == ["ventilator"]
+    assert "out of descriptors      13" in text(str(head.path))
 
 
 def test_suppressed_lines_without_socket_or_sender_still_add_up(head):

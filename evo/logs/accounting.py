@@ -23,8 +23,8 @@ __all__ = ["Accounting", "BrokerRun", "CLAIMED_ID_EVENTS", "HEAD_COUNTERS", "HEA
 #: The head's counters, in the order the summary lists them.
 HEAD_COUNTERS = ("dispatched", "tasks", "resends", "orphaned", "results_accepted", "result_errors", "duplicates",
                  "late_results", "unknown_results", "gave_up", "bad_frames", "auth_refused", "connections_refused",
-                 "identity_mismatches", "revoked_messages", "workers_seen", "workers_lost", "local_worker_restarts",
-                 "runs", "resumed")
+                 "identity_mismatches", "revoked_messages", "fd_exhausted", "workers_seen", "workers_lost",
+                 "local_worker_restarts", "runs", "resumed")
 
 #: Head events that make the worker id they name a worker: it completed the handshake (asked for work)
 #: or sent a result for a task it was handed.
@@ -86,6 +86,19 @@ def _sender(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def host_of(address: Any) -> str | None:
+    """The host of a peer address: ``10.0.0.9:40100`` -> ``10.0.0.9``, ``[::1]:40100`` -> ``::1``; an
+    address without a port as it is; None for none (or ``?``, the broker's "not known")."""
+    if not isinstance(address, str) or address in ("", "?"):
+        return None
+    if address.startswith("[") and "]" in address:
+        return address[1:address.index("]")]
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return host if port.isdigit() else address
+    return address
+
+
 class Accounting:
     """Every tally of one summary; :meth:`add` each record in time order, then :meth:`finish`."""
 
@@ -121,7 +134,7 @@ class Accounting:
         return peer
 
     def refused_peer(self, r: Record) -> PeerTally | None:
-        address = _sender(r.get("address"))
+        address = host_of(r.get("address"))  # a flood of connections from one host: one row, not one per port
         if address is None:
             return None
         peer = self.refusals.setdefault(address, PeerTally(address))
@@ -137,7 +150,7 @@ class Accounting:
             return None
         peer = self.keys.setdefault(key, PeerTally(key))
         peer.seen(r)
-        address = _sender(r.get("address"))
+        address = host_of(r.get("address"))
         if address is not None:
             peer.addresses.add(address)
         return peer
@@ -293,8 +306,9 @@ def _worker_lost(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
 
 
 def _simple(counter: str) -> Handler:
+    """One more of ``counter`` per line (``count`` more for a ``.suppressed`` line)."""
     def handler(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
-        acc.counters[counter] += 1
+        acc.counters[counter] += _count(r.get("count")) if r.event.endswith(".suppressed") else 1
     return handler
 
 
@@ -352,6 +366,8 @@ HEAD_HANDLERS: dict[str, Handler] = {
     "security.identity_mismatch.suppressed": _dropped_for_key("identity_mismatches"),
     "auth.revoked_message": _dropped_for_key("revoked_messages"),
     "auth.revoked_message.suppressed": _dropped_for_key("revoked_messages"),
+    "broker.fd_exhausted": _simple("fd_exhausted"),
+    "broker.fd_exhausted.suppressed": _simple("fd_exhausted"),
     "worker.seen": _worker_seen,
     "worker.lost": _worker_lost,
     "local_worker.exited": _simple("local_worker_restarts"),
