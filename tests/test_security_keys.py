@@ -286,3 +286,67 @@ def test_local_worker_keys(tmp_path):
     assert client.server_key == curve.public_key
     assert extended.allowed == curve.allowed | {client.public_key}
     assert mode(Path(argv[3])) == 0o600
+
+
+# ---------------------------------------------------------------------- what others could have changed
+
+
+@pytest.mark.parametrize("dir_mode", [0o777, 0o775, 0o1777])
+def test_an_allow_directory_others_can_write_is_refused(tmp_path, dir_mode):
+    allow = tmp_path / "allow"
+    keys.generate(allow, "w1")
+    allow.chmod(dir_mode)
+    with pytest.raises(KeyFileError) as err:
+        keys.load_allowlist(allow)
+    message = str(err.value)
+    assert "allow-list directory" in message and "writable by group/others" in message
+    assert f"chmod go-w {allow}" in message
+    allow.chmod(0o755)
+    assert len(keys.load_allowlist(allow)) == 1
+
+
+def test_a_public_key_file_others_can_write_is_refused(tmp_path):
+    public, _ = keys.generate(tmp_path / "allow", "w1")
+    public.chmod(0o666)
+    for load in (keys.load_public, keys.load_allowlist):
+        with pytest.raises(KeyFileError, match=r"public key file .* is writable by group/others \(mode 0666\)"):
+            load(public if load is keys.load_public else tmp_path / "allow")
+
+
+def test_a_public_key_given_as_the_secret_gets_a_precise_message(tmp_path):
+    public, _ = keys.generate(tmp_path, "head")
+    assert mode(public) == 0o644  # readable by others, as a public key may be: not the problem here
+    with pytest.raises(KeyFileError) as err:
+        keys.load_server_secret(public)
+    message = str(err.value)
+    assert "is a public key file" in message and ".key_secret file" in message
+    assert "chmod" not in message
+
+
+def test_generate_many_is_all_or_nothing(tmp_path, capsys):
+    keys.generate(tmp_path, "b")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(KeyFileError, match="b.key already exists.*nothing was written"):
+        keys.generate_many(tmp_path, ["a", "b", "c"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no a.*, no c.*, no scratch directory
+    assert keys_main(["generate", "--dir", str(tmp_path), "a", "b", "c"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    made = keys.generate_many(tmp_path, ["a", "c"])
+    assert [p.name for pair in made for p in pair] == ["a.key", "a.key_secret", "c.key", "c.key_secret"]
+
+
+def test_reloaded_reads_the_allow_list_again_and_keeps_the_extra_keys(tmp_path):
+    _, head_secret = keys.generate(tmp_path, "head")
+    allow = tmp_path / "allow"
+    w1 = keys.load_public(keys.generate(allow, "w1")[0])
+    extra, _ = zmq.curve_keypair()
+    server = CurveServer.from_files(head_secret, allow).allowing(extra)
+    w2 = keys.load_public(keys.generate(allow, "w2")[0])
+    (allow / "w1.key").unlink()
+    again = server.reloaded()
+    assert again.allowed == {w2, extra} and w1 not in again.allowed
+    assert again.public_key == server.public_key and again.allow_from == (str(allow),)
+    with pytest.raises(KeyFileError, match="nothing to reload"):
+        CurveServer(server.public_key, server.secret_key, frozenset([w1])).reloaded()

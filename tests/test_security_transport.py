@@ -305,6 +305,7 @@ def test_worker_process_with_keys_serves_a_curve_head_and_a_plain_one_cannot(rin
     assert '"auth.disabled"' in plain_log.read_text()
 
 
+@pytest.mark.slow
 def test_worker_process_refuses_bad_key_options(ring, tmp_path):
     loose = tmp_path / "loose.key_secret"
     loose.write_bytes(ring.w1_secret.read_bytes())

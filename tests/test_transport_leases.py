@@ -7,6 +7,7 @@ import math
 import pytest
 
 from transport.leases import Dispatch, Done, Failed, Leases
+from transport.outcomes import Sender
 from transport.protocol import Heartbeat, ProtocolError, Result
 
 HB = 1.0  # heartbeat_s; liveness 3 -> silent for 3 s is lost; grace = HB
@@ -267,3 +268,94 @@ def test_heartbeats_count_only_for_the_running_attempt_on_its_worker():
     assert (leases.stats.stale_heartbeats, leases.stats.heartbeats) == (3, 1)
     assert leases.workers(1.0) == {"wA": {"state": "busy", "task_id": "t0", "attempt": 1, "progress": 0.5,
                                           "seen_s_ago": 0.0}}
+
+
+# ------------------------------------------------------------------ identity (CURVE keys)
+
+K1, K2, K3 = (Sender(key=k, address=f"10.0.0.{i}") for i, k in enumerate(("K1" * 20, "K2" * 20, "K3" * 20), 1))
+
+
+def curve_leases(**kwargs) -> Leases:
+    return make(bind_keys=True, **kwargs)
+
+
+def test_with_keys_only_a_key_handed_the_task_may_complete_it():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    leases.ready("wB", 1, ident("wB"), 0.0, K2)
+    (d, _) = hand_out(leases, 0.0) + [None]
+    forged = Result("wA", "t0", 1, True, {"loss": 0.001}, "")  # wB's key claims wA's task
+    assert leases.result(forged, 0.5, K2) is None
+    leases.heartbeat(Heartbeat("wA", "t0", 1, 0.9), 0.5, K2)  # nor keep it alive
+    assert leases.stats.identity_mismatches == 2 and leases.pending == 1 and leases.stats.heartbeats == 0
+    assert leases.workers(0.5)["wA"]["progress"] == 0.0
+    genuine = result(d)
+    assert leases.result(genuine, 1.0, K1) == Done("t0", genuine, peer_key=K1.key)
+
+
+def test_with_keys_any_holder_of_an_attempt_may_complete_it():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    (first,) = hand_out(leases, 0.0)
+    leases.expire(3.0)  # attempt 1 lost
+    leases.ready("wB", 1, ident("wB"), 3.0, K2)
+    (second,) = hand_out(leases, 3.0)
+    leases.heartbeat(Heartbeat("wB", "t0", 1, 0.5), 3.5, K1)  # an old holder's heartbeat: stale, not forged
+    assert leases.stats.stale_heartbeats == 1 and leases.stats.identity_mismatches == 0
+    done = leases.result(result(first), 4.0, K1)  # the first attempt came back after all
+    assert done.peer_key == K1.key and leases.stats.identity_mismatches == 0
+
+
+def test_with_keys_a_task_not_handed_out_yet_takes_no_result():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    assert leases.result(Result("wZ", "t0", 1, True, {"loss": 1.0}), 1.0, K3) is None
+    assert leases.stats.identity_mismatches == 1 and leases.pending == 1
+
+
+def test_with_keys_a_worker_id_belongs_to_its_first_key():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    leases.ready("wA", 1, ident("thief"), 0.5, K2)  # takes no credit and no routing id
+    (d,) = hand_out(leases, 0.5)
+    assert d.identity == b"id-wA" and leases.stats.identity_mismatches == 1
+    leases.heartbeat(Heartbeat("wA", "t0", 1, 0.5), 2.9, K2)  # does not keep wA alive either
+    assert leases.expire(3.5) == [] and leases.stats.resends == 1 and "wA" not in leases.workers(3.5)
+    leases.ready("wA", 1, ident("wA2"), 3.5, K2)  # once wA is gone its id is free
+    assert leases.workers(3.5)["wA"]["state"] == "idle"
+
+
+def test_in_plain_mode_any_result_completes_a_pending_task():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    res = Result("someone", "t0", 1, True, {"loss": 1.0})  # e.g. queued for a head that restarted
+    assert leases.result(res, 1.0) == Done("t0", res, peer_key=None)
+
+
+def test_revoking_a_key_drops_its_workers_and_resends_their_attempts():
+    leases = curve_leases(max_attempts=2)
+    for tid in ("t0", "t1"):
+        leases.submit(tid, G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    leases.ready("wB", 1, ident("wB"), 0.0, K2)
+    d_a, d_b = hand_out(leases, 0.0)
+    assert leases.revoke(K1.key, 1.0) == []
+    assert set(leases.workers(1.0)) == {"wB"} and leases.stats.resends == 1 and leases.queued == 1
+    assert leases.result(result(d_a), 1.5, K1) is None  # its result is no longer taken
+    leases.ready("wC", 1, ident("wC"), 2.0, K3)
+    (again,) = hand_out(leases, 2.0)
+    assert (again.task_id, again.attempt) == ("t0", 2)
+    (failed,) = leases.revoke(K3.key, 2.5)  # the last attempt: given up, each cause named
+    assert "attempt 2 on wC: the worker's key was removed from the allow-list" in failed.reason
+    assert leases.result(result(d_b), 3.0, K2).task_id == "t1"
+
+
+def test_the_workers_view_follows_liveness():
+    leases = make()
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    leases.ready("wB", 1, ident("wB"), 2.0)
+    assert set(leases.workers(2.9)) == {"wA", "wB"}
+    assert set(leases.workers(3.0)) == {"wB"}  # wA's liveness expired, whether or not expire() ran

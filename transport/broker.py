@@ -11,11 +11,13 @@ single thread (the head's main loop)::
                 if isinstance(outcome, Done): ...   # outcome.result.ok may be False
                 else: ...                          # Failed: gave up after max_attempts
 
-What the broker decides (credit, leases, liveness, resends, exactly-once) is the pure state
-machine :class:`~transport.leases.Leases`; this module reads frames, hands them to it and
-sends the tasks it hands out. CURVE, the ZAP allow-list and the socket monitors are in
-:mod:`transport.auth`. A bad frame is logged (``frame.rejected``), counted and dropped;
-``poll`` goes on. docs/protocol.md has the rules in full.
+What the broker decides (credit, leases, liveness, resends, exactly-once, which key may
+report on which task) is the pure state machine :class:`~transport.leases.Leases`; this
+module reads the sockets, has :class:`~transport.inbox.Inbox` check each frame, hands the
+messages to the state machine and sends the tasks it hands out. CURVE, the ZAP allow-list
+and the socket monitors are in :mod:`transport.auth`. A bad frame is logged
+(``frame.rejected``), counted and dropped; ``poll`` goes on. The counters are logged every
+``counters_every_s`` (``broker.counters``). docs/protocol.md has the rules in full.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from typing import Any, Callable
 import structlog
 import zmq
 
-from transport.auth import AllowList, SocketWatch, ZAP_DOMAIN, make_curve_server
-from transport.codec import decode, pack_checked
+from transport.auth import AllowList, SocketWatch, ZAP_DOMAIN, default_connection_cap, fd_limits, make_curve_server
+from transport.codec import pack_checked
 from transport.endpoints import is_loopback_endpoint
-from transport.keys import CurveServer
+from transport.inbox import Inbox
+from transport.keys import CurveServer, KeyFileError
 from transport.leases import BrokerStats, Done, Failed, Leases
-from transport.protocol import Heartbeat, ProtocolError, Ready, Result
-from transport.throttle import RateLimiter
+from transport.protocol import Result
 
 __all__ = ["Broker", "BrokerStats", "Done", "Failed", "ZAP_DOMAIN"]
 
@@ -41,7 +43,6 @@ log = structlog.get_logger(__name__)
 
 _DRAIN_BATCH = 512  # messages read per socket per round, so timers stay on time under a flood
 _POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic costs microseconds per call on the hot path
-_REJECT_LOG_PER_S = 20  # frame.rejected lines per second before they are summarised
 
 
 class Broker:
@@ -60,32 +61,49 @@ class Broker:
         context: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
         curve: CurveServer | None = None,
+        handshake_s: float = 5.0,
+        max_connections_per_address: int | None = None,
+        counters_every_s: float = 30.0,
     ) -> None:
         """``curve``: make both sockets CURVE servers that admit only ``curve.allowed``
         client keys (a ZAP handler runs on the broker's context; one CURVE broker per
-        context).  None: plain TCP, logged (``auth.disabled``)."""
+        context), and accept results and heartbeats only from the key handed the task.
+        None: plain TCP, logged (``auth.disabled``).
+
+        ``handshake_s``: a connection that has not finished its ZMTP handshake by then is
+        closed (``ZMQ_HANDSHAKE_IVL``). ``max_connections_per_address``: more connections
+        from one peer address are closed at once (default: 128, or a quarter of the file
+        descriptor limit if lower). ``counters_every_s``: how often ``broker.counters`` is
+        logged (``math.inf``: only when asked, :meth:`log_counters`)."""
         if curve is not None and not isinstance(curve, CurveServer):
             raise TypeError(f"curve must be a CurveServer or None, got {type(curve).__name__}")
-        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int) or max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be an int >= 1024, got {max_message_bytes!r}")
+        _check_settings(max_message_bytes, handshake_s, max_connections_per_address, counters_every_s)
         self.stats = BrokerStats()
         self._leases = Leases(heartbeat_s=heartbeat_s, liveness=liveness, lease_s=lease_s,
-                              max_attempts=max_attempts, stats=self.stats)
+                              max_attempts=max_attempts, stats=self.stats, bind_keys=curve is not None)
         self.heartbeat_s = self._leases.heartbeat_s
         self.liveness = liveness
         self.lease_s = self._leases.lease_s
         self.max_attempts = max_attempts
         self.max_message_bytes = max_message_bytes
+        self.handshake_s = float(handshake_s)
+        self.max_connections_per_address = max_connections_per_address or default_connection_cap()
+        self.counters_every_s = float(counters_every_s)
         self._clock = clock
-        self._rejects = RateLimiter(per_key=_REJECT_LOG_PER_S, total=_REJECT_LOG_PER_S, window_s=1.0)
+        self._next_counters = clock() + self.counters_every_s
         self._closed = False
+        self._polling = False
+        self._reload_due = False
+        self._held: list[Done | Failed] = []  # outcomes made outside poll(), returned by the next one
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
         self._router: zmq.Socket | None = None
         self._pull: zmq.Socket | None = None
         self._curve = curve
         self._auth: AllowList | None = None
-        self._watch = SocketWatch()
+        self._watch = SocketWatch(self.stats, curve=curve is not None, max_per_address=self.max_connections_per_address)
+        self._inbox = Inbox(self.stats, self._watch, max_message_bytes=max_message_bytes,
+                            allowed=None if curve is None else curve.allowed)
         try:
             self._bind(ventilator, sink)
         except BaseException:
@@ -115,14 +133,17 @@ class Broker:
 
     def _secure(self, name: str, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, round(self.handshake_s * 1000)))
         if self._curve is not None:
             make_curve_server(name, sock, self._curve)
-            self._watch.watch(name, sock)
+        self._watch.watch(name, sock)
 
     def _log_started(self) -> None:
         log.info("broker.started", ventilator=self.ventilator_endpoint, sink=self.sink_endpoint,
                  heartbeat_s=self.heartbeat_s, liveness=self.liveness, lease_s=self.lease_s,
-                 max_attempts=self.max_attempts, max_message_bytes=self.max_message_bytes)
+                 max_attempts=self.max_attempts, max_message_bytes=self.max_message_bytes,
+                 handshake_s=self.handshake_s, max_connections_per_address=self.max_connections_per_address,
+                 counters_every_s=self.counters_every_s, fd_limit=fd_limits()[0])
         if self._curve is not None:
             log.info("auth.enabled", mechanism="CURVE", allowed_keys=len(self._curve.allowed),
                      server_key=self._curve.public_key.decode("ascii"), zap_domain=ZAP_DOMAIN)
@@ -162,21 +183,64 @@ class Broker:
         if math.isnan(timeout_s) or math.isinf(timeout_s):
             raise ValueError(f"timeout_s must be finite, got {timeout_s!r}")
         deadline = self._clock() + max(0.0, timeout_s)
-        outcomes: list[Done | Failed] = []
-        while True:
-            self._drain(outcomes)
-            now = self._clock()
-            outcomes += self._leases.expire(now)
-            self._flush_logs(now)
-            self._dispatch(now)
-            if outcomes:
-                return outcomes
-            now = self._clock()
-            remaining = deadline - now
-            if remaining <= 0:
-                return outcomes
-            wait = min(remaining, max(0.0, self._next_timer() - now))
-            self._poller.poll(max(1, math.ceil(wait * 1000)))
+        outcomes, self._held = self._held, []
+        self._polling = True
+        try:
+            while True:
+                self._round(outcomes)
+                now = self._clock()
+                if outcomes or now >= deadline:
+                    return outcomes
+                wait = min(deadline - now, max(0.0, self._next_timer() - now))
+                self._poller.poll(max(1, math.ceil(wait * 1000)))
+        finally:
+            self._polling = False
+
+    def _round(self, outcomes: list) -> None:
+        self._drain(outcomes)
+        now = self._clock()
+        if self._reload_due:  # asked for by a signal handler while poll() ran
+            self._reload_due = False
+            self._reload(now, outcomes)
+        outcomes += self._leases.expire(now)
+        self._flush_logs(now)
+        if now >= self._next_counters:
+            self.log_counters()
+        self._dispatch(now)
+
+    def reload_allow(self) -> bool:
+        """Read the allow-list again (CURVE only; from the directory or files it came from)
+        and apply it: a new key is admitted from its next handshake; a removed key is cut
+        off: its connections closed, its workers dropped, the attempts they ran resent, and
+        its messages refused from then on. Logged (``auth.reloaded``, or
+        ``auth.reload_failed`` with the reason, keeping the old list). True when the new
+        list is in force on return; called while :meth:`poll` runs, it is left to the end
+        of that poll round (False)."""
+        if self._polling:
+            self.request_reload()
+            return False
+        self._check_open()
+        return self._reload(self._clock(), self._held)
+
+    def request_reload(self) -> None:
+        """Have the next poll round do :meth:`reload_allow`. Safe in a signal handler (e.g.
+        ``signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())``): it only sets a
+        flag, no logging, no locks."""
+        self._reload_due = True
+
+    def log_counters(self) -> dict[str, int]:
+        """Log ``broker.counters`` now (the fields of ``broker.closed``, plus ``workers_alive``
+        and ``connections``) and return them; poll() does it every ``counters_every_s``."""
+        now = self._clock()
+        self._next_counters = now + self.counters_every_s
+        counters = {"pending": self._leases.pending, "workers_alive": len(self._leases.workers(now)),
+                    "connections": self._watch.connections, **self.stats.as_dict()}
+        log.info("broker.counters", **counters)
+        return counters
+
+    def connections(self) -> int:
+        """Peer connections open now on both sockets (handshake done or not)."""
+        return self._watch.connections
 
     @property
     def pending(self) -> int:
@@ -190,7 +254,8 @@ class Broker:
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """worker_id -> {"state": "idle"|"busy"|"unknown", "task_id", "attempt",
-        "progress", "seen_s_ago"} for the workers the broker currently knows.
+        "progress", "seen_s_ago"} for the workers alive now: they completed a handshake,
+        sent a valid Ready, and were heard from within ``liveness * heartbeat_s``.
 
         "idle": the worker holds credit (waits for a task); "busy": it runs the task
         shown; "unknown": neither (e.g. it sent a result and its next Ready is due).
@@ -205,7 +270,7 @@ class Broker:
         if self._closed:
             return
         self._closed = True
-        self._watch.drain(self._clock())  # count what the last round missed
+        self._watch.drain(self._clock(), self._auth)  # count what the last round missed
         self._flush_logs(math.inf, force=True)
         self._watch.close()
         for sock in (self._router, self._pull):
@@ -230,14 +295,36 @@ class Broker:
             raise RuntimeError("broker is closed")
 
     def _next_timer(self) -> float:
-        return min(self._leases.next_deadline(), self._rejects.next_summary())
+        return min(self._leases.next_deadline(), self._next_counters, self._inbox.limiter.next_summary(),
+                   self._watch.next_flush(), self._leases.identities.next_flush())
 
     def _flush_logs(self, now: float, *, force: bool = False) -> None:
-        for _, count in self._rejects.summary(now, force=force):
-            log.warning("frame.rejected.suppressed", count=count, bad_frames=self.stats.bad_frames)
+        self._inbox.flush(now, force=force)
         self._watch.flush(now, force=force)
-        if force and self._auth is not None:
-            self._auth.flush(now, force=True)
+        self._leases.identities.flush(now, force=force)
+
+    def _reload(self, now: float, outcomes: list) -> bool:
+        if self._curve is None or self._auth is None:
+            log.warning("auth.reload_failed", reason="plain mode: there is no allow-list to reload")
+            return False
+        try:
+            new = self._curve.reloaded()
+        except KeyFileError as exc:
+            log.error("auth.reload_failed", reason=str(exc), allowed_keys=len(self._curve.allowed),
+                      note="the allow-list in force is unchanged")
+            return False
+        old = self._curve.allowed
+        removed = sorted(k.decode("ascii") for k in old - new.allowed)
+        self._curve = new
+        self._auth.set_allowed(new.allowed)
+        self._inbox.set_allowed(new.allowed)
+        closed = 0
+        for key in removed:
+            outcomes += self._leases.revoke(key, now)
+            closed += self._watch.cut(key)
+        log.info("auth.reloaded", allowed_keys=len(new.allowed), removed=removed,
+                 added=sorted(k.decode("ascii") for k in new.allowed - old), connections_closed=closed)
+        return True
 
     def _drain(self, outcomes: list) -> None:
         # the sink first: a Result and the Ready that follows it travel on different
@@ -245,6 +332,7 @@ class Broker:
         # (checking EVENTS first is cheaper than a recv that raises zmq.Again; POLLIN is a
         # hint, not a promise: with CURVE and ZMTP heartbeats libzmq 4.3 can report it with
         # nothing to read, hence the zmq.Again)
+        self._watch.drain(self._clock(), self._auth)  # connections first: a revoked key's, an over-cap one
         pull, router = self._pull, self._router
         for _ in range(_DRAIN_BATCH):
             if not pull.get(zmq.EVENTS) & _POLLIN:
@@ -258,12 +346,10 @@ class Broker:
             if not router.get(zmq.EVENTS) & _POLLIN:
                 break
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK)
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             self._guarded(self._on_ventilator_frames, frames)
-        self._watch.drain(self._clock())
-        self.stats.handshake_failures = self._watch.handshake_failures
 
     def _dispatch(self, now: float) -> None:
         leases = self._leases
@@ -287,57 +373,35 @@ class Broker:
             self.stats.bad_frames += 1
             log.exception("frame.rejected", reason=f"internal error: {type(exc).__name__}: {exc}")
 
-    def _on_ventilator_frames(self, frames: list[bytes]) -> None:
-        sender = frames[0].hex() if frames else "?"
-        if len(frames) != 2:
-            hint = " (no empty delimiter frame is used)" if len(frames) == 3 and frames[1] == b"" else ""
-            self._reject("ventilator", sender, f"expected 2 frames [identity, payload], got {len(frames)}{hint}")
-            return
-        identity, payload = frames
-        try:
-            msg = decode(payload, max_bytes=self.max_message_bytes)
-        except ProtocolError as exc:
-            self._reject("ventilator", sender, str(exc))
-            return
-        if not isinstance(msg, Ready):
-            self._reject("ventilator", sender, f"a {msg.TYPE} message on the ventilator socket (only ready goes there)")
-            return
-        self._leases.ready(msg.worker_id, msg.slots, identity, self._clock())
+    def _on_ventilator_frames(self, frames: list[zmq.Frame]) -> None:
+        now = self._clock()
+        got = self._inbox.ventilator(frames, now)
+        if got is not None:
+            msg, identity, sender = got
+            self._leases.ready(msg.worker_id, msg.slots, identity, now, sender)
 
     def _on_sink_frame(self, frame: zmq.Frame, outcomes: list) -> None:
-        sender = _peer_address(frame)
-        parts = 1
-        more = frame.more
-        while more:  # the rest of a multi-part message has arrived already
-            extra = self._pull.recv(zmq.NOBLOCK, copy=False)
-            parts += 1
-            more = extra.more
-        if parts != 1:
-            self._reject("sink", sender, f"expected 1 frame, got {parts}")
-            return
-        try:
-            msg = decode(frame.buffer, max_bytes=self.max_message_bytes)
-        except ProtocolError as exc:
-            self._reject("sink", sender, str(exc))
-            return
         now = self._clock()
-        if isinstance(msg, Heartbeat):
-            self._leases.heartbeat(msg, now)
-        elif isinstance(msg, Result):
-            done = self._leases.result(msg, now)
+        got = self._inbox.sink(frame, self._pull, now)
+        if got is None:
+            return
+        msg, sender = got
+        if isinstance(msg, Result):
+            done = self._leases.result(msg, now, sender)
             if done is not None:
                 outcomes.append(done)
         else:
-            self._reject("sink", sender, f"a {msg.TYPE} message on the sink socket (only heartbeat and result go there)")
-
-    def _reject(self, socket: str, sender: str, reason: str) -> None:
-        self.stats.bad_frames += 1
-        if self._rejects.allow("frame.rejected", self._clock()):
-            log.warning("frame.rejected", socket=socket, sender=sender, reason=reason)
+            self._leases.heartbeat(msg, now, sender)
 
 
-def _peer_address(frame: zmq.Frame) -> str:
-    try:
-        return frame.get("Peer-Address")
-    except Exception:  # not every transport / libzmq build has it
-        return "?"
+def _check_settings(max_message_bytes: int, handshake_s: float, max_per_address: int | None,
+                    counters_every_s: float) -> None:
+    if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int) or max_message_bytes < 1024:
+        raise ValueError(f"max_message_bytes must be an int >= 1024, got {max_message_bytes!r}")
+    if not (math.isfinite(handshake_s) and handshake_s > 0):
+        raise ValueError(f"handshake_s must be a finite number > 0, got {handshake_s!r}")
+    if max_per_address is not None and (isinstance(max_per_address, bool) or not isinstance(max_per_address, int)
+                                        or max_per_address < 1):
+        raise ValueError(f"max_connections_per_address must be an int >= 1, got {max_per_address!r}")
+    if math.isnan(counters_every_s) or counters_every_s <= 0:
+        raise ValueError(f"counters_every_s must be > 0 (inf: only when asked), got {counters_every_s!r}")

@@ -11,35 +11,45 @@ pair (keep it on its machine, mode 0600)::
 
 The head loads its secret file (:func:`load_server_secret`, which refuses a file that
 group or others can read) and an allow-list of worker public keys
-(:func:`load_allowlist`); a worker loads its own secret file and the head's public file.
-See docs/protocol.md, "Security".
+(:func:`load_allowlist`, refusing directories and files others can write); a worker loads
+its own secret file and the head's public file. The file rules live in
+:mod:`transport.keyfiles` (re-exported here); see docs/protocol.md, "Security".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shlex
-import shutil
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Union
 
 import structlog
 import zmq
-import zmq.auth
-from zmq.utils import z85
 
 from transport.endpoints import is_loopback_endpoint  # re-exported: its old home
+from transport.keyfiles import (  # re-exported: transport.keys is where callers import them from
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    KeyFileError,
+    check_key,
+    generate,
+    generate_many,
+    load_allowlist,
+    load_public,
+    load_secret,
+    read_public_key,
+    write_public,
+)
 
 __all__ = [
     "CurveClient",
     "CurveServer",
     "KeyFileError",
+    "PUBLIC_SUFFIX",
+    "SECRET_SUFFIX",
     "generate",
+    "generate_many",
     "head_curve",
     "is_loopback_endpoint",
     "local_worker_keys",
@@ -51,37 +61,14 @@ __all__ = [
     "write_public",
 ]
 
-PUBLIC_SUFFIX = ".key"
-SECRET_SUFFIX = ".key_secret"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_KEY_LINE = re.compile(rb"^(public|secret)-key\s*=\s*(.*)$")
-_MAX_CERT_BYTES = 64 * 1024
-
 PathLike = Union[str, "os.PathLike[str]"]
 
 log = structlog.get_logger(__name__)
 
 
-class KeyFileError(ValueError):
-    """A key file or key that cannot be used; the message names the file and the fix."""
-
-
-# ---------------------------------------------------------------------- settings
-
-
-def _check_key(key: bytes | str, what: str) -> bytes:
-    """A CURVE key in Z85 text (40 characters) -> bytes; KeyFileError otherwise."""
-    if isinstance(key, str):
-        key = key.encode("ascii", "replace")
-    if not isinstance(key, bytes) or len(key) != 40:
-        raise KeyFileError(f"{what} must be a 40-character Z85 CURVE key, got {len(key) if isinstance(key, bytes) else type(key).__name__}")
-    try:
-        raw = z85.decode(key)
-    except Exception:
-        raise KeyFileError(f"{what} is not valid Z85 text") from None
-    if len(raw) != 32:
-        raise KeyFileError(f"{what} does not decode to 32 bytes")
-    return key
+def load_server_secret(path: PathLike) -> tuple[bytes, bytes]:
+    """The head's (public_key, secret_key) from its secret certificate: see :func:`load_secret`."""
+    return load_secret(path)
 
 
 def _check_pair(public: bytes, secret: bytes, what: str) -> None:
@@ -100,12 +87,16 @@ class CurveServer:
     public_key: bytes
     secret_key: bytes
     allowed: frozenset
+    allow_from: tuple = ()  # the directories / files the allow-list was read from (for reloaded())
+    extra: frozenset = frozenset()  # keys admitted besides those files (allowing()); kept by reloaded()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "public_key", _check_key(self.public_key, "server public key"))
-        object.__setattr__(self, "secret_key", _check_key(self.secret_key, "server secret key"))
+        object.__setattr__(self, "allow_from", tuple(str(p) for p in self.allow_from))
+        object.__setattr__(self, "extra", frozenset(check_key(k, "allowed client key") for k in self.extra))
+        object.__setattr__(self, "public_key", check_key(self.public_key, "server public key"))
+        object.__setattr__(self, "secret_key", check_key(self.secret_key, "server secret key"))
         _check_pair(self.public_key, self.secret_key, "server key pair")
-        allowed = frozenset(_check_key(k, "allowed client key") for k in self.allowed)
+        allowed = frozenset(check_key(k, "allowed client key") for k in self.allowed)
         if not allowed:
             raise KeyFileError("the allow-list of worker public keys is empty: no worker could connect")
         object.__setattr__(self, "allowed", allowed)
@@ -115,11 +106,21 @@ class CurveServer:
         """``secret_file``: the head's NAME.key_secret (mode 0600); ``allow``: a directory of
         worker public keys (``*.key``) or a list of such files."""
         public, secret = load_server_secret(secret_file)
-        return cls(public, secret, load_allowlist(allow))
+        sources = (allow,) if isinstance(allow, (str, os.PathLike)) else tuple(allow)
+        return cls(public, secret, load_allowlist(sources), allow_from=sources)
 
     def allowing(self, *public_keys: bytes) -> CurveServer:
-        """A copy that also admits these client public keys (e.g. a local worker's)."""
-        return dataclasses.replace(self, allowed=self.allowed | frozenset(public_keys))
+        """A copy that also admits these client public keys (e.g. a local worker's), now and
+        after :meth:`reloaded`."""
+        extra = self.extra | frozenset(public_keys)
+        return dataclasses.replace(self, allowed=self.allowed | extra, extra=extra)
+
+    def reloaded(self) -> CurveServer:
+        """A copy with the allow-list read again from ``allow_from`` (plus ``extra``).
+        KeyFileError if the files are unusable now, or if there is nothing to read."""
+        if not self.allow_from:
+            raise KeyFileError("this allow-list was not read from files (CurveServer.from_files): nothing to reload")
+        return dataclasses.replace(self, allowed=load_allowlist(self.allow_from) | self.extra)
 
     def __repr__(self) -> str:  # never show the secret key in a log or a traceback
         return f"CurveServer(public_key={self.public_key!r}, allowed={len(self.allowed)} keys)"
@@ -134,9 +135,9 @@ class CurveClient:
     server_key: bytes
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "public_key", _check_key(self.public_key, "client public key"))
-        object.__setattr__(self, "secret_key", _check_key(self.secret_key, "client secret key"))
-        object.__setattr__(self, "server_key", _check_key(self.server_key, "server public key"))
+        object.__setattr__(self, "public_key", check_key(self.public_key, "client public key"))
+        object.__setattr__(self, "secret_key", check_key(self.secret_key, "client secret key"))
+        object.__setattr__(self, "server_key", check_key(self.server_key, "server public key"))
         _check_pair(self.public_key, self.secret_key, "client key pair")
 
     @classmethod
@@ -148,167 +149,6 @@ class CurveClient:
 
     def __repr__(self) -> str:
         return f"CurveClient(public_key={self.public_key!r}, server_key={self.server_key!r})"
-
-
-# ---------------------------------------------------------------------- files
-
-
-def generate(directory: PathLike, name: str) -> tuple[Path, Path]:
-    """Write a new key pair as ``directory/NAME.key`` (public, 0644) and
-    ``directory/NAME.key_secret`` (secret, 0600). Returns (public_path, secret_path).
-
-    The directory is created (0700) if missing. Existing key files are never overwritten
-    (KeyFileError). The files are written inside a private (0700) scratch directory and
-    moved into place, so the secret key is never readable by others, not even briefly.
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise KeyFileError(f"bad key name {name!r}: use 1-64 characters of A-Z a-z 0-9 _ . - (not starting with . _ -)")
-    folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise KeyFileError(f"{folder} is not a directory")
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    public_path = folder / f"{name}{PUBLIC_SUFFIX}"
-    secret_path = folder / f"{name}{SECRET_SUFFIX}"
-    for path in (public_path, secret_path):
-        if os.path.lexists(path):
-            raise KeyFileError(f"{path} already exists; refusing to overwrite a key (remove it first)")
-    scratch = tempfile.mkdtemp(prefix=".evovae-keys-", dir=folder)  # mode 0700
-    try:
-        new_public, new_secret = zmq.auth.create_certificates(scratch, name)
-        os.chmod(new_secret, 0o600)
-        os.chmod(new_public, 0o644)
-        os.rename(new_secret, secret_path)
-        os.rename(new_public, public_path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    mode = stat.S_IMODE(os.stat(secret_path).st_mode)
-    if mode != 0o600:
-        raise KeyFileError(f"{secret_path} has mode {mode:04o}, not 0600 (does this file system keep modes?)")
-    return public_path, secret_path
-
-
-def write_public(path: PathLike, public_key: bytes) -> Path:
-    """Write a public certificate file (mode 0644) holding ``public_key`` (Z85)."""
-    key = _check_key(public_key, "public key").decode("ascii")
-    target = Path(path)
-    text = f"#   ZeroMQ CURVE Public Certificate (written by evovae)\n\nmetadata\ncurve\n    public-key = \"{key}\"\n"
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(text)
-    return target
-
-
-def _parse_certificate(data: bytes, path: PathLike) -> tuple[bytes | None, bytes | None]:
-    """(public, secret) from certificate text; either may be None if the line is absent.
-    Same syntax as zmq.auth.load_certificate: ``public-key = "Z85"`` lines."""
-    public = secret = None
-    for line in data.splitlines():
-        match = _KEY_LINE.match(line.strip())
-        if match is None:
-            continue
-        value = match.group(2).strip(b" \t'\"")
-        if match.group(1) == b"public":
-            public = public or value
-        else:
-            secret = secret or value
-    if public is not None:
-        public = _check_key(public, f"the public key in {path}")
-    if secret is not None:
-        secret = _check_key(secret, f"the secret key in {path}")
-    return public, secret
-
-
-def _read(path: PathLike, *, private: bool) -> bytes:
-    """Read a small regular file; with ``private``, refuse one that group/others can access."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO must not hang us
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot open: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise KeyFileError(f"{path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        mode = stat.S_IMODE(st.st_mode)
-        if private and mode & 0o077:
-            raise KeyFileError(
-                f"secret key file {path} is accessible to group/others (mode {mode:04o}); "
-                f"run: chmod 600 {shlex.quote(str(path))}"
-            )
-        data = f.read(_MAX_CERT_BYTES + 1)
-    if len(data) > _MAX_CERT_BYTES:
-        raise KeyFileError(f"{path} is too large to be a key certificate")
-    return data
-
-
-def load_secret(path: PathLike) -> tuple[bytes, bytes]:
-    """(public_key, secret_key), Z85, from a secret certificate (NAME.key_secret).
-
-    Refuses (KeyFileError) a file that group or others can read or write, a file that is
-    not a secret certificate (e.g. the public NAME.key), and a mismatched key pair.
-    """
-    public, secret = _parse_certificate(_read(path, private=True), path)
-    if secret is None:
-        raise KeyFileError(
-            f"{path} is not a secret key certificate (no secret-key line); give the {SECRET_SUFFIX} file "
-            f"written by `evovae keys generate`"
-        )
-    if public is None:
-        raise KeyFileError(f"{path} has a secret key but no public-key line")
-    _check_pair(public, secret, str(path))
-    return public, secret
-
-
-def load_server_secret(path: PathLike) -> tuple[bytes, bytes]:
-    """The head's (public_key, secret_key) from its secret certificate: see :func:`load_secret`."""
-    return load_secret(path)
-
-
-def load_public(path: PathLike) -> bytes:
-    """The public key (Z85) of a public certificate (NAME.key).
-
-    A file that holds a secret key is refused: secret keys are not to be handed around.
-    """
-    public, secret = _parse_certificate(_read(path, private=False), path)
-    if secret is not None:
-        raise KeyFileError(
-            f"{path} holds a secret key; give the public certificate ({PUBLIC_SUFFIX}) instead, and keep "
-            f"the secret one private"
-        )
-    if public is None:
-        raise KeyFileError(f"{path} is not a key certificate (no public-key line)")
-    return public
-
-
-def read_public_key(path: PathLike) -> bytes:
-    """The public key (Z85) in a key file, public or secret (what ``evovae keys show`` prints)."""
-    public, _ = _parse_certificate(_read(path, private=False), path)
-    if public is None:
-        raise KeyFileError(f"{path} is not a key certificate (no public-key line)")
-    return public
-
-
-def load_allowlist(directory_or_files: PathLike | Iterable[PathLike]) -> frozenset:
-    """The client public keys (Z85) to admit: every ``*.key`` file of a directory, or the
-    given files. KeyFileError if a file is not a public certificate, or if none is found."""
-    if isinstance(directory_or_files, (str, os.PathLike)):
-        sources = [Path(directory_or_files)]
-    else:
-        sources = [Path(p) for p in directory_or_files]
-    files: list[Path] = []
-    for source in sources:
-        if source.is_dir():
-            files += sorted(p for p in source.iterdir() if p.name.endswith(PUBLIC_SUFFIX) and p.is_file())
-        elif source.exists():
-            files.append(source)
-        else:
-            raise KeyFileError(f"{source}: no such allow-list directory or key file")
-    if not files:
-        where = ", ".join(str(s) for s in sources) or "(nothing given)"
-        raise KeyFileError(f"no worker public keys (*{PUBLIC_SUFFIX}) in {where}: no worker could connect")
-    return frozenset(load_public(f) for f in files)
 
 
 # ---------------------------------------------------------------------- the head's policy

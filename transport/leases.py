@@ -22,7 +22,9 @@ The rules (docs/protocol.md, "Timing rules" and "Exactly-once semantics"):
   hand-out, means it lost the task: the attempt is orphaned and lost unless its Result
   arrives within ``heartbeat_s`` (the two travel on different sockets);
 * exactly-once: the first Result for a pending task (from any attempt) completes it;
-  every later one is dropped and counted.
+  every later one is dropped and counted;
+* identity (with CURVE, ``bind_keys=True``): see :mod:`transport.identity`; a key removed
+  from the allow-list loses its workers and its running attempts (:meth:`Leases.revoke`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from typing import Any
 
 import structlog
 
-from transport.outcomes import BrokerStats, Dispatch, Done, Failed
+from transport.identity import Identities
+from transport.outcomes import PLAIN, BrokerStats, Dispatch, Done, Failed, Sender
 from transport.protocol import Heartbeat, Result, Task
 
 __all__ = ["BrokerStats", "Dispatch", "Done", "Failed", "Leases"]
@@ -57,6 +60,8 @@ class _TaskState:
     attempt: int = 1
     state: str = _QUEUED
     worker_id: str | None = None
+    worker_key: str | None = None  # the key of the worker running this attempt
+    holders: set = dataclasses.field(default_factory=set)  # keys handed any attempt of this task
     dispatched_at: float = 0.0
     last_heartbeat: float = 0.0
     lease_deadline: float = 0.0
@@ -70,6 +75,7 @@ class _WorkerState:
     worker_id: str
     identity: bytes
     last_seen: float
+    key: str | None = None  # the CURVE key of its first Ready (None in plain mode)
     slots: int = 1
     task: tuple | None = None  # (task_id, attempt) last handed to it, until its result or Ready
 
@@ -89,7 +95,7 @@ class Leases:
     """Tasks, attempts, workers and credit; driven by messages and a clock value."""
 
     def __init__(self, *, heartbeat_s: float = 1.0, liveness: int = 3, lease_s: float = 3600.0,
-                 max_attempts: int = 3, stats: BrokerStats | None = None) -> None:
+                 max_attempts: int = 3, stats: BrokerStats | None = None, bind_keys: bool = False) -> None:
         _check_settings(heartbeat_s, liveness, lease_s, max_attempts)
         self.heartbeat_s = float(heartbeat_s)
         self.liveness = liveness
@@ -108,6 +114,7 @@ class Leases:
         self._workers: dict[str, _WorkerState] = {}
         self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._ever_seen: set[str] = set()
+        self.identities = Identities(bind_keys, self.stats)
 
     @property
     def pending(self) -> int:
@@ -142,9 +149,12 @@ class Leases:
 
     # ------------------------------------------------------------------ messages
 
-    def ready(self, worker_id: str, slots: int, identity: bytes, now: float) -> None:
+    def ready(self, worker_id: str, slots: int, identity: bytes, now: float, sender: Sender = PLAIN) -> None:
         """A Ready from ``worker_id`` on the ventilator connection ``identity``: it is idle."""
-        w = self._touch(worker_id, identity, now)
+        known = self._workers.get(worker_id)
+        if known is not None and not self.identities.may_claim(worker_id, known.key, sender, now):
+            return
+        w = self._touch(worker_id, identity, now, sender)
         w.slots = slots
         t = self._running_task(w)
         if t is not None:
@@ -161,11 +171,15 @@ class Leases:
         if w.worker_id not in self._idle:
             self._idle[w.worker_id] = None
 
-    def heartbeat(self, msg: Heartbeat, now: float) -> None:
-        """A Heartbeat: keeps its attempt alive if that attempt runs on that worker."""
-        self._touch(msg.worker_id, None, now)
+    def heartbeat(self, msg: Heartbeat, now: float, sender: Sender = PLAIN) -> None:
+        """A Heartbeat: keeps its attempt alive if that attempt runs on that worker (and key)."""
+        self._touch(msg.worker_id, None, now, sender)
         t = self._tasks.get(msg.task_id)
-        if t is None or t.state != _RUNNING or t.attempt != msg.attempt or t.worker_id != msg.worker_id:
+        if t is not None and not self.identities.may_report(t.holders, sender, msg.worker_id, msg.task_id,
+                                                            "heartbeat", now):
+            return
+        if (t is None or t.state != _RUNNING or t.attempt != msg.attempt or t.worker_id != msg.worker_id
+                or t.worker_key != sender.key):
             self.stats.stale_heartbeats += 1
             log.debug("heartbeat.ignored", task_id=msg.task_id, attempt=msg.attempt, worker_id=msg.worker_id,
                       reason="attempt not running on this worker")
@@ -174,13 +188,16 @@ class Leases:
         t.last_heartbeat = now
         t.progress = msg.progress
 
-    def result(self, msg: Result, now: float) -> Done | None:
+    def result(self, msg: Result, now: float, sender: Sender = PLAIN) -> Done | None:
         """A Result: Done for the first one of a pending task, None for any other."""
-        w = self._touch(msg.worker_id, None, now)
+        t = self._tasks.get(msg.task_id)
+        if t is not None and not self.identities.may_report(t.holders, sender, msg.worker_id, msg.task_id,
+                                                            "result", now):
+            return None
+        w = self._touch(msg.worker_id, None, now, sender)
         if w is not None and w.task is not None and w.task[0] == msg.task_id:
             w.task = None  # it is done with it; it gets credit again with its next Ready
         fields = {"task_id": msg.task_id, "attempt": msg.attempt, "worker_id": msg.worker_id}
-        t = self._tasks.get(msg.task_id)
         if t is None:
             if msg.task_id in self._done:
                 self.stats.duplicates += 1
@@ -202,7 +219,7 @@ class Leases:
             self.stats.task_errors += 1
         log.info("result.accepted", ok=msg.ok, error=msg.error or None, current_attempt=t.attempt,
                  total_s=round(now - t.submitted_at, 3), **fields)
-        return Done(task_id=t.task_id, result=msg)
+        return Done(task_id=t.task_id, result=msg, peer_key=sender.key)
 
     # ------------------------------------------------------------------ hand-out
 
@@ -225,6 +242,8 @@ class Leases:
         t.state = _RUNNING
         self._inflight[d.task_id] = t
         t.worker_id = d.worker_id
+        t.worker_key = self._workers[d.worker_id].key
+        t.holders.add(t.worker_key)
         t.dispatched_at = t.last_heartbeat = now
         t.lease_deadline = now + t.lease_s
         t.progress = 0.0
@@ -280,10 +299,13 @@ class Leases:
 
     def workers(self, now: float) -> dict[str, dict[str, Any]]:
         """worker_id -> {"state": "idle"|"busy"|"unknown", "task_id", "attempt", "progress",
-        "seen_s_ago"} for the workers known now ("unknown": neither idle nor running a task,
-        e.g. it sent a result and its next Ready is due)."""
+        "seen_s_ago"} for the workers alive now: they sent a valid Ready and were heard from
+        within the silence limit ("unknown": neither idle nor running a task, e.g. it sent a
+        result and its next Ready is due)."""
         out: dict[str, dict[str, Any]] = {}
         for wid, w in self._workers.items():
+            if now - w.last_seen >= self.silence_s:
+                continue  # its liveness expired: no longer counted, dropped at the next expire()
             task = self._running_task(w)
             if task is not None:
                 state, tid, attempt, progress = "busy", task.task_id, task.attempt, task.progress
@@ -294,14 +316,28 @@ class Leases:
                         "seen_s_ago": round(now - w.last_seen, 3)}
         return out
 
+    def revoke(self, key: str, now: float) -> list[Failed]:
+        """``key`` was removed from the allow-list: drop its workers, lose the attempts they
+        run (resent, or Failed at the last attempt) and forget it as a holder of any task."""
+        outcomes: list[Failed] = []
+        for t in [t for t in self._inflight.values() if t.worker_key == key]:
+            self._retry(t, "the worker's key was removed from the allow-list", outcomes)
+        for t in self._tasks.values():
+            t.holders.discard(key)
+        for w in [w for w in self._workers.values() if w.key == key]:
+            self._drop_worker(w.worker_id, "its key was removed from the allow-list")
+        return outcomes
+
     # ------------------------------------------------------------------ internals
 
-    def _touch(self, worker_id: str, identity: bytes | None, now: float) -> _WorkerState | None:
+    def _touch(self, worker_id: str, identity: bytes | None, now: float, sender: Sender) -> _WorkerState | None:
         w = self._workers.get(worker_id)
+        if w is not None and identity is None and not self.identities.speaks_for(w.key, sender):
+            return None  # a sink message from another key does not keep this worker alive
         if w is None:
             if identity is None:  # heard of on the sink only: not routable, not tracked
                 return None
-            w = _WorkerState(worker_id=worker_id, identity=identity, last_seen=now)
+            w = _WorkerState(worker_id=worker_id, identity=identity, last_seen=now, key=sender.key)
             self._workers[worker_id] = w
             returning = worker_id in self._ever_seen
             if not returning:
@@ -337,7 +373,7 @@ class Leases:
             return
         t.attempt += 1
         t.state = _QUEUED
-        t.worker_id = None
+        t.worker_id = t.worker_key = None
         t.progress = 0.0
         self._queue.appendleft(t.task_id)  # resends go first
         self.stats.resends += 1

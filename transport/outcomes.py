@@ -10,15 +10,29 @@ from typing import Any
 
 from transport.protocol import Result
 
-__all__ = ["BrokerStats", "Dispatch", "Done", "Failed"]
+__all__ = ["BrokerStats", "Dispatch", "Done", "Failed", "PLAIN", "Sender"]
 
 
 @dataclass(frozen=True)
 class Done:
-    """A task finished: the first Result received for it (``result.ok`` may be False)."""
+    """A task finished: the first Result received for it (``result.ok`` may be False).
+    ``peer_key``: the CURVE public key (Z85 text) that sent it; None in plain mode."""
 
     task_id: str
     result: Result
+    peer_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who a message came from, as the head's sockets saw it: the CURVE public key (Z85
+    text; None in plain mode) and the peer's address."""
+
+    key: str | None = None
+    address: str = "?"
+
+
+PLAIN = Sender()  # a message in plain mode, from an address nobody asked for
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,10 @@ class BrokerStats:
     workers_seen: int = 0  # distinct worker ids ever seen
     workers_lost: int = 0  # times a worker was dropped for silence or an unreachable socket
     handshake_failures: int = 0  # CURVE only: connections refused at the handshake (plaintext, wrong keys, not allowed)
+    identity_mismatches: int = 0  # CURVE only: messages about a task or worker id from a key not handed it (dropped)
+    revoked_messages: int = 0  # CURVE only: messages from a key removed from the allow-list (dropped)
+    connections_refused: int = 0  # connections closed at once: over the cap per peer address, or of a revoked key
+    accept_failures: int = 0  # connections the head could not accept (out of file descriptors)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -37,7 +37,7 @@ class RateLimiter:
         self._lines: dict[Hashable, int] = {}
         self._lines_total = 0
         self._suppressed: dict[Hashable, int] = {}
-        self._last_summary = -math.inf
+        self._held_since = math.inf  # when the first line held back since the last summary was
 
     def allow(self, key: Hashable, now: float) -> bool:
         """True: log this line. False: it is counted for the next summary instead."""
@@ -52,16 +52,18 @@ class RateLimiter:
                 self._lines_total += 1
                 return True
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._held_since = min(self._held_since, now)
             return False
 
     def summary(self, now: float, *, force: bool = False) -> list[tuple[Hashable, int]]:
-        """The suppressed counts since the last summary, most first, at most once a window
-        (``force``: now, e.g. at close). At most :data:`SUMMARY_LINES` entries: past that,
-        the last entry is ``("others", N)`` with N the lines of all the remaining keys."""
+        """The suppressed counts since the last summary, most first, once a window has passed
+        since the first of them was held back (``force``: now, e.g. at close). At most
+        :data:`SUMMARY_LINES` entries: past that, the last entry is ``("others", N)`` with N
+        the lines of all the remaining keys."""
         with self._lock:
-            if not self._suppressed or (not force and now - self._last_summary < self.window_s):
+            if not self._suppressed or (not force and now - self._held_since < self.window_s):
                 return []
-            self._last_summary = now
+            self._held_since = math.inf
             counts = sorted(self._suppressed.items(), key=lambda kv: (-kv[1], str(kv[0])))
             self._suppressed = {}
         if len(counts) > SUMMARY_LINES:
@@ -72,4 +74,4 @@ class RateLimiter:
     def next_summary(self) -> float:
         """When :meth:`summary` next has something to say (inf: nothing is held back)."""
         with self._lock:
-            return self._last_summary + self.window_s if self._suppressed else math.inf
+            return self._held_since + self.window_s

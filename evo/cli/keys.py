@@ -26,15 +26,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``evovae keys generate --dir DIR NAME [NAME...]`` / ``evovae keys show FILE``."""
-    from transport.keys import KeyFileError, generate, load_public, read_public_key
+    from transport.keys import KeyFileError, generate_many, load_public, read_public_key
 
     args = _parser().parse_args(argv)
     try:
         if args.action == "generate":
-            if len(set(args.names)) != len(args.names):
-                raise KeyFileError("a NAME is given twice")
-            for name in args.names:
-                public, secret = generate(args.dir, name)
+            for public, secret in generate_many(args.dir, args.names):  # all or nothing
                 key = load_public(public).decode("ascii")
                 print(f"wrote {public} (public key {key}) and {secret} (secret, mode 0600)")
         else:
