@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -189,8 +191,10 @@ def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> i
     started = time.perf_counter()
     journal = runner.journal
     stats: list[Callable[[], str]] = [lambda: ""]
+    at_generation: list[Callable[[], object]] = [lambda: None]
 
     def progress(report) -> None:
+        at_generation[0]()  # the head's counters in the log at every generation, for an operator after a kill -9
         saved = (f"  reused {runner.reused + runner.replayed}  cache-hits {runner.cache_hits}"
                  if runner.reused or runner.replayed or runner.cache_hits else "")
         print(format_report(report, f"{stats[0]()}{saved}  {time.perf_counter() - started:.0f}s"), flush=True)
@@ -210,8 +214,11 @@ def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> i
     with stop_signals() as stop:
         try:
             with Cluster(options) as cluster:
+                if threading.current_thread() is threading.main_thread():  # SIGHUP: re-read the --allow keys
+                    signal.signal(signal.SIGHUP, lambda *_: cluster.broker.request_reload())
                 print(cluster.describe(), flush=True)
                 stats[0] = lambda: "  " + cluster.stats_line()
+                at_generation[0] = cluster.broker.log_counters
                 runner.evaluator = cluster.evaluator(stop=stop.event)
                 runner.capacity = cluster.capacity
                 runner.run(strategy)
