@@ -76,23 +76,26 @@ class Workers:
                 p.kill()
 
 
-def run_batch(broker: Broker, count: int, seed: int) -> float:
-    """Evaluate ``count`` distinct genotypes through the head path; returns seconds."""
-    strategy = RandomSearch(SearchSpace(), mu=count, batch=count, seed=seed)
-    evaluator = DistributedEvaluator(broker, SPEC, status_every_s=3600)
-    batch = strategy.ask()
+def runner_for(broker: Broker, spec: TrainSpec = SPEC, **kwargs) -> Runner:
+    return Runner(DistributedEvaluator(broker, status_every_s=3600), spec, **kwargs)
+
+
+def run_batch(broker: Broker, count: int, seed: int, spec: TrainSpec = SPEC) -> float:
+    """Evaluate ``count`` distinct genotypes through the head path (Runner + evaluator); returns seconds."""
+    strategy = RandomSearch(SearchSpace(), mu=count, batch=count, seed=seed, epochs=spec.epochs, generations=1)
+    runner = runner_for(broker, spec, capacity=lambda: count)
     started = time.perf_counter()
-    strategy.tell(evaluator(batch))
+    runner.run(strategy)
     return time.perf_counter() - started
 
 
 def run_engine(broker: Broker, generations: int, journal_dir: Path | None, seed: int) -> tuple[float, int]:
     """A (500 + 500) evolution through Runner + DistributedEvaluator; returns (seconds, evaluations)."""
     journal = RunJournal.create(journal_dir, {"bench": True}) if journal_dir else None
-    engine = EvolutionEngine(SearchSpace(), mu=500, lam=500, seed=seed)
-    runner = Runner(DistributedEvaluator(broker, SPEC, status_every_s=3600), SPEC, journal=journal)
+    engine = EvolutionEngine(SearchSpace(), mu=500, lam=500, seed=seed, epochs=SPEC.epochs, generations=generations)
+    runner = runner_for(broker, journal=journal)
     started = time.perf_counter()
-    runner.run_generations(engine, generations)
+    runner.run(engine)
     seconds = time.perf_counter() - started
     if journal:
         journal.close()
@@ -185,19 +188,19 @@ def bench_modes(tmp: Path, quick: bool) -> None:
                                               "--log-level", "warning"], tmp)
             try:
                 pool.wait_connected(broker)
-                runner = Runner(DistributedEvaluator(broker, SPEC, status_every_s=3600), SPEC,
-                                capacity=lambda: workers)
-                started = time.perf_counter()
+                runner = runner_for(broker, capacity=lambda: workers)
                 if mode == "generational":
-                    engine = EvolutionEngine(SearchSpace(), mu=mu, lam=mu, seed=4)
-                    runner.run_generations(engine, generations)
+                    engine = EvolutionEngine(SearchSpace(), mu=mu, lam=mu, seed=4, epochs=SPEC.epochs,
+                                             generations=generations)
                 else:
-                    engine = SteadyStateEngine(SearchSpace(), mu=mu, seed=4, report_every=mu)
-                    runner.run_steady_state(engine, budget)
+                    engine = SteadyStateEngine(SearchSpace(), mu=mu, seed=4, report_every=mu, epochs=SPEC.epochs,
+                                               max_evaluations=budget)
+                started = time.perf_counter()
+                runner.run(engine)
                 wall = time.perf_counter() - started
             finally:
                 pool.stop()
-        busy = sum(e.metrics["seconds"] for e in engine.evaluations)
+        busy = sum(e.seconds or e.metrics.get("seconds", 0.0) for e in engine.evaluations)
         line.append(f"{mode} {1 - busy / (workers * wall):.3f} ({engine.evaluation_count} evals, {wall:.1f}s)")
     print(f"modes       idle fraction, {workers} workers, Pareto(1.5) task times (scale {scale}s): "
           + "   ".join(line), flush=True)
@@ -224,11 +227,9 @@ def bench_memory(tmp: Path, quick: bool) -> None:
         pool = Workers(broker, 1, [], tmp)
         try:
             pool.wait_connected(broker)
-            strategy = RandomSearch(SearchSpace(), mu=3, batch=real, seed=12)
-            evaluator = DistributedEvaluator(broker, spec, status_every_s=3600)
-            strategy.tell(evaluator(strategy.ask()))
+            run_batch(broker, real, seed=12, spec=spec)
             warm = rss_mb(pool.procs[0].pid)
-            strategy.tell(evaluator(strategy.ask()))
+            run_batch(broker, real, seed=13, spec=spec)
             after = rss_mb(pool.procs[0].pid)
         finally:
             pool.stop()
@@ -240,12 +241,12 @@ def bench_memory(tmp: Path, quick: bool) -> None:
         pool = Workers(broker, 2, ["--fake"], tmp)
         try:
             pool.wait_connected(broker)
-            engine = EvolutionEngine(SearchSpace(), mu=100, lam=100, seed=13)
-            evaluator = DistributedEvaluator(broker, SPEC, status_every_s=3600)
-            engine.tell(evaluator(engine.ask()))
+            warm_up = EvolutionEngine(SearchSpace(), mu=100, lam=100, seed=13, epochs=SPEC.epochs, generations=1)
+            runner_for(broker, capacity=lambda: 100).run(warm_up)
             warm = rss_mb()
-            while engine.evaluation_count < total:
-                engine.tell(evaluator(engine.ask()))
+            engine = EvolutionEngine(SearchSpace(), mu=100, lam=100, seed=14, epochs=SPEC.epochs,
+                                     generations=total // 100)
+            runner_for(broker, capacity=lambda: 100).run(engine)
             after = rss_mb()
         finally:
             pool.stop()
