@@ -106,9 +106,11 @@ def fd_limits() -> tuple[int, int]:
 
 
 def default_connection_cap() -> int:
-    """Connections one peer address may hold: 128, or a quarter of the descriptor limit if lower."""
+    """Connections one peer address may hold: a quarter of the descriptor limit (at least 16), so
+    that one address cannot take them all (256 under the common default of 1024; a host runs 3
+    per worker process)."""
     soft = fd_limits()[0]
-    return 128 if soft <= 0 else min(128, max(8, soft // 4))
+    return 256 if soft <= 0 else max(16, soft // 4)
 
 
 def _peer_of(fd: int) -> str | None:

@@ -46,7 +46,17 @@ _POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic costs microseconds 
 
 
 class Broker:
-    """Ventilator (ROUTER) + sink (PULL) with credit hand-out, leases and resends."""
+    """Ventilator (ROUTER) + sink (PULL) with credit hand-out, leases and resends.
+
+    ``curve``: make both sockets CURVE servers that admit only ``curve.allowed`` client keys
+    (a ZAP handler runs on the broker's context; one CURVE broker per context), and accept
+    results and heartbeats only from the key handed the task. None: plain TCP, logged
+    (``auth.disabled``). ``handshake_s``: a connection that has not finished its ZMTP
+    handshake by then is closed (``ZMQ_HANDSHAKE_IVL``). ``max_connections_per_address``:
+    more connections from one peer address are closed at once (default: a quarter of the
+    file descriptor limit, at least 16). ``counters_every_s``: how often ``broker.counters``
+    is logged (``math.inf``: only when asked, :meth:`log_counters`).
+    """
 
     def __init__(
         self,
@@ -65,16 +75,6 @@ class Broker:
         max_connections_per_address: int | None = None,
         counters_every_s: float = 30.0,
     ) -> None:
-        """``curve``: make both sockets CURVE servers that admit only ``curve.allowed``
-        client keys (a ZAP handler runs on the broker's context; one CURVE broker per
-        context), and accept results and heartbeats only from the key handed the task.
-        None: plain TCP, logged (``auth.disabled``).
-
-        ``handshake_s``: a connection that has not finished its ZMTP handshake by then is
-        closed (``ZMQ_HANDSHAKE_IVL``). ``max_connections_per_address``: more connections
-        from one peer address are closed at once (default: 128, or a quarter of the file
-        descriptor limit if lower). ``counters_every_s``: how often ``broker.counters`` is
-        logged (``math.inf``: only when asked, :meth:`log_counters`)."""
         if curve is not None and not isinstance(curve, CurveServer):
             raise TypeError(f"curve must be a CurveServer or None, got {type(curve).__name__}")
         _check_settings(max_message_bytes, handshake_s, max_connections_per_address, counters_every_s)
