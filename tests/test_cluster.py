@@ -150,10 +150,11 @@ def test_local_workers_serve_tasks_and_are_gone_after_the_block():
     with Cluster(options) as cluster:
         pids = cluster.workers.pids
         assert len(pids) == 2
+        # the broker learns of a worker when it polls: poll until both said they are ready
+        wait_until(lambda: cluster.broker.poll(0.05) == [] and cluster.capacity() == 2, 60.0, "both workers connected")
         results = _evaluate(cluster)
         assert sorted(e.loss for e in results.values()) == sorted(fake_loss(g, SPEC.epochs) for g in GENOTYPES)
         assert cluster.stats()["broker"]["completed"] == 3
-        wait_until(lambda: cluster.capacity() == 2, 10.0, "both workers connected")
     assert not any(pid_alive(pid) for pid in pids)
 
 

@@ -4,6 +4,7 @@ killed with SIGKILL (twice: during the searches and while the figures' models tr
 training again anything that finished and writes the report an uninterrupted run writes."""
 import json
 import math
+import os
 import re
 import signal
 import sqlite3
@@ -331,3 +332,48 @@ def test_with_no_local_workers_a_remote_worker_serves_it_under_curve(tmp_path):
     assert done_by == {"gpu0"}
     assert results["transport"]["broker"]["completed"] == 3 + 2  # 3 evaluations, worst + hand-designed retrained
     assert results["retrained"]["evolution-1ep/best"]["trained_by"] == "head"
+
+
+def test_sigterm_stops_it_and_its_workers_and_says_how_to_continue(tmp_path):
+    out = tmp_path / "run"
+    head = Process("head", [sys.executable, "-m", "evo.cli", "experiment", "paper", "--dataset", "synthetic",
+                            "--preset", "tiny", "--out", str(out), "--log-format", "json"], tmp_path)
+    try:
+        wait_until(lambda: _journaled(out / "searches" / "evolution-1ep" / "journal.sqlite") >= 1 or not head.alive(),
+                   120, "the first result", fail=head.describe)
+        head.signal(signal.SIGTERM)
+        assert head.wait(30) == 128 + signal.SIGTERM, head.describe()
+        wait_until(lambda: not _group(head.pid), 30, "its workers to exit", interval=0.1)
+    finally:
+        head.kill_group()
+    err = head.stderr_path.read_text()
+    assert "stopped by SIGTERM" in err and f"continue with: evovae experiment paper --resume {out}" in err
+    assert not (out / "results.json").exists() and _cached_ids(out)
+
+
+def test_a_stop_terminates_the_retraining_processes(tmp_path):
+    import threading
+
+    from evo.experiments.retrain import Retraining, train_models
+    from evo.head.evaluators import SearchStopped
+    from evo.spec import TrainSpec
+
+    spec = TrainSpec(dataset="synthetic", epochs=50, train_subset=600, val_size=300)
+    jobs = [Retraining(f"search/{k}", g, spec, weights=True) for k, g in enumerate(("400|20|400", "300|10|300"))]
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(SearchStopped, match="stopped with 2 models untrained"):
+        train_models(tmp_path, jobs, processes=2, threads_each=1, stop=stop)
+    assert not list(tmp_path.glob("models/*/model.json"))
+    wait_until(lambda: not [p for p in _group(os.getpgid(0)) if p != os.getpid() and _is_child(p)], 30,
+               "the retraining processes to be gone")
+
+
+def _is_child(pid):
+    """A child of this process, other than multiprocessing's resource tracker (which lives as long as we do)."""
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return parent == os.getpid() and b"resource_tracker" not in command

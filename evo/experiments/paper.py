@@ -287,7 +287,7 @@ def run_paper(config: ExperimentConfig, run: PaperRun, cluster: Cluster, *,
     with run.timed("retrain_s"):
         models, trained = train_models(run.path, jobs, processes=local.processes, threads_each=local.threads_each,
                                        device=local.device, data_root=local.data_root, download=local.download,
-                                       log_format=local.log_format, log_level=local.log_level)
+                                       log_format=local.log_format, log_level=local.log_level, stop=stop)
     retrained.update(models)
     log.info("experiment.models", trained_now=trained, reused=len({j.key for j in jobs if j.weights}) - trained)
     return _finish(run, config, protocol, searches, {j.role: retrained[j.role] for j in jobs}, echo, options.device)

@@ -9,6 +9,7 @@ valid model of that genotype and spec is reused. Both give the same :func:`recor
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +18,7 @@ import structlog
 
 from ..evaluation import Evaluation
 from ..genotype import parse_genotype
+from ..head.evaluators import SearchStopped
 from ..spec import TrainSpec
 from .searches import SearchBench
 
@@ -110,9 +112,11 @@ def _init_process(threads: int, log_format: str, log_level: str) -> None:
 
 def _train_here(todo: Sequence[tuple[str, TrainSpec, Path]], *, processes: int, threads_each: int,
                 device: str | None, data_root: str | None, download: bool, log_format: str,
-                log_level: str) -> list[dict[str, Any]]:
+                log_level: str, stop: threading.Event) -> list[dict[str, Any]]:
     """:func:`gpuworker.export.train_and_save` for each ``(genotype, spec, directory)``, in ``processes`` fresh
-    processes (in this one when a single process is asked for); the infos in the order of ``todo``."""
+    processes (in this one when a single process is asked for); the infos in the order of ``todo``. When
+    ``stop`` is set the processes are terminated and SearchStopped raised (in this process, after the
+    model it is training)."""
     from gpuworker.export import train_and_save
 
     kwargs = {"device": device, "data_root": data_root, "download": download}
@@ -120,19 +124,30 @@ def _train_here(todo: Sequence[tuple[str, TrainSpec, Path]], *, processes: int, 
         from gpuworker.train import set_threads
 
         set_threads(threads_each)
-        return [train_and_save(g, spec, path, **kwargs) for g, spec, path in todo]
+        infos = []
+        for g, spec, path in todo:
+            if stop.is_set():
+                raise SearchStopped(f"stopped with {len(todo) - len(infos)} models untrained")
+            infos.append(train_and_save(g, spec, path, **kwargs))
+        return infos
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_process, initargs=(threads_each, log_format, log_level)) as pool:
-        futures = [pool.submit(train_and_save, g, spec, str(path), **kwargs) for g, spec, path in todo]
-        return [f.result() for f in futures]
+    pool = multiprocessing.get_context("spawn").Pool(processes, _init_process, (threads_each, log_format, log_level))
+    try:
+        pending = [pool.apply_async(train_and_save, (g, spec, str(path)), kwargs) for g, spec, path in todo]
+        while not all(p.ready() for p in pending):
+            if stop.wait(0.2):
+                raise SearchStopped(f"stopped with {sum(not p.ready() for p in pending)} models untrained")
+        return [p.get() for p in pending]
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def train_models(run: Path, jobs: Sequence[Retraining], *, processes: int, threads_each: int,
                  device: str | None = None, data_root: str | None = None, download: bool = False,
-                 log_format: str = "json", log_level: str = "warning") -> tuple[dict[str, dict[str, Any]], int]:
+                 log_format: str = "json", log_level: str = "warning",
+                 stop: threading.Event | None = None) -> tuple[dict[str, dict[str, Any]], int]:
     """The records of the jobs whose weights are needed (and of every job sharing their genotype and spec),
     each model trained here unless ``run/models/`` holds it already. Returns (records, models trained now)."""
     weighted = _weighted_keys(jobs)
@@ -146,7 +161,7 @@ def train_models(run: Path, jobs: Sequence[Retraining], *, processes: int, threa
     if todo:
         trained = _train_here([(first[k].genotype, first[k].spec, run / dirs[k]) for k in todo], processes=processes,
                               threads_each=threads_each, device=device, data_root=data_root, download=download,
-                              log_format=log_format, log_level=log_level)
+                              log_format=log_format, log_level=log_level, stop=stop or threading.Event())
         infos.update(zip(todo, trained))
     records = {j.role: _of_model(j, infos[j.key], dirs[j.key]) for j in jobs if j.key in weighted}
     return records, len(todo)
