@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..experiments.compare import ARMS, COMPARE_PRESETS, base_spec, run_compare, summarize
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
+from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
 
@@ -47,17 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="genotypes in the fidelity study run first (0: skip it; default 30)")
     p.add_argument("--run-dir", default=None, help="where everything goes (default runs/compare-TIME-PID); must be new")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the comparison in RUN_DIR")
-    d = p.add_argument_group("distribution (as for evovae search)")
-    d.add_argument("--local-workers", type=int, default=2, help="worker processes on this machine (default 2)")
-    d.add_argument("--bind", default="tcp://127.0.0.1:5567", help="ventilator endpoint (default tcp://127.0.0.1:5567)")
-    d.add_argument("--sink-bind", default=None)
-    d.add_argument("--server-key-secret", default=None, metavar="FILE")
-    d.add_argument("--allow", default=None, metavar="DIR")
-    d.add_argument("--insecure", action="store_true")
-    d.add_argument("--heartbeat", type=float, default=1.0)
-    d.add_argument("--threads", type=int, default=0, help="torch threads per local worker (default: cores shared)")
-    d.add_argument("--data-root", default=None)
-    d.add_argument("--worker-arg", action="append", default=[], metavar="ARG")
+    add_distribution_options(p, local_workers=2, bind="tcp://127.0.0.1:*")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per local worker (default: cores shared)")
+    p.add_argument("--data-root", default=None, help="where the workers find the data (as for evovae worker)")
+    p.add_argument("--device", default=None, help="torch device of the local workers (default: cuda if available)")
     p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return p
@@ -94,15 +88,6 @@ def _run_dir(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     run.mkdir(parents=True, exist_ok=True)
     (run / "compare.json").write_text(json.dumps(config, indent=2))
     return run, config
-
-
-def _cluster_options(args: argparse.Namespace):
-    from ..head.cluster import ClusterOptions
-
-    return ClusterOptions(bind=args.bind, sink_bind=args.sink_bind, heartbeat=args.heartbeat,
-                          local_workers=args.local_workers, worker_args=tuple(args.worker_arg),
-                          server_key_secret=args.server_key_secret, allow=args.allow, insecure=args.insecure,
-                          threads=args.threads, data_root=args.data_root, log_level=args.log_level)
 
 
 def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[str, Any]:
@@ -159,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .signals import stop_signals
 
     try:
-        options = _cluster_options(args)
+        options = cluster_options(args)
         run, config = _run_dir(args)
     except (ValueError, ClusterError) as exc:
         print(f"evovae: error: {exc}", file=sys.stderr)
