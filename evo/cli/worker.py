@@ -7,9 +7,7 @@ logging, CURVE keys and signals, builds the evaluator and runs
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import Sequence
 
 import structlog
@@ -108,19 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.info("auth.enabled", mechanism="CURVE", public_key=curve.public_key.decode("ascii"),
                  server_key=curve.server_key.decode("ascii"))
-    stop = threading.Event()
+    from .signals import stop_signals
 
-    received: list[int] = []
+    with stop_signals() as stop:
+        return _serve(args, sink, curve, worker_id, stop)
 
-    def on_signal(signum, _frame):
-        # no logging here: the handler may interrupt a log write, and the logger's lock is not reentrant
-        received.append(signum)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+def _serve(args: argparse.Namespace, sink: str, curve, worker_id: str, stop) -> int:
+    """Build the evaluator (checking this node's data first) and serve tasks until stopped."""
     if args.fake:
-        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop)
+        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop.event)
     else:
         from gpuworker.train import set_threads
 
@@ -131,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("worker.unfit", error=str(exc))
             print(f"evovae worker: error: {exc}", file=sys.stderr)
             return 2
-        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop)
+        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop.event)
     try:
-        run_worker(args.connect, sink, evaluator, stop=stop, heartbeat_s=args.heartbeat, worker_id=worker_id,
+        run_worker(args.connect, sink, evaluator, stop=stop.event, heartbeat_s=args.heartbeat, worker_id=worker_id,
                    max_tasks=args.max_tasks, curve=curve)
-        if received:
-            log.info("worker.signal", signal=signal.Signals(received[0]).name)
+        if stop.stopped:
+            log.info("worker.signal", signal=stop.name)
     except WorkerUnfit as exc:  # e.g. this node lacks the data: say so, take no more tasks
         log.error("worker.unfit", error=str(exc))
         print(f"evovae worker: error: {exc}", file=sys.stderr)
