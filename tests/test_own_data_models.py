@@ -95,5 +95,5 @@ def test_export_refuses_bad_data_in_one_line_before_creating_anything(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "column 'diagnosis' is not numeric" in err and not out.exists()
     assert main_export(["--genotype", "100|5|100", "--out", str(out), "--dataset", str(files["csv"]),
-                        "--columns", COLUMNS]) == 2
+                        "--columns", COLUMNS, "--val-size", "10000"]) == 2
     assert "too few for a validation split of 10000" in capsys.readouterr().err and not out.exists()

@@ -126,7 +126,8 @@ def test_a_worker_checks_its_dataset_at_start_up(files, tmp_path):
 BAD = {  # name -> (data options, a piece of the one-line error)
     "missing": (["--dataset", "no/such.npz"], "neither a built-in data set"),
     "non-numeric": (["--dataset", "{csv}"], "column 'diagnosis' is not numeric"),
-    "too few rows": (["--dataset", "{csv}", "--columns", COLUMNS], "too few for a validation split of 10000"),
+    "too few rows": (["--dataset", "{csv}", "--columns", COLUMNS, "--val-size", "10000"],
+                     "too few for a validation split of 10000"),
     "columns on built-in": (["--dataset", "mnist", "--columns", "a"], "--columns only applies"),
     "bad data root": (["--dataset", "mnist", "--data-root", "/nonexistent/evovae"], "--data-root"),
 }

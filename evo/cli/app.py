@@ -35,7 +35,9 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--seed", type=int, default=0, help="seed of the search and of every training run")
     g.add_argument("--train-subset", type=int, default=0, metavar="N", help="train on the first N images only (0 = all)")
-    g.add_argument("--val-size", type=int, default=10_000, help="validation images carved from the training set")
+    g.add_argument("--val-size", type=int, default=None,
+                   help="validation examples carved from the training set (default 10,000 for a built-in set; for "
+                        "your own data a fifth of its examples, at most 10,000: docs/data.md)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the fixed validation split")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")

@@ -5,7 +5,8 @@ of images or a CSV/Parquet table), ``--columns``, ``--image-size``, ``--likeliho
 ``--download``. ``spec_from_args(args, epochs=..., ...)`` builds the TrainSpec: it reads own data once
 (numpy only: the head needs no torch), takes its fingerprint, resolves the default likelihood and splits
 the data as every worker will, so bad data is one line (:class:`DataOptionError`, a ValueError) before
-anything is created. ``check_worker_data(args)`` is a worker's start-up check.
+anything is created. ``check_worker_data(args)`` is a worker's start-up check. A ``--val-size`` not given
+(None) is resolved here, in one place (:func:`default_val_size`).
 """
 from __future__ import annotations
 
@@ -15,12 +16,26 @@ from typing import Any
 
 from ..spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
 
-__all__ = ["DATA_KEYS", "DataOptionError", "add_data_options", "check_worker_data", "data_fields", "spec_from_args"]
+__all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_worker_data", "data_fields",
+           "default_val_size", "spec_from_args"]
 
 #: The TrainSpec fields the data options decide (journal them with a search: ``data_fields`` sets them on args).
 DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood")
 
+#: The validation split of the built-in sets when --val-size is not given (their task ids depend on it).
+DEFAULT_VAL_SIZE = 10_000
+
 _PLACEHOLDER_SHA = "0" * 64
+
+
+def default_val_size(examples: int | None, preferred: int = DEFAULT_VAL_SIZE) -> int:
+    """The validation split when ``--val-size`` is not given: ``preferred`` for a built-in set (``examples``
+    None); for own data with ``examples`` examples (of its training part) a fifth of them, at most
+    ``preferred`` and at least 1 - so a 569-row table validates on 113 rows (and, having no test part of its
+    own, tests on 113 more) instead of being refused."""
+    if examples is None:
+        return preferred
+    return max(1, min(preferred, examples // 5))
 
 
 class DataOptionError(ValueError):
@@ -56,12 +71,13 @@ def _check_root(args: argparse.Namespace) -> None:
         raise DataOptionError(f"--data-root {root}: no such directory; create it, or leave the option out")
 
 
-def data_fields(args: argparse.Namespace) -> dict[str, Any]:
+def data_fields(args: argparse.Namespace, *, val_size: int = DEFAULT_VAL_SIZE) -> dict[str, Any]:
     """The TrainSpec fields the data options give, own data read and fingerprinted (numpy only).
 
     Sets them back on ``args`` (``dataset`` as an absolute path, the resolved ``likelihood``, the
     ``data_sha256``), so a search that journals :data:`DATA_KEYS` keeps them. An ``args.data_sha256``
-    already set (a resumed search) must match the data as it is now."""
+    already set (a resumed search) must match the data as it is now. An ``args.val_size`` of None (not
+    given) becomes :func:`default_val_size` of the data, ``val_size`` preferred (an experiment's preset)."""
     _check_root(args)
     dataset = args.dataset
     columns, image_size = getattr(args, "columns", "") or "", getattr(args, "image_size", "") or ""
@@ -72,7 +88,7 @@ def data_fields(args: argparse.Namespace) -> dict[str, Any]:
             if value:
                 raise DataOptionError(f"{flag} only applies to data of your own, not to the built-in {dataset}")
         fields = {"dataset": dataset, "likelihood": getattr(args, "likelihood", None) or "bernoulli"}
-        _set(args, fields)
+        _set(args, fields, default_val_size(None, val_size))
         return fields
     path = Path(dataset).expanduser()
     if not path.exists():
@@ -95,13 +111,15 @@ def data_fields(args: argparse.Namespace) -> dict[str, Any]:
                               f"{raw.sha256[:12]}... now); put the original back, or start a new run")
     fields = {"dataset": str(path.resolve()), "data_sha256": raw.sha256, "columns": probe.columns,
               "image_size": probe.image_size, "likelihood": getattr(args, "likelihood", None) or raw.default_likelihood}
-    _set(args, fields)
+    _set(args, fields, default_val_size(len(raw.train), val_size))
     return fields
 
 
-def _set(args: argparse.Namespace, fields: dict[str, Any]) -> None:
+def _set(args: argparse.Namespace, fields: dict[str, Any], val_size: int) -> None:
     for key in DATA_KEYS:
         setattr(args, key, fields.get(key, ""))
+    if hasattr(args, "val_size") and args.val_size is None:  # not given: the default that fits the data
+        args.val_size = val_size
 
 
 def spec_from_args(args: argparse.Namespace, **training: Any) -> TrainSpec:
@@ -109,6 +127,8 @@ def spec_from_args(args: argparse.Namespace, **training: Any) -> TrainSpec:
     standardised) as every worker will split it, so too few rows or values outside [0, 1] for
     ``bernoulli`` are one line here. DataOptionError (a ValueError) on anything wrong."""
     fields = data_fields(args)
+    if "val_size" in training and training["val_size"] is None:
+        training["val_size"] = args.val_size
     try:
         spec = TrainSpec(**training, **fields)
     except ValueError as exc:

@@ -137,7 +137,8 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=0, metavar="N")
-    p.add_argument("--val-size", type=int, default=10_000)
+    p.add_argument("--val-size", type=int, default=None,
+                   help="validation examples (default as for evovae train: 10,000, or a fifth of own data's)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--iw-samples", type=int, default=0, metavar="K",
                    help="also measure the test split's importance-weighted bound with K samples (the field: 5000)")
