@@ -4,7 +4,8 @@
 ``cluster_options(args)`` turns the parsed namespace into a
 :class:`~evo.head.cluster.ClusterOptions`. The training options the workers need (``--threads``,
 ``--data-root``, ``--device``, ``--download``, ``--log-level``) are read from the namespace when the
-command declares them.
+command declares them, and so are its data options (:func:`worker_data_args`): every local worker is
+started with the run's ``--dataset`` and checks it at start-up.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import argparse
 
 from ..head.cluster import DEFAULT_BIND, ClusterOptions
 
-__all__ = ["add_distribution_options", "cluster_options"]
+__all__ = ["add_distribution_options", "cluster_options", "worker_data_args"]
 
 
 def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: int = 0, bind: str = DEFAULT_BIND,
@@ -44,11 +45,26 @@ def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: 
     return d
 
 
+def worker_data_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The local workers' data options from a command's namespace: ``--dataset`` (and ``--columns``,
+    ``--image-size`` where set); none when the command declares no data options. Call it once the data
+    options are resolved (:func:`~evo.cli.data_options.data_fields`, or a resumed run's stored values), so
+    the workers check the run's data. The likelihood is not among them: a worker takes it from each task."""
+    if not getattr(args, "dataset", None):
+        return ()
+    out = ["--dataset", str(args.dataset)]
+    for flag, key in (("--columns", "columns"), ("--image-size", "image_size")):
+        if getattr(args, key, ""):
+            out += [flag, str(getattr(args, key))]
+    return tuple(out)
+
+
 def cluster_options(args: argparse.Namespace) -> ClusterOptions:
     """The :class:`~evo.head.cluster.ClusterOptions` of parsed options (ClusterError for bad values)."""
     return ClusterOptions(
         bind=args.bind, sink_bind=args.sink_bind, heartbeat=args.heartbeat, liveness=args.liveness, lease=args.lease,
         max_attempts=args.max_attempts, local_workers=args.local_workers, worker_args=tuple(args.worker_arg),
+        worker_data=worker_data_args(args),
         server_key_secret=args.server_key_secret, allow=args.allow, insecure=args.insecure,
         threads=getattr(args, "threads", 0) or 0, data_root=getattr(args, "data_root", None),
         device=getattr(args, "device", None), download=bool(getattr(args, "download", False)),

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ from ..multifidelity import parse_fidelities
 from ..space import SearchSpace
 from ..spec import TrainSpec
 from .data_options import spec_from_args
+from .distribution import worker_data_args
 from ..strategies import StrategyOptions, make_strategy
 from ..strategy import Strategy
 
@@ -170,6 +172,7 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
             print(f"evovae: note: resuming {journal.run_dir}: its journal fixes the search, so "
                   f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored", file=sys.stderr)
         spec = spec_of(args)
+        options = replace(options, worker_data=worker_data_args(args))  # the run's data (a resume: the journal's)
         strategy = strategy_of(args)
         cache = None
         if args.cache:

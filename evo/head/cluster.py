@@ -61,7 +61,10 @@ class ClusterOptions:
     ``max_attempts``: the broker's lease rules. ``local_workers`` worker processes on this machine,
     each started with ``worker_args`` and ``threads`` torch threads (0: the cores shared among them),
     reading data from ``data_root`` (downloading it with ``download``) on ``device``, logging JSON at
-    ``log_level``. ``server_key_secret`` + ``allow``: CURVE; ``insecure``: plain TCP off loopback.
+    ``log_level``. ``worker_data``: the run's data options for them (``--dataset PATH``, with
+    ``--columns`` and ``--image-size`` where set), so each checks the data at start-up and exits 2 with
+    the reason when it cannot serve it. ``server_key_secret`` + ``allow``: CURVE; ``insecure``: plain
+    TCP off loopback.
     """
 
     bind: str = DEFAULT_BIND
@@ -72,6 +75,7 @@ class ClusterOptions:
     max_attempts: int = 3
     local_workers: int = 0
     worker_args: tuple[str, ...] = ()
+    worker_data: tuple[str, ...] = ()
     server_key_secret: str | None = None
     allow: str | None = None
     insecure: bool = False
@@ -83,6 +87,7 @@ class ClusterOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "worker_args", tuple(self.worker_args))
+        object.__setattr__(self, "worker_data", tuple(str(a) for a in self.worker_data))
         for name, flag in (("local_workers", "--local-workers"), ("threads", "--threads")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -109,8 +114,8 @@ class ClusterOptions:
 
     def local_worker_args(self, key_args: tuple[str, ...] = ()) -> list[str]:
         """The options every local worker is started with (besides --connect, --sink and --threads)."""
-        args = [*self.worker_args, *key_args, "--heartbeat", str(self.heartbeat), "--log-format", "json",
-                "--log-level", self.log_level]
+        args = [*self.worker_data, *self.worker_args, *key_args, "--heartbeat", str(self.heartbeat),
+                "--log-format", "json", "--log-level", self.log_level]
         for flag, value in (("--data-root", self.data_root), ("--device", self.device)):
             if value:
                 args += [flag, str(value)]
@@ -194,11 +199,23 @@ class Cluster:
 
     def evaluator(self, stop: threading.Event | None = None):
         """A :class:`~evo.head.evaluators.DistributedEvaluator` on this cluster's broker; it looks after
-        the local workers (restarting those that died) while it waits."""
+        the local workers (:meth:`check`) while it waits."""
         from .evaluators import DistributedEvaluator
 
+        self._live()
+        return DistributedEvaluator(self.broker, stop=stop, tick=self.check)
+
+    def check(self) -> None:
+        """Restart the local workers that died; ClusterError when every one of them refused the run (exit
+        status 2: it cannot serve the data, and said why in its ``evovae worker: error:`` line) and no other
+        worker is connected, so a run nobody can serve stops with the reason instead of waiting forever."""
         broker, workers = self._live()
-        return DistributedEvaluator(broker, stop=stop, tick=workers.check)
+        workers.check()
+        if workers.count and len(workers.unfit) == workers.count and not broker.workers():
+            raise ClusterError(f"{'the local worker' if workers.count == 1 else f'all {workers.count} local workers'} "
+                               "exited with status 2: they cannot serve this run (the reason is in the 'evovae "
+                               "worker: error:' line above); fix what it names, or serve the run with workers "
+                               "elsewhere (--local-workers 0)")
 
     def capacity(self) -> int:
         """Workers connected now (how many tasks can run at once)."""

@@ -3,7 +3,9 @@
 For a one-command run (``evovae search --local-workers N``): each worker is a
 real ``python -m gpuworker`` process talking ZeroMQ to the head, exactly as a
 worker on another node would. A worker that dies is restarted (at most once a
-second per slot), as systemd's Restart=on-failure does on a GPU node.
+second per slot), as systemd's Restart=on-failure does on a GPU node - except
+one that exits with status 2: it cannot serve the run (its data, its options)
+and said why, and a restart would only say it again (see ``unfit``).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class LocalWorkers:
             raise ValueError(f"local worker count must be >= 0, got {count}")
         self.count = count
         self.restarts = 0
+        self.unfit: set[int] = set()  # slots whose worker exited 2 (not restarted)
         self._command = [sys.executable, "-m", "evo.cli", "worker", "--connect", local_endpoint(ventilator),
                          "--sink", local_endpoint(sink), "--threads", str(threads_each), *extra_args]
         self._procs: list[subprocess.Popen | None] = [None] * count
@@ -62,6 +65,7 @@ class LocalWorkers:
         log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
 
     def start(self) -> "LocalWorkers":
+        self.unfit.clear()
         for slot in range(self.count):
             self._spawn(slot)
         return self
@@ -70,6 +74,11 @@ class LocalWorkers:
         """Restart the workers that exited (call it from the head's loop)."""
         for slot, proc in enumerate(self._procs):
             if proc is None or proc.poll() is None:
+                continue
+            if proc.returncode == 2:  # unfit for this run (it said why): restarting it would only repeat that
+                if slot not in self.unfit:
+                    self.unfit.add(slot)
+                    log.error("local_worker.unfit", slot=slot, pid=proc.pid, returncode=proc.returncode)
                 continue
             if time.monotonic() - self._started_at[slot] < self._interval:
                 continue
