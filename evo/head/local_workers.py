@@ -1,7 +1,7 @@
 """Worker processes on this machine, started and looked after by the head.
 
 For a one-command run (``evovae search --local-workers N``): each worker is a
-real ``python -m gpuworker`` process talking ZeroMQ to the head, exactly as a
+real ``python -m evo.cli worker`` process talking ZeroMQ to the head, exactly as a
 worker on another node would. A worker that dies is restarted (at most once a
 second per slot), as systemd's Restart=on-failure does on a GPU node - except
 one that exits with status 2: it cannot serve the run (its data, its options)
@@ -18,16 +18,11 @@ from typing import Sequence
 
 import structlog
 
+from transport.endpoints import local_endpoint
+
 __all__ = ["LocalWorkers", "die_with_parent", "local_endpoint"]
 
 log = structlog.get_logger(__name__)
-
-
-def local_endpoint(bound: str) -> str:
-    """Where a process on this machine connects to reach a socket bound at ``bound``."""
-    for wildcard in ("//*:", "//0.0.0.0:"):
-        bound = bound.replace(wildcard, "//127.0.0.1:")
-    return bound.replace("//[::]:", "//[::1]:")
 
 
 def die_with_parent() -> None:
