@@ -1,4 +1,11 @@
-"""Suite-wide pytest hooks: keep the fast lane fast.
+"""Suite-wide pytest hooks: every test starts from the same logging set-up, and the fast lane stays fast.
+
+Logging: ``evo.cli.log_setup.configure`` (run in-process by every test that calls a command's ``main``)
+configures structlog for the whole process, writing to the ``sys.stderr`` of that moment (pytest's capture of
+that one test) and caching each logger on first use. Left alone, every later test would log through it: into
+a closed capture file (``ValueError: I/O operation on closed file``), at that test's level, and past
+``structlog.testing.capture_logs``. So in a test run structlog never caches a logger, and after each test structlog
+is back to its defaults.
 
 ``bin/test --fast`` (``-m "not slow"``) leaves out the tests marked ``slow``: those that
 train on real data or start several processes. A test without the mark that takes longer
@@ -8,6 +15,7 @@ with what to do about it, so the fast lane stays under a minute as tests are add
 from __future__ import annotations
 
 import pytest
+import structlog
 
 FAST_LANE_LIMIT_S = 5.0
 
@@ -35,5 +43,26 @@ class FastLaneWatch:
             "or starts several processes, otherwise make it cheaper")
 
 
+def _never_caching(configure):
+    def configure_without_cache(**settings) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    configure_without_cache.wrapped = configure
+    return configure_without_cache
+
+
+@pytest.fixture(autouse=True)
+def _structlog_per_test():
+    """structlog as every test found it: its defaults, whatever the test configured."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    structlog.configure = _never_caching(structlog.configure)  # for the session, module fixtures included
     config.pluginmanager.register(FastLaneWatch(FAST_LANE_LIMIT_S), "evovae-fast-lane-watch")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    structlog.configure = getattr(structlog.configure, "wrapped", structlog.configure)
