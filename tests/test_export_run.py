@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
 from evo.head.journal import RunJournal
@@ -15,6 +17,7 @@ from gpuworker.export import load_model
 SPEC = TrainSpec(dataset="synthetic", epochs=1, train_subset=800, val_size=400)
 
 
+@pytest.mark.slow  # an evovae export process retraining two models
 def test_export_takes_the_best_of_a_run_on_its_own_data(tmp_path):
     config = {"dataset": "synthetic", "train_subset": 800, "val_size": 400, "split_seed": 0, "seed": 0,
               "batch_size": 128, "lr": 1e-3}
