@@ -23,7 +23,7 @@ from .selection import rank, select_survivors
 from .space import SearchSpace
 from .variation import MutationRates
 
-__all__ = ["MultiFidelityEvolution", "parse_fidelities"]
+__all__ = ["MultiFidelityEvolution", "Rungs", "check_fidelities", "parse_fidelities"]
 
 
 def parse_fidelities(text: str) -> tuple[int, ...]:
@@ -44,28 +44,32 @@ def check_fidelities(values: Sequence[int]) -> None:
                          f"got {','.join(map(str, values))}")
 
 
-class MultiFidelityEvolution(EvolutionEngine):
-    """(mu + lambda) evolution with successive halving inside each generation (see the module)."""
+class Rungs:
+    """Successive halving inside each generation, for a :class:`~evo.strategy.GenerationalStrategy`:
+    ``_fresh(lam)`` gives a generation's new genotypes (trained ``fidelities[0]`` epochs), the best
+    ``ceil(n / eta)`` of each rung climb to the next, and the last rung's results are selected into the
+    population. ``_rung_done(batch, promoted)`` lets a subclass see every finished rung (TPE tells its trials).
+    Put it first among the bases."""
 
-    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, lam: int = 10, seed: int = 0,
-                 fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, generations: int | None = None,
-                 budget_epochs: int | None = None, crossover_rate: float = 0.5, mutation_rate: float = 0.8,
-                 mutation: MutationRates = MutationRates(), initial: Sequence[Genotype] = ()) -> None:
+    def _init_rungs(self, fidelities: Sequence[int], eta: int) -> None:
         check_fidelities(tuple(fidelities))
         if type(eta) is not int or eta < 2:
             raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
-        super().__init__(space, mu=mu, lam=lam, seed=seed, epochs=fidelities[-1], generations=generations,
-                         budget_epochs=budget_epochs, crossover_rate=crossover_rate, mutation_rate=mutation_rate,
-                         mutation=mutation, initial=initial)
         self.fidelities = tuple(fidelities)
         self.eta = eta
         self.rung = 0
         self._promoted: list[Genotype] = []
         self._generation_evals: list[Evaluation] = []
 
+    def _fresh(self, count: int) -> list[Genotype]:
+        raise NotImplementedError
+
+    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:
+        """Called once per finished rung, before the next is asked for (``promoted`` empty on the last)."""
+
     def _next_batch(self) -> list[Candidate]:
         if self.rung == 0:
-            return [Candidate(g, self.fidelities[0]) for g in self._offspring(self.lam)]
+            return [Candidate(g, self.fidelities[0]) for g in self._fresh(self.lam)]
         promoted, self._promoted = self._promoted, []
         return [Candidate(g, self.fidelities[self.rung]) for g in promoted]
 
@@ -75,9 +79,12 @@ class MultiFidelityEvolution(EvolutionEngine):
         if self.rung < last and not self._budget_hit:
             keep = math.ceil(len(batch) / self.eta)
             self._promoted = [e.genotype for e in rank(batch)[:keep]]
+            self._rung_done(batch, set(self._promoted))
             if self._promoted:
                 self.rung += 1
                 return
+        else:
+            self._rung_done(batch, set())
         if self.rung == last:
             self.population = select_survivors(self.population, batch, self.mu)
         evaluated, self._generation_evals = self._generation_evals, []
@@ -92,3 +99,20 @@ class MultiFidelityEvolution(EvolutionEngine):
 
     def snapshot(self) -> dict:
         return {**super().snapshot(), "rung": self.rung}
+
+
+class MultiFidelityEvolution(Rungs, EvolutionEngine):
+    """(mu + lambda) evolution with successive halving inside each generation (see the module)."""
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, lam: int = 10, seed: int = 0,
+                 fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, generations: int | None = None,
+                 budget_epochs: int | None = None, crossover_rate: float = 0.5, mutation_rate: float = 0.8,
+                 mutation: MutationRates = MutationRates(), initial: Sequence[Genotype] = ()) -> None:
+        check_fidelities(tuple(fidelities))
+        super().__init__(space, mu=mu, lam=lam, seed=seed, epochs=fidelities[-1], generations=generations,
+                         budget_epochs=budget_epochs, crossover_rate=crossover_rate, mutation_rate=mutation_rate,
+                         mutation=mutation, initial=initial)
+        self._init_rungs(fidelities, eta)
+
+    def _fresh(self, count: int) -> list[Genotype]:
+        return self._offspring(count)

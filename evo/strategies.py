@@ -17,7 +17,8 @@ STRATEGIES = {
     "random": "random search over the same space (the baseline)",
     "regularized": "aging evolution (Real et al. 2019): tournaments of tournament_size in a queue of the "
                    "population most recent, the oldest dies; asynchronous",
-    "tpe": "Optuna's TPE sampler through its ask-and-tell interface; duplicates answered from the seen-set",
+    "tpe": "Optuna's TPE sampler through its ask-and-tell interface; duplicates answered from the seen-set; with "
+           "fidelities, TPE proposals climb successive-halving rungs (after BOHB)",
 }
 
 
@@ -53,8 +54,8 @@ class StrategyOptions:
             raise ValueError(f"mode must be generational or steady-state, got {self.mode!r}")
         if self.generations is None and self.budget_epochs is None:
             raise ValueError("a search needs an end: give generations, budget_epochs or both")
-        if self.fidelities and self.strategy != "evolution":
-            raise ValueError("fidelities apply to --strategy evolution only")
+        if self.fidelities and self.strategy not in ("evolution", "tpe"):
+            raise ValueError("fidelities apply to --strategy evolution and tpe only")
         if self.fidelities and self.mode != "generational":
             raise ValueError("fidelities need mode generational (promotion happens per generation)")
         if self.initial and (self.strategy != "evolution" or self.mode != "generational"):
@@ -84,6 +85,10 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
         from .regularized import RegularizedEvolution
         return RegularizedEvolution(space, tournament_size=o.tournament_size, epochs=o.epochs,
                                     max_evaluations=o.max_evaluations, report_every=o.offspring, **common)
+    if o.strategy == "tpe" and o.fidelities:
+        from .adapters.tpe import MultiFidelityTPE
+        return MultiFidelityTPE(space, lam=o.offspring, fidelities=o.fidelities, eta=o.eta, generations=o.generations,
+                                startup_trials=o.startup_trials, **common)
     if o.strategy == "tpe":
         from .adapters.tpe import TPESearch
         return TPESearch(space, epochs=o.epochs, max_evaluations=o.max_evaluations, report_every=o.offspring,

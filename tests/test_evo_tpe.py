@@ -128,3 +128,25 @@ def test_the_loss_told_to_optuna_is_the_evaluations():
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         _tpe(**kwargs)
+
+
+def test_multifidelity_tpe_is_seeded_prunes_what_stops_short_and_selects_on_the_last_rung():
+    from evo.adapters.tpe import MultiFidelityTPE
+    from evo.evaluation import Evaluation
+    import optuna
+
+    def run():
+        s = MultiFidelityTPE(mu=4, lam=6, seed=3, fidelities=(1, 4), eta=3, budget_epochs=60, startup_trials=4)
+        while not s.done:
+            batch = s.ask(2)
+            s.tell([Evaluation.succeeded(c.genotype, 100 + c.genotype.latent / 10 + 40 / c.epochs, epochs=c.epochs)
+                    for c in batch])
+        return s
+
+    a, b = run(), run()
+    assert [str(e.candidate) for e in a.evaluations] == [str(e.candidate) for e in b.evaluations]
+    assert a.asked_epochs <= 60 and all(e.epochs == 4 for e in a.population)
+    states = [t.state for t in a.study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 4  # 2 of every 3 stop at the first rung
+    complete = [t for t in a.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.value for t in complete) == sorted(e.loss for e in a.evaluations if e.epochs == 4)

@@ -17,9 +17,36 @@ from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..selection import select_survivors
 from ..space import SearchSpace
-from ..strategy import AsyncStrategy
+from ..evaluation import Candidate
+from ..multifidelity import Rungs, check_fidelities
+from ..strategy import AsyncStrategy, GenerationalStrategy
 
-__all__ = ["TPESearch"]
+__all__ = ["MultiFidelityTPE", "TPESearch", "make_study", "suggest_genotype"]
+
+
+def make_study(seed: int, startup_trials: int) -> optuna.study.Study:
+    """A minimising study with a seeded TPE sampler (multivariate, grouped: the conditional widths)."""
+    if type(startup_trials) is not int or startup_trials < 1:
+        raise ValueError(f"startup_trials must be an integer >= 1, got {startup_trials!r}")
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # no per-trial chatter on stderr
+    with warnings.catch_warnings():  # group=True is marked experimental; it is what conditional spaces need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
+                                             group=True)
+    return optuna.create_study(direction="minimize", sampler=sampler)
+
+
+def _network(trial: optuna.trial.Trial, space: SearchSpace, name: str) -> tuple[int, ...]:
+    layers = trial.suggest_int(f"{name}_layers", space.min_layers, space.max_layers)
+    return tuple(trial.suggest_int(f"{name}_{i}", space.width_min, space.width_max, step=space.width_step)
+                 for i in range(layers))
+
+
+def suggest_genotype(trial: optuna.trial.Trial, space: SearchSpace) -> Genotype:
+    """The genotype a trial proposes: layer counts, then one width per existing layer, and the latent size."""
+    encoder = _network(trial, space, "encoder")
+    latent = trial.suggest_int("latent", space.latent_min, space.latent_max, step=space.latent_step)
+    return Genotype(encoder, latent, _network(trial, space, "decoder"))
 
 
 class TPESearch(AsyncStrategy):
@@ -32,22 +59,9 @@ class TPESearch(AsyncStrategy):
                  startup_trials: int = 10) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=epochs, max_evaluations=max_evaluations,
                          budget_epochs=budget_epochs, report_every=report_every)
-        if type(startup_trials) is not int or startup_trials < 1:
-            raise ValueError(f"startup_trials must be an integer >= 1, got {startup_trials!r}")
-        logging.getLogger("optuna").setLevel(logging.WARNING)  # no per-trial chatter on stderr
-        with warnings.catch_warnings():  # group=True is marked experimental; it is what conditional spaces need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
-                                                 group=True)
-        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        self.study = make_study(seed, startup_trials)
         self._trials: dict[Genotype, list[optuna.trial.Trial]] = {}
         self.answered_duplicates = 0
-
-    def _network(self, trial: optuna.trial.Trial, name: str) -> tuple[int, ...]:
-        s = self.space
-        layers = trial.suggest_int(f"{name}_layers", s.min_layers, s.max_layers)
-        return tuple(trial.suggest_int(f"{name}_{i}", s.width_min, s.width_max, step=s.width_step)
-                     for i in range(layers))
 
     #: TPE trials one proposal may take (every duplicate among them answered at once) before the space
     #: counts as exhausted for TPE
@@ -56,10 +70,7 @@ class TPESearch(AsyncStrategy):
     def _propose(self) -> Genotype:
         for _ in range(self.max_proposals):
             trial = self.study.ask()
-            encoder = self._network(trial, "encoder")
-            s = self.space
-            latent = trial.suggest_int("latent", s.latent_min, s.latent_max, step=s.latent_step)
-            genotype = Genotype(encoder, latent, self._network(trial, "decoder"))
+            genotype = suggest_genotype(trial, self.space)
             if genotype not in self._seen and genotype not in self._trials:
                 self._trials[genotype] = [trial]
                 return genotype
@@ -88,3 +99,72 @@ class TPESearch(AsyncStrategy):
         for trial in self._trials.pop(evaluation.genotype, []):
             self._answer(trial, evaluation)
         self.population = select_survivors(self.population, [evaluation], self.mu)
+
+
+class MultiFidelityTPE(Rungs, GenerationalStrategy):
+    """TPE proposals climbing successive-halving rungs (the idea of BOHB: Falkner et al. 2018, TPE in place of
+    its KDE, one bracket per generation). Each generation asks TPE for ``lam`` genotypes, trains them
+    ``fidelities[0]`` epochs and promotes the best ``ceil(n / eta)`` rung by rung. Every rung's loss is
+    reported to the genotype's Optuna trial as an intermediate value at its epochs; a trial that stops short
+    of the last rung is told PRUNED (TPE ranks pruned trials by how far and how well they got), one that
+    reaches it is told its final loss, a failed one FAIL. Duplicates are answered from the seen-set."""
+
+    max_proposals = 1000
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, lam: int = 10, seed: int = 0,
+                 fidelities: tuple[int, ...] = (1, 3, 9), eta: int = 3, generations: int | None = None,
+                 budget_epochs: int | None = None, startup_trials: int = 10) -> None:
+        check_fidelities(tuple(fidelities))
+        super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1], generations=generations,
+                         budget_epochs=budget_epochs)
+        if type(lam) is not int or lam < 1:
+            raise ValueError(f"offspring count (lambda) must be >= 1, got {lam!r}")
+        self.lam = lam
+        self._init_rungs(fidelities, eta)
+        self.study = make_study(seed, startup_trials)
+        self._trials: dict[Genotype, optuna.trial.Trial] = {}
+        self.answered_duplicates = 0
+
+    def _fresh(self, count: int) -> list[Genotype]:
+        fresh: list[Genotype] = []
+        for _ in range(count):
+            genotype = self._propose(set(fresh))
+            if genotype is None:
+                self.exhausted = True
+                break
+            fresh.append(genotype)
+        return fresh
+
+    def _propose(self, taken: set[Genotype]) -> Genotype | None:
+        for _ in range(self.max_proposals):
+            trial = self.study.ask()
+            genotype = suggest_genotype(trial, self.space)
+            if genotype not in self._seen and genotype not in taken:
+                self._trials[genotype] = trial
+                return genotype
+            self.answered_duplicates += 1
+            self._duplicates += 1
+            known = self._seen.get(genotype)
+            if known is not None and known.ok and known.epochs == self.final_epochs:
+                self.study.tell(trial, known.loss)
+            else:  # known only at a lower rung, or failed, or still training: no better answer than pruned
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return None
+
+    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:
+        final = self.rung == len(self.fidelities) - 1
+        for e in batch:
+            trial = self._trials.get(e.genotype)
+            if trial is None:
+                continue
+            if not e.ok:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                trial.report(e.loss, step=e.epochs)
+                if final:
+                    self.study.tell(trial, e.loss)
+                elif e.genotype not in promoted:
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    continue
+            del self._trials[e.genotype]

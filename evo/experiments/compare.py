@@ -70,6 +70,7 @@ ARMS = {
     "random": "random search at the final fidelity",
     "regularized": "aging evolution (P = population, S = tournament size), asynchronous",
     "tpe": "Optuna's TPE sampler (ask-and-tell), duplicates answered from the seen-set",
+    "tpe-multifidelity": "TPE proposals with successive halving over the preset's fidelities (after BOHB)",
 }
 
 
@@ -84,10 +85,14 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
         return base
     if arm in ("random", "regularized", "tpe"):
         return replace(base, strategy=arm)
+    if arm == "tpe-multifidelity":
+        return replace(base, strategy="tpe", fidelities=p.fidelities)
     raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
 
 
 def base_spec(p: ComparePreset, dataset: str, split_seed: int, spec_fields: dict[str, Any] | None = None) -> TrainSpec:
+    """The spec every search of the comparison trains with: ``dataset`` with ``spec_fields`` (the other data
+    fields of own data: ``data_sha256``, ``columns``, ``image_size``, ``likelihood``), the preset's sizes."""
     return TrainSpec(dataset=dataset, epochs=p.epochs, train_subset=p.train_subset, val_size=p.val_size,
                      split_seed=split_seed, **(spec_fields or {}))
 

@@ -8,7 +8,8 @@ from typing import Any
 __all__ = ["draw_anytime", "draw_fidelity", "render_compare_report"]
 
 COLOURS = {"multifidelity": "tab:red", "evolution": "tab:blue", "random": "tab:gray", "regularized": "tab:green",
-           "tpe": "tab:purple"}
+           "tpe": "tab:purple",
+           "tpe-multifidelity": "tab:orange"}
 
 
 def _pyplot():
