@@ -127,3 +127,109 @@ def test_a_search_its_local_workers_cannot_serve_stops_with_the_reason(tmp_path)
     assert len(refusals) == 2 and all(f"'mnist' not found under {root}" in line for line in refusals), done.stderr
     head = [line for line in done.stderr.splitlines() if line.startswith("evovae: error:")]
     assert len(head) == 1 and "all 2 local workers exited with status 2" in head[0], done.stderr
+
+
+# ---------------------------------------------------------------------- the experiments on own data, slow
+
+def _changed_copy(path) -> None:
+    """The same digits with one pixel of one image changed: another fingerprint."""
+    images = digits_u8()
+    images[11, 4, 4] ^= 1
+    np.savez(path, train=images[:DIGITS_TRAIN], test=images[DIGITS_TRAIN:])
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_compare_on_digits_npz_trains_every_search_on_it_and_a_resume_refuses_a_changed_file(tmp_path):
+    data = write_digits_npz(tmp_path)
+    run = tmp_path / "cmp"
+    done = evovae("experiment", "compare", "--preset", "tiny", "--dataset", str(data), "--fidelity-count", "3",
+                  "--run-dir", str(run), "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json",
+                  "--log-level", "info", cwd=tmp_path, timeout=580)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    config = json.loads((run / "compare.json").read_text())
+    assert (config["dataset"], config["data_sha256"], config["likelihood"]) == (str(data), _sha256(data), "bernoulli")
+    assert config["preset"]["val_size"] == 200  # the tiny preset's (a fifth of the 1,500 digits would be 300)
+    results = json.loads((run / "results.json").read_text())
+    spec = results["spec"]
+    assert (spec["dataset"], spec["data_sha256"], spec["val_size"]) == (str(data), _sha256(data), 200)
+    assert len(results["searches"]) == 2 * 5 and results["fidelity"]["count"] == 3
+    evaluations = [e for s in results["searches"] for e in s["evaluations"]]
+    assert evaluations and all(e["loss"] > 0 for e in evaluations if e["loss"] is not None)
+    assert all(s["retrain"]["ok"] and s["retrain"]["test_loss"] > 0 for s in results["searches"] if s["best"])
+    data_lines = [json.loads(line) for line in done.stderr.splitlines() if '"worker.data"' in line]
+    assert len(data_lines) == 2 and all(str(data) in d["data"] for d in data_lines)  # both local workers checked it
+    assert (run / "report.md").is_file() and (run / "anytime.png").is_file()
+
+    report = (run / "results.json").stat().st_mtime_ns
+    _changed_copy(data)
+    resumed = evovae("experiment", "compare", "--resume", str(run), cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 2
+    assert resumed.stderr.count("\n") == 1 and "has changed since this run was started" in resumed.stderr
+    assert str(data) in resumed.stderr and (run / "results.json").stat().st_mtime_ns == report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_paper_on_digits_npz_draws_8x8_figures_and_a_resume_refuses_a_changed_file(tmp_path):
+    from PIL import Image
+
+    from evo.experiments.presets import PRESETS
+
+    data = write_digits_npz(tmp_path)
+    out = tmp_path / "paper"
+    done = evovae("experiment", "paper", "--dataset", str(data), "--preset", "tiny", "--out", str(out),
+                  "--log-format", "json", cwd=tmp_path, timeout=580)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    stored = json.loads((out / "experiment.json").read_text())["config"]
+    assert (stored["dataset"], stored["data_sha256"], stored["likelihood"]) == (str(data), _sha256(data), "bernoulli")
+    results = json.loads((out / "results.json").read_text())
+    protocol = results["protocol"]
+    assert (protocol["data_name"], protocol["input_shape"], protocol["data_kind"]) == ("digits", [8, 8], "array")
+    assert (protocol["validation_images"], protocol["test_images"]) == (300, len(digits_u8()) - DIGITS_TRAIN)
+    assert all(s["evaluation_count"] and s["best"] for s in results["searches"])
+    assert all(r["ok"] and r["test"]["loss"] > 0 for r in results["retrained"].values())
+    steps, samples = PRESETS["tiny"].manifold_steps, PRESETS["tiny"].samples
+    sizes = {"figure-4": (steps * 8, steps * 8), "figure-5": (8 * 10 + 2, samples // 8 * 10 + 2)}  # 8x8 images
+    drawn = [f for f in results["figures"] if f["kind"] in sizes]
+    assert len(drawn) == 4
+    for fig in drawn:
+        with Image.open(out / fig["file"]) as image:
+            assert image.size == sizes[fig["kind"]], fig
+    report = (out / "report.md").read_text()
+    assert f"`{data}`: array, 8x8 per example; SHA-256 `{_sha256(data)[:16]}" in report
+    assert "64-400-20-400-64" in report and all(f"]({f['file']})" in report for f in results["figures"])
+
+    progress = (out / "progress.json").read_text()
+    _changed_copy(data)
+    resumed = evovae("experiment", "paper", "--resume", str(out), cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 2
+    assert resumed.stderr.count("\n") == 1 and "has changed since this run was started" in resumed.stderr
+    assert (out / "progress.json").read_text() == progress  # the run was not even opened
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_paper_on_a_table_validates_on_a_fifth_and_says_why_it_draws_no_images(tmp_path, files):
+    out = tmp_path / "paper"
+    done = evovae("experiment", "paper", "--dataset", str(files["csv"]), "--preset", "tiny", "--out", str(out),
+                  "--log-format", "json", cwd=tmp_path, timeout=580)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    protocol = results["protocol"]
+    assert (protocol["data_kind"], protocol["likelihood"], protocol["input_shape"]) == ("table", "gaussian", [30])
+    assert (protocol["validation_images"], protocol["test_images"], protocol["train_images"]) == (113, 113, 343)
+    assert "standardised" in results["metric"]
+    kinds = [f["kind"] for f in results["figures"]]
+    assert "figure-4" not in kinds and "figure-5" not in kinds and "figure-2-3" in kinds
+    skipped = [f for f in results["figures"] if f["file"] is None]
+    assert len(skipped) == 1 and "the data is a table of 30 columns, not images" in skipped[0]["caption"]
+    report = (out / "report.md").read_text()
+    assert f"*figures-4-5*: {skipped[0]['caption']}" in report and "30-400-20-400-30" in report
+    assert not list(out.glob("manifold-*.png")) and not list(out.glob("samples-*.png"))

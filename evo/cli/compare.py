@@ -16,6 +16,9 @@ from typing import Any, Sequence
 from ..experiments.compare import ARMS, COMPARE_PRESETS, base_spec, run_compare, summarize
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
+from ..experiments.presets import DATA_FIELDS
+from ..spec import is_builtin
+from .data_options import add_data_options, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -39,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "(anytime curves, retrained test ELBO and IW bound, paired bootstrap).")
     p.add_argument("--preset", default="cpu", choices=tuple(COMPARE_PRESETS),
                    help="; ".join(f"{k}: {v.summary}" for k, v in COMPARE_PRESETS.items()))
-    p.add_argument("--dataset", default="fashion-mnist")
+    add_data_options(p)
+    p.add_argument("--val-size", type=_positive, default=None, metavar="N",
+                   help="validation examples (default: the preset's, at most a fifth of own data's examples)")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--seeds", type=_positive, default=None, help="seeds per arm (default: the preset's)")
     p.add_argument("--budget-epochs", type=_positive, default=None, help="epochs per search (default: the preset's)")
@@ -50,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the comparison in RUN_DIR")
     add_distribution_options(p, local_workers=2, bind="tcp://127.0.0.1:*")
     p.add_argument("--threads", type=int, default=0, help="torch threads per local worker (default: cores shared)")
-    p.add_argument("--data-root", default=None, help="where the workers find the data (as for evovae worker)")
     p.add_argument("--device", default=None, help="torch device of the local workers (default: cuda if available)")
     p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
@@ -58,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """A new comparison's configuration, its data read, fingerprinted and checked (one line if it is bad)."""
     preset = COMPARE_PRESETS[args.preset]
+    fields = data_fields(args, val_size=preset.val_size)  # --val-size not given: the preset's, capped for own data
+    preset = replace(preset, val_size=args.val_size)
     if args.seeds:
         preset = replace(preset, seeds=args.seeds)
     if args.budget_epochs:
@@ -69,25 +76,36 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         preset = replace(preset, arms=arms)
-    return {"format": FORMAT, "preset": asdict(preset), "dataset": args.dataset, "split_seed": args.split_seed,
-            "fidelity_count": args.fidelity_count}
+    return {"format": FORMAT, "preset": asdict(preset), **{key: fields.get(key, "") for key in DATA_FIELDS},
+            "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
 
 
-def _run_dir(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+def _data_of(config: dict[str, Any]) -> dict[str, str]:
+    """The data fields of a configuration (one from before own data has only ``dataset``)."""
+    return {key: config.get(key, "bernoulli" if key == "likelihood" else "") for key in DATA_FIELDS}
+
+
+def _plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The run directory and configuration, nothing created yet: a resumed comparison's data is checked
+    again (a changed file is refused), a new one's read and checked. ValueError (one line) for what is wrong."""
     if args.resume:
         run = Path(args.resume)
         try:
             config = json.loads((run / "compare.json").read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"{run} is not a comparison's run directory ({exc})") from None
+        data_fields(argparse.Namespace(**_data_of(config), data_root=args.data_root, download=args.download))
         return run, config
     config = _config(args)
     run = Path(args.run_dir or Path("runs") / time.strftime(f"compare-%Y%m%dT%H%M%SZ-{os.getpid()}", time.gmtime()))
     if run.exists() and any(run.iterdir()):
         raise ValueError(f"{run} exists and is not empty: resume it with --resume {run}, or pick another --run-dir")
+    return run, config
+
+
+def _create(run: Path, config: dict[str, Any]) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "compare.json").write_text(json.dumps(config, indent=2))
-    return run, config
 
 
 def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[str, Any]:
@@ -97,7 +115,8 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
 
     preset = ComparePreset(**{**config["preset"], "fidelities": tuple(config["preset"]["fidelities"]),
                               "arms": tuple(config["preset"]["arms"])})
-    spec = base_spec(preset, config["dataset"], config["split_seed"])
+    data = _data_of(config)
+    spec = base_spec(preset, data.pop("dataset"), config["split_seed"], data)
     cache = ResultCache(run / "cache.sqlite")
     bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache)
     started = time.perf_counter()
@@ -114,9 +133,9 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
     results["seconds"] = time.perf_counter() - started + _previous_seconds(run)
     results["trained_now"] = bench.trained_now
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {args.local_workers} local workers"
-    results["command"] = "evovae experiment compare " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("preset", config["preset"]["name"]),
-                                                    ("dataset", config["dataset"])))
+    flags = (("preset", config["preset"]["name"]), ("dataset", config["dataset"]), ("columns", spec.columns),
+             ("image-size", spec.image_size))
+    results["command"] = "evovae experiment compare " + " ".join(f"--{k} {v}" for k, v in flags if v)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache.close()
     return results
@@ -130,7 +149,8 @@ def _previous_seconds(run: Path) -> float:
 
 def _write(run: Path, results: dict[str, Any]) -> None:
     (run / "results.json").write_text(json.dumps(results, indent=1))
-    title = f"{results['dataset']}, preset {results['preset']['name']}"
+    dataset = results["dataset"]
+    title = f"{dataset if is_builtin(dataset) else Path(dataset).name}, preset {results['preset']['name']}"
     draw_anytime(results["summary"], run / "anytime.png", title)
     if results.get("fidelity"):
         draw_fidelity(results["fidelity"], run / "fidelity.png")
@@ -143,9 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .log_setup import configure
     from .signals import stop_signals
 
-    try:
-        options = cluster_options(args)
-        run, config = _run_dir(args)
+    try:  # the data, then the cluster's options and keys, are checked before the run directory is created
+        run, config = _plan(args)
+        for key, value in _data_of(config).items():  # the local workers check the comparison's data at start-up
+            setattr(args, key, value)
+        cluster = Cluster(cluster_options(args))  # reads the key files
+        if not args.resume:
+            _create(run, config)
     except (ValueError, ClusterError) as exc:
         print(f"evovae: error: {exc}", file=sys.stderr)
         return 2
@@ -155,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with stop_signals() as stop:
         try:
-            with Cluster(options) as cluster:
+            with cluster:
                 print(f"run directory {run}\n{cluster.describe()}", flush=True)
                 results = _experiment(args, run, config, cluster, stop)
         except ClusterError as exc:

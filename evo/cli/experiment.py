@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from ..experiments.presets import PRESETS, ExperimentConfig
-from ..spec import DATASETS
+from ..experiments.presets import DATA_FIELDS, PRESETS, ExperimentConfig
+from .data_options import add_data_options, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -21,7 +21,7 @@ PROG = "evovae experiment"
 _OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_size", "search_epochs", "random_epochs",
               "random_seeds", "retrain_epochs", "manifold_epochs")
 #: what defines an experiment: taken from RUN_DIR/experiment.json by --resume, so not to be given with it
-_DEFINING = ("dataset", "preset", "seed", "split_seed", *_OVERRIDES)
+_DEFINING = ("dataset", "columns", "image_size", "likelihood", "preset", "seed", "split_seed", *_OVERRIDES)
 
 
 def _epochs_list(text: str) -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the paper's experiments on one data set and write RUN_DIR/report.md + results.json. "
                     "Resumable: after a stop or a crash, --resume RUN_DIR continues without training again "
                     "anything that finished.")
-    paper.add_argument("--dataset", default=None, choices=DATASETS, help="default fashion-mnist")
+    add_data_options(paper, dataset_default=None, title="data (default fashion-mnist; see docs/data.md)")
     paper.add_argument("--preset", default=None, choices=sorted(PRESETS),
                        help="default cpu; " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
     paper.add_argument("--out", default=None, metavar="RUN_DIR",
@@ -55,14 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     paper.add_argument("--force", action="store_true", help="start over in RUN_DIR even if it holds an experiment")
     paper.add_argument("--seed", type=int, default=None, help="seed of the searches and of every training run (default 0)")
     paper.add_argument("--split-seed", type=int, default=None, help="default 0")
-    paper.add_argument("--data-root", default=None)
-    paper.add_argument("--download", action="store_true")
     paper.add_argument("--device", default=None, help="torch device of the workers (default: cuda if available)")
     paper.add_argument("--threads", type=int, default=0, help="torch threads of each local worker and retraining "
                                                               "process (default: the cores shared among them)")
     o = paper.add_argument_group("overrides of the preset")
     for name, kind, metavar in (("population", int, None), ("offspring", int, None), ("generations", int, None),
-                                ("train-subset", int, "N"), ("val-size", int, None),
+                                ("train-subset", int, "N"), ("val-size", int, "N"),
                                 ("search-epochs", _epochs_list, "E,E"), ("random-epochs", _epochs_list, "E[,E]"),
                                 ("random-seeds", int, None), ("retrain-epochs", int, None),
                                 ("manifold-epochs", int, None)):
@@ -76,26 +74,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:
+    """A new experiment's configuration; its data read, fingerprinted and checked (DataOptionError, one line).
+    ``--val-size`` not given: the preset's, at most a fifth of own data's examples."""
+    preset = PRESETS[args.preset or "cpu"]
+    args.dataset = args.dataset or "fashion-mnist"
+    fields = data_fields(args, val_size=preset.val_size)
     changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    preset = replace(PRESETS[args.preset or "cpu"], **changes)
-    return ExperimentConfig(preset, dataset=args.dataset or "fashion-mnist", seed=args.seed or 0,
-                            split_seed=args.split_seed or 0)
+    return ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0, split_seed=args.split_seed or 0)
 
 
-def _open_run(args: argparse.Namespace):
+def _stored_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The configuration of the experiment to resume, its data checked again: a changed file is refused."""
+    from ..experiments.runs import PaperRun
+
+    given = [f"--{k.replace('_', '-')}" for k in _DEFINING if getattr(args, k) not in (None, "")]
+    if given or args.out or args.force:
+        flags = ", ".join(given + ["--out"] * bool(args.out) + ["--force"] * bool(args.force))
+        raise ValueError(f"--resume takes the experiment's settings from {args.resume}/experiment.json; "
+                         f"leave out {flags}")
+    config = PaperRun.read_config(args.resume)
+    data_fields(argparse.Namespace(**config.data, data_root=args.data_root, download=args.download))
+    return config
+
+
+def _open_run(args: argparse.Namespace, config: ExperimentConfig):
     """The run directory: opened (--resume) or created. ValueError (one line) for what cannot be."""
     from ..experiments.runs import PaperRun
 
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in _DEFINING if getattr(args, k) is not None]
-        if given or args.out or args.force:
-            flags = ", ".join(given + ["--out"] * bool(args.out) + ["--force"] * bool(args.force))
-            raise ValueError(f"--resume takes the experiment's settings from {args.resume}/experiment.json; "
-                             f"leave out {flags}")
         return PaperRun.open(args.resume)
-    config = _config(args)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(args.out or f"runs/paper-{config.dataset}-{config.preset.name}-{stamp}")
+    run_dir = Path(args.out or f"runs/paper-{config.data_name}-{config.preset.name}-{stamp}")
     return PaperRun.create(run_dir, config, force=args.force)
 
 
@@ -108,10 +117,13 @@ def _paper(args: argparse.Namespace) -> int:
     from ..head.cluster import Cluster
     from .log_setup import configure
 
-    try:
-        cluster = Cluster(cluster_options(args))  # the key options are checked before a run directory is created
-        run = _open_run(args)
-    except ValueError as exc:  # ClusterError and RunDirError are ValueErrors
+    try:  # the data, then the key options, are checked before a run directory is created or changed
+        config = _stored_config(args) if args.resume else _config(args)
+        for key in DATA_FIELDS:  # the local workers check the experiment's data at start-up
+            setattr(args, key, getattr(config, key))
+        cluster = Cluster(cluster_options(args))
+        run = _open_run(args, config)
+    except ValueError as exc:  # DataOptionError, ClusterError and RunDirError are ValueErrors
         return _error(str(exc))
     configure(args.log_format, args.log_level, role="experiment")
     with run:

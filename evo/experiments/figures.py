@@ -1,6 +1,8 @@
 """The paper experiment's figures, drawn from its results (searches and retraining records) and, for the
 pictures of a model (Figs. 4 and 5), from the model directories. Each function writes one kind of figure
-and returns what the report says about it: ``{"file", "kind", "caption"}``."""
+and returns what the report says about it: ``{"file", "kind", "caption"}``. The pictures of a model take
+the shape of its data (8 x 8 digits, 3 x 32 x 32 colour, ...); data that is not images (a table, flat
+vectors) has none: the report says so in one line instead (``"file"`` None)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,19 +101,37 @@ def _progress_figure(run: Path, dataset: str, searches: Sequence[Search], styles
             "initial population). Losses of searches with different epochs are not comparable."}
 
 
-def _model_figures(run: Path, evolution: Sequence[Search], retrained: Records, *, steps: int, samples: int,
-                   seed: int) -> list[dict[str, Any]]:
-    """Fig. 4 (the latent-2 manifold) and Fig. 5 (samples from p(x|z)) of each evolutionary search's best."""
-    from gpuworker.export import load_model
+def _not_images(protocol: dict[str, Any]) -> str:
+    """Why the data has no pictures (Figs. 4 and 5), or "" when it is images."""
+    shape = protocol["input_shape"]
+    if protocol.get("data_kind") == "table":
+        return f"the data is a table of {shape[0]} columns, not images"
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[0] not in (1, 3)):
+        return f"examples of shape {'x'.join(map(str, shape))} are not grey or RGB images"
+    return ""
+
+
+def _model_figures(run: Path, protocol: dict[str, Any], evolution: Sequence[Search], retrained: Records, *,
+                   steps: int, samples: int, seed: int) -> list[dict[str, Any]]:
+    """Fig. 4 (the latent-2 manifold) and Fig. 5 (samples from p(x|z)) of each evolutionary search's best, in
+    the data's own image shape (mapped back to its units for a Gaussian model)."""
+    from gpuworker.export import load_model, standardisation_of
     from gpuworker.figures import as_images, manifold_images, sample_images, save_grid
 
+    why = _not_images(protocol)
+    if why:
+        return [{"file": None, "kind": "figures-4-5", "caption":
+                 f"Figs. 4 and 5 (the latent manifold and samples as images) are not drawn: {why}. The tables "
+                 "above and the curves are the results; `evovae sample MODEL_DIR` writes a model's samples "
+                 "as rows of a CSV."}]
     figures = []
     for s in evolution:
         r = retrained.get(f"{s['name']}/best-latent2")
         if r and r["ok"] and r["model_dir"]:
             model, info = load_model(run / r["model_dir"])
             name = f"manifold-{s['name']}.png"
-            save_grid(as_images(manifold_images(model, steps), info["input_shape"]), run / name, nrow=steps, padding=0)
+            grid = manifold_images(model, steps, standardisation_of(info))
+            save_grid(as_images(grid, info["input_shape"]), run / name, nrow=steps, padding=0)
             figures.append({"file": name, "kind": "figure-4", "caption":
                             f"2-D latent manifold of the {s['epochs']}-epoch search's best architecture retrained "
                             f"with latent size 2 ({r['genotype']}, {r['epochs']} epochs, validation loss "
@@ -122,7 +142,8 @@ def _model_figures(run: Path, evolution: Sequence[Search], retrained: Records, *
         if r and r["ok"] and r["model_dir"]:
             model, info = load_model(run / r["model_dir"])
             name = f"samples-{s['name']}.png"
-            save_grid(as_images(sample_images(model, samples, seed=seed), info["input_shape"]), run / name, nrow=8)
+            drawn = sample_images(model, samples, seed=seed, standardisation=standardisation_of(info))
+            save_grid(as_images(drawn, info["input_shape"]), run / name, nrow=8)
             figures.append({"file": name, "kind": "figure-5", "caption":
                             f"{samples} samples from p(x|z), z ~ N(0, I) (pixel means sigmoid(decode(z))), of the "
                             f"{s['epochs']}-epoch search's best architecture {r['genotype']} after retraining "
@@ -133,7 +154,8 @@ def _model_figures(run: Path, evolution: Sequence[Search], retrained: Records, *
 def draw_paper_figures(run: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every figure of the paper report, from ``results`` (searches, retrained) and the model directories."""
     protocol, preset = results["protocol"], results["preset"]
-    dataset, searches, retrained = protocol["dataset"], results["searches"], results["retrained"]
+    dataset = protocol.get("data_name", protocol["dataset"])  # own data: its file's name, not its path
+    searches, retrained = results["searches"], results["retrained"]
     evolution = [s for s in searches if s["kind"] == "evolution"]
     randoms = [s for s in searches if s["kind"] == "random"]
     styles = _Styles(evolution, protocol["seed"])
@@ -141,6 +163,6 @@ def draw_paper_figures(run: Path, results: dict[str, Any]) -> list[dict[str, Any
         _curves_figure(run, dataset, protocol["retrain_epochs"], evolution, retrained, styles),
         _comparison_figure(run, dataset, evolution, randoms, retrained, styles),
         _progress_figure(run, dataset, searches, styles),
-        *_model_figures(run, evolution, retrained, steps=preset["manifold_steps"], samples=preset["samples"],
-                        seed=protocol["seed"]),
+        *_model_figures(run, protocol, evolution, retrained, steps=preset["manifold_steps"],
+                        samples=preset["samples"], seed=protocol["seed"]),
     ]

@@ -40,7 +40,7 @@ from ..head.evaluators import SearchStopped
 from ..head.progress import format_report
 from ..spec import TRAINER_VERSION, task_id
 from ..strategy import Strategy
-from .presets import HAND_DESIGNED, METRIC, PRESETS, ExperimentConfig, Preset, SearchPlan
+from .presets import HAND_DESIGNED, PRESETS, ExperimentConfig, Preset, SearchPlan
 from .report import render_report
 from .retrain import Retraining, retrain_numbers, train_models
 from .runs import PaperRun
@@ -216,8 +216,11 @@ def _protocol(config: ExperimentConfig, options: ClusterOptions, data) -> dict[s
     from transport.keys import is_loopback_endpoint
 
     p = config.preset
+    own = {} if config.spec(1).builtin else {  # left out for the built-in sets: their report reads as before
+        "data_name": config.data_name, "data_kind": data.kind, "data_sha256": config.data_sha256,
+        "likelihood": config.likelihood, "columns": config.columns, "image_size": config.image_size}
     return {
-        "dataset": config.dataset, "input_shape": list(data.shape), "train_images": len(data.train),
+        "dataset": config.dataset, **own, "input_shape": list(data.shape), "train_images": len(data.train),
         "validation_images": len(data.val), "test_images": len(data.test), "split_seed": config.split_seed,
         "seed": config.seed, "batch_size": config.batch_size, "lr": config.lr, "population": p.population,
         "offspring": p.offspring, "generations": p.generations, "budget": p.budget,
@@ -274,8 +277,8 @@ def run_paper(config: ExperimentConfig, run: PaperRun, cluster: Cluster, *,
     p = config.preset
     data = splits(config.spec(1), "cpu", options.data_root, options.download)  # fail fast, before any worker
     protocol = _protocol(config, options, data)
-    echo(f"experiment paper: {config.dataset}, preset {p.name}: {protocol['train_images']} training / "
-         f"{protocol['validation_images']} validation / {protocol['test_images']} test images; "
+    echo(f"experiment paper: {config.data_name}, preset {p.name}: {protocol['train_images']} training / "
+         f"{protocol['validation_images']} validation / {protocol['test_images']} test examples; "
          f"budget {p.budget} evaluations per search; output {run.path}")
     with cluster:
         echo(cluster.describe())
@@ -303,7 +306,7 @@ def _finish(run: PaperRun, config: ExperimentConfig, protocol: dict, searches: l
     results = {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "experiment": "paper",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "preset": asdict(config.preset),
-        "metric": METRIC, "protocol": protocol, "environment": _environment(device), "searches": searches,
+        "metric": config.metric, "protocol": protocol, "environment": _environment(device), "searches": searches,
         "retrained": retrained, "table1": table_one(searches, retrained),
         "comparison": comparison(config, searches, retrained),
     }

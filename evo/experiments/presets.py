@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..genotype import Genotype
-from ..spec import DATASETS, TrainSpec
+from ..spec import TrainSpec, is_builtin
 from ..strategies import StrategyOptions, budget_of
 
-__all__ = ["HAND_DESIGNED", "METRIC", "PRESETS", "ExperimentConfig", "Preset", "SearchPlan"]
+__all__ = ["DATA_FIELDS", "HAND_DESIGNED", "METRIC", "METRICS", "PRESETS", "ExperimentConfig", "Preset", "SearchPlan"]
+
+#: the TrainSpec fields that name the data (the data options of the command line, resolved)
+DATA_FIELDS = ("dataset", "likelihood", "data_sha256", "columns", "image_size")
 
 #: The PyTorch example VAE: 784-400-20-400-784.
 HAND_DESIGNED = Genotype((400,), 20, (400,))
@@ -16,6 +20,15 @@ HAND_DESIGNED = Genotype((400,), 20, (400,))
 METRIC = ("negative ELBO in nats per image: reconstruction = binary cross-entropy summed over all pixels, "
           "on continuous pixel intensities in [0, 1] (not binarised), plus KL(q(z|x) || N(0, I)) in closed "
           "form; one z sample per image; averaged over every image of the split")
+
+#: the loss of each likelihood, in the report's words (``METRIC`` is the Bernoulli one, the paper's)
+METRICS = {
+    "bernoulli": METRIC,
+    "gaussian": ("negative ELBO in nats per example: reconstruction = -log N(x; decoder mean, 1) summed over "
+                 "the features, standardised with the training split's mean and standard deviation, plus "
+                 "KL(q(z|x) || N(0, I)) in closed form; one z sample per example; averaged over every example "
+                 "of the split (docs/data.md)"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,11 @@ class SearchPlan:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A preset with its overrides, plus the data set and seeds."""
+    """A preset with its overrides, plus the data and seeds.
+
+    ``dataset`` is a built-in name or the path of own data, then with its fingerprint ``data_sha256`` and
+    ``columns``, ``image_size`` (the TrainSpec fields of that name, :data:`DATA_FIELDS`); ``likelihood``
+    as the data options resolved it. Stored in ``experiment.json``, so a resume re-checks the data."""
 
     preset: Preset
     dataset: str = "fashion-mnist"
@@ -83,11 +100,14 @@ class ExperimentConfig:
     split_seed: int = 0
     batch_size: int = 128
     lr: float = 1e-3
+    likelihood: str = "bernoulli"
+    data_sha256: str = ""
+    columns: str = ""
+    image_size: str = ""
 
     def __post_init__(self) -> None:
         p = self.preset
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        self.spec(1)  # the data fields, checked as a training spec checks them (ValueError, one line)
         for name, low in _MINIMA.items():
             if getattr(p, name) < low:
                 raise ValueError(f"{name.replace('_', '-')} is too small: {getattr(p, name)} (at least {low})")
@@ -96,10 +116,25 @@ class ExperimentConfig:
         if any(e < 1 for e in p.random_epochs):
             raise ValueError(f"random-search epochs must be positive integers, got {p.random_epochs}")
 
+    @property
+    def data(self) -> dict[str, str]:
+        """The data fields of every spec of the experiment (and of its local workers' check)."""
+        return {name: getattr(self, name) for name in DATA_FIELDS}
+
+    @property
+    def data_name(self) -> str:
+        """A short name of the data for titles and file names: the built-in name, or the own file's or
+        folder's name without its suffix."""
+        return self.dataset if is_builtin(self.dataset) else Path(self.dataset).stem
+
+    @property
+    def metric(self) -> str:
+        return METRICS[self.likelihood]
+
     def spec(self, epochs: int) -> TrainSpec:
         p = self.preset
-        return TrainSpec(dataset=self.dataset, epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                         train_subset=p.train_subset, val_size=p.val_size, split_seed=self.split_seed)
+        return TrainSpec(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                         train_subset=p.train_subset, val_size=p.val_size, split_seed=self.split_seed, **self.data)
 
     @property
     def random_seeds(self) -> list[int]:

@@ -42,16 +42,41 @@ def _wall_time(t: dict[str, Any]) -> str:
     return text
 
 
+def _data(pr: dict[str, Any]) -> str:
+    """The protocol's data row: a built-in set and its image shape, or own data with its fingerprint."""
+    shape = "x".join(map(str, pr["input_shape"]))
+    if "data_name" not in pr:  # a built-in set (and every report written before own data)
+        return f"{pr['dataset']}, images {shape}"
+    options = "".join(f", {flag} {pr[key]}" for flag, key in (("--columns", "columns"), ("--image-size", "image_size"))
+                      if pr.get(key))
+    what = f"{pr['input_shape'][0]} columns" if pr["data_kind"] == "table" else f"{shape} per example"
+    return (f"`{pr['dataset']}`: {pr['data_kind']}, {what}{options}; SHA-256 `{pr['data_sha256'][:16]}...`; "
+            f"likelihood {pr['likelihood']}")
+
+
+def _hand_designed(pr: dict[str, Any]) -> str:
+    if "data_name" not in pr:
+        return "`400\\|20\\|400` (the PyTorch example VAE 784-400-20-400-784)"
+    features = 1
+    for size in pr["input_shape"]:
+        features *= int(size)
+    return f"`400\\|20\\|400` (the PyTorch example VAE's layers: {features}-400-20-400-{features} on this data)"
+
+
 def _protocol(results: dict[str, Any]) -> list[str]:
     pr, preset, env = results["protocol"], results["preset"], results["environment"]
+    own = "data_name" in pr  # data of one's own (a report of a built-in set reads as it always did)
+    noun = "examples" if own else "images"
+    test = ("the data's test part, or, when it has none, the next examples of the split's permutation" if own else
+            "the data set's test set")
     subset = (f" (the first {preset['train_subset']:,} of the training set left after the validation split)"
               if preset["train_subset"] else " (all left after the validation split)")
     rows = [
-        ("data set", f"{pr['dataset']}, images {'x'.join(map(str, pr['input_shape']))}"),
-        ("training images", f"{pr['train_images']:,}" + subset),
-        ("validation images", f"{pr['validation_images']:,}, carved from the training set by a permutation seeded "
+        ("data set", _data(pr)),
+        (f"training {noun}", f"{pr['train_images']:,}" + subset),
+        (f"validation {noun}", f"{pr['validation_images']:,}, carved from the training set by a permutation seeded "
                               f"with split seed {pr['split_seed']} (the same split for every task)"),
-        ("test images", f"{pr['test_images']:,} (the data set's test set; used only after retraining)"),
+        (f"test {noun}", f"{pr['test_images']:,} ({test}; used only after retraining)"),
         ("training", f"Adam lr {pr['lr']}, mini-batch {pr['batch_size']}, training seed {pr['seed']} for every run"),
         ("search", f"(mu + lambda) evolution, mu = {pr['population']}, lambda = {pr['offspring']}, "
                    f"{pr['generations']} generations counting the initial one, seed {pr['seed']}"),
@@ -60,7 +85,7 @@ def _protocol(results: dict[str, Any]) -> list[str]:
         ("search epochs", ", ".join(f"{e}" for e in pr["search_epochs"]) + " (one evolutionary search each)"),
         ("random search", f"the same budget, {len(pr['random_seeds'])} seeds ({', '.join(map(str, pr['random_seeds']))})"
                           f", candidates trained {' and '.join(map(str, pr['random_epochs']))} epoch(s)"),
-        ("hand-designed baseline", "`400\\|20\\|400` (the PyTorch example VAE 784-400-20-400-784)"),
+        ("hand-designed baseline", _hand_designed(pr)),
         ("retraining", f"{pr['retrain_epochs']} epochs, same data and seed (the paper: 20)"),
         ("Fig. 4 models", f"best architectures with latent size 2, {pr['manifold_epochs']} epochs"),
         ("workers", _workers(pr, env)),
@@ -125,6 +150,9 @@ def _comparison(results: dict[str, Any]) -> list[str]:
 def _figures(results: dict[str, Any]) -> list[str]:
     lines = ["## Figures", ""]
     for fig in results["figures"]:
+        if fig["file"] is None:  # a figure the data has none of: why, in one line
+            lines += [f"*{fig['kind']}*: {fig['caption']}", ""]
+            continue
         lines += [f"![{fig['kind']}]({fig['file']})", "", f"*{fig['file']}*: {fig['caption']}", ""]
     return lines
 
@@ -138,8 +166,10 @@ def render_report(results: dict[str, Any]) -> str:
             f"Preset: {preset['summary']}.", "",
             "## Metric", "",
             f"Loss = {results['metric']}. Lower is better; the search's fitness is 1 / loss on the validation split. "
-            "Continuous-pixel BCE includes the entropy of the grey levels, so these figures are not comparable with "
-            "log-likelihoods on binarised MNIST.", ""]
+            + ("Continuous-pixel BCE includes the entropy of the grey levels, so these figures are not comparable "
+               "with log-likelihoods on binarised MNIST." if pr.get("likelihood", "bernoulli") == "bernoulli" else
+               "The nats are those of the standardised features: add the sum of the log standard deviations (in "
+               "each model's model.json) for the density in the data's own units."), ""]
     lines = head + _protocol(results) + _searches(results) + _table1(results) + _comparison(results) + _figures(results)
     return "\n".join(lines)
 

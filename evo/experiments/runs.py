@@ -1,6 +1,7 @@
 """The run directory of a paper experiment, and what it keeps across the runs of the command.
 
-``RUN_DIR/experiment.json`` holds the configuration (written once, read by ``--resume``);
+``RUN_DIR/experiment.json`` holds the configuration (written once, read by ``--resume``; with own data its
+path, fingerprint, columns, image size and likelihood, so a resume re-checks the data);
 ``results.sqlite`` the result cache every search and retraining task shares; ``progress.json`` the wall
 and CPU time and the transport counters of the runs so far (a run killed by SIGKILL loses what it spent
 since its last finished step); ``searches/``, ``tasks/`` and ``models/`` what the phases leave behind;
@@ -83,6 +84,12 @@ class PaperRun:
     @classmethod
     def open(cls, path: str | Path) -> "PaperRun":
         """The experiment in ``path``, to continue it with the settings it was started with."""
+        return cls(Path(path), cls.read_config(path))
+
+    @staticmethod
+    def read_config(path: str | Path) -> ExperimentConfig:
+        """The configuration of the experiment in ``path``, read without opening the run (so its data can be
+        checked before anything in it changes). RunDirError (one line) when there is none to read."""
         path = Path(path)
         try:
             data = json.loads((path / CONFIG).read_text())
@@ -96,7 +103,7 @@ class PaperRun:
             config = ExperimentConfig.from_dict(data["config"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RunDirError(f"{path / CONFIG}: the stored configuration is unusable ({exc})") from None
-        return cls(path, config)
+        return config
 
     # -- what the runs spent ------------------------------------------------------------------
     def _save(self) -> None:
