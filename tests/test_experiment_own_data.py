@@ -16,6 +16,7 @@ import pytest
 from distributed_helpers import PYTHON, REPO, free_port_pair, wait_until
 from evo.cli.data_options import DEFAULT_VAL_SIZE, add_data_options, data_fields, default_val_size, spec_from_args
 from evo.cli.distribution import add_distribution_options, cluster_options
+from evo.experiments.compare import COMPARE_PRESETS
 from evo.genotype import parse_genotype
 from evo.head.cluster import Cluster, ClusterError, ClusterOptions
 from evo.spec import TrainSpec, task_id
@@ -159,7 +160,8 @@ def test_compare_on_digits_npz_trains_every_search_on_it_and_a_resume_refuses_a_
     results = json.loads((run / "results.json").read_text())
     spec = results["spec"]
     assert (spec["dataset"], spec["data_sha256"], spec["val_size"]) == (str(data), _sha256(data), 200)
-    assert len(results["searches"]) == 2 * 5 and results["fidelity"]["count"] == 3
+    preset = COMPARE_PRESETS["tiny"]
+    assert len(results["searches"]) == preset.seeds * len(preset.arms) and results["fidelity"]["count"] == 3
     evaluations = [e for s in results["searches"] for e in s["evaluations"]]
     assert evaluations and all(e["loss"] > 0 for e in evaluations if e["loss"] is not None)
     assert all(s["retrain"]["ok"] and s["retrain"]["test_loss"] > 0 for s in results["searches"] if s["best"])
