@@ -235,3 +235,23 @@ def test_paper_on_a_table_validates_on_a_fifth_and_says_why_it_draws_no_images(t
     report = (out / "report.md").read_text()
     assert f"*figures-4-5*: {skipped[0]['caption']}" in report and "30-400-20-400-30" in report
     assert not list(out.glob("manifold-*.png")) and not list(out.glob("samples-*.png"))
+
+
+# ---------------------------------------------------------------------- bad own data in the experiments, fast
+
+@pytest.mark.parametrize("experiment", ["paper", "compare"])
+@pytest.mark.parametrize(("options", "piece"), [
+    (["--dataset", "{csv_bad}"], "column 'diagnosis' is not numeric"),
+    (["--dataset", "{csv}", "--val-size", "400"], "569 examples are too few for a validation split of 400"),
+    (["--dataset", "{npz}", "--columns", "a"], "--columns"),
+])
+def test_bad_own_data_is_one_line_exit_2_and_no_run_directory(files, tmp_path, capsys, experiment, options, piece):
+    from evo.cli.experiment import main
+
+    out = tmp_path / "run"
+    argv = [o.format(**files) for o in options] + (["--out", str(out)] if experiment == "paper" else
+                                                   ["--run-dir", str(out)])
+    assert main([experiment, "--preset", "tiny", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and piece in err, err
+    assert not out.exists()

@@ -18,7 +18,7 @@ from ..experiments.compare_report import draw_anytime, draw_fidelity, render_com
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
 from ..spec import is_builtin
-from .data_options import add_data_options, data_fields
+from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -76,13 +76,21 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         preset = replace(preset, arms=arms)
-    return {"format": FORMAT, "preset": asdict(preset), **{key: fields.get(key, "") for key in DATA_FIELDS},
-            "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
+    config = {"format": FORMAT, "preset": asdict(preset), **{key: fields.get(key, "") for key in DATA_FIELDS},
+              "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
+    check_split(_spec_of(preset, config), args.data_root)  # e.g. a --val-size too large for the table: one line
+    return config
 
 
 def _data_of(config: dict[str, Any]) -> dict[str, str]:
     """The data fields of a configuration (one from before own data has only ``dataset``)."""
     return {key: config.get(key, "bernoulli" if key == "likelihood" else "") for key in DATA_FIELDS}
+
+
+def _spec_of(preset, config: dict[str, Any]):
+    """The spec every search of the comparison trains with (:func:`base_spec` on the configuration's data)."""
+    data = _data_of(config)
+    return base_spec(preset, data.pop("dataset"), config["split_seed"], data)
 
 
 def _plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
@@ -115,8 +123,7 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
 
     preset = ComparePreset(**{**config["preset"], "fidelities": tuple(config["preset"]["fidelities"]),
                               "arms": tuple(config["preset"]["arms"])})
-    data = _data_of(config)
-    spec = base_spec(preset, data.pop("dataset"), config["split_seed"], data)
+    spec = _spec_of(preset, config)
     cache = ResultCache(run / "cache.sqlite")
     bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache)
     started = time.perf_counter()

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
 
-__all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_worker_data", "data_fields",
-           "default_val_size", "spec_from_args"]
+__all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split", "check_worker_data",
+           "data_fields", "default_val_size", "spec_from_args"]
 
 #: The TrainSpec fields the data options decide (journal them with a search: ``data_fields`` sets them on args).
 DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood")
@@ -133,14 +133,22 @@ def spec_from_args(args: argparse.Namespace, **training: Any) -> TrainSpec:
         spec = TrainSpec(**training, **fields)
     except ValueError as exc:
         raise DataOptionError(str(exc)) from None
-    if not spec.builtin:
-        from gpuworker.data import DataError, prepare
-
-        try:
-            prepare(spec, args.data_root)
-        except DataError as exc:
-            raise DataOptionError(str(exc)) from None
+    check_split(spec, args.data_root)
     return spec
+
+
+def check_split(spec: TrainSpec, data_root: str | None = None) -> None:
+    """Own data of ``spec`` split (and standardised) as every worker will split it: too few rows for its
+    ``val_size`` or values outside [0, 1] for ``bernoulli`` are a DataOptionError here, before anything is
+    created. Nothing to do for a built-in set (the head has no torch to load it)."""
+    if spec.builtin:
+        return
+    from gpuworker.data import DataError, prepare
+
+    try:
+        prepare(spec, data_root)
+    except DataError as exc:
+        raise DataOptionError(str(exc)) from None
 
 
 def check_worker_data(args: argparse.Namespace) -> str:

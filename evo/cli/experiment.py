@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..experiments.presets import DATA_FIELDS, PRESETS, ExperimentConfig
-from .data_options import add_data_options, data_fields
+from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -80,7 +80,9 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     args.dataset = args.dataset or "fashion-mnist"
     fields = data_fields(args, val_size=preset.val_size)
     changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    return ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0, split_seed=args.split_seed or 0)
+    config = ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0, split_seed=args.split_seed or 0)
+    check_split(config.spec(1), args.data_root)  # e.g. a --val-size too large for the table: one line, now
+    return config
 
 
 def _stored_config(args: argparse.Namespace) -> ExperimentConfig:
