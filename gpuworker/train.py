@@ -26,7 +26,7 @@ from .bounds import negative_iw_bound
 from .data import Splits, splits
 from .model import VAE, negative_elbo
 
-__all__ = ["TrainResult", "choose_device", "default_threads", "evaluate", "measure", "measure_test", "set_threads",
+__all__ = ["TrainResult", "check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test", "set_threads",
            "train"]
 
 log = structlog.get_logger(__name__)
@@ -73,6 +73,26 @@ def choose_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(name: str | None) -> None:
+    """ValueError (one line) unless ``name`` is a device this machine has (None: the default, always there),
+    so a command refuses ``--device cuda`` on a machine without CUDA before it starts instead of failing
+    in the first task."""
+    if not name:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type in ("cpu", "meta"):
+        return
+    backend = getattr(torch, device.type, None)
+    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+    count = backend.device_count() if available and hasattr(backend, "device_count") else int(available)
+    if (device.index or 0) >= count:
+        raise ValueError(f"--device {name}: this machine has {count} {device.type} device(s); "
+                         "use --device cpu, or leave the option out")
 
 
 def default_threads(processes: int = 1) -> int:
