@@ -26,8 +26,8 @@ from .bounds import negative_iw_bound
 from .data import Splits, splits
 from .model import VAE, negative_elbo
 
-__all__ = ["TrainResult", "check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test", "set_threads",
-           "train"]
+__all__ = ["TrainResult", "check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test",
+           "set_threads", "train"]
 
 log = structlog.get_logger(__name__)
 
