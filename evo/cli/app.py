@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from .search import UsageError, genotype_arg, spec_of
+from .search import UsageError, spec_of
+from ..genotype import GenotypeError
 from ..strategies import STRATEGIES
+from . import validate as v
 from .data_options import add_data_options
 from .distribution import add_distribution_options
 
@@ -30,17 +32,18 @@ DELEGATED = {
 def _add_training_options(p: argparse.ArgumentParser, epochs: int) -> None:
     add_data_options(p)
     g = p.add_argument_group("training (the paper's Algorithm 1)")
-    g.add_argument("--epochs", type=int, default=epochs, help=f"epochs per evaluation (default {epochs})")
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--seed", type=int, default=0, help="seed of the search and of every training run")
-    g.add_argument("--train-subset", type=int, default=0, metavar="N", help="train on the first N images only (0 = all)")
-    g.add_argument("--val-size", type=int, default=None,
+    g.add_argument("--epochs", type=v.EPOCHS, default=epochs, help=f"epochs per evaluation (default {epochs})")
+    g.add_argument("--batch-size", type=v.BATCH_SIZE, default=128)
+    g.add_argument("--lr", type=v.LEARNING_RATE, default=1e-3, help="Adam's learning rate, 0 < LR < 10 (default 0.001)")
+    g.add_argument("--seed", type=v.SEED, default=0, help="seed of the search and of every training run")
+    g.add_argument("--train-subset", type=v.TRAIN_SUBSET, default=0, metavar="N",
+                   help="train on the first N images only (0 = all)")
+    g.add_argument("--val-size", type=v.VAL_SIZE, default=None,
                    help="validation examples carved from the training set (default 10,000 for a built-in set; for "
                         "your own data a fifth of its examples, at most 10,000: docs/data.md)")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the fixed validation split")
-    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
+    g.add_argument("--split-seed", type=v.SEED, default=0, help="seed of the fixed validation split")
+    g.add_argument("--device", type=v.device, default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (default: the cores available)")
 
 
 def _add_log_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +53,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evovae", description="Evolutionary search of VAE architectures.")
+    parser = v.OneLineParser(prog="evovae", description="Evolutionary search of VAE architectures.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train one genotype and print its validation curve and test loss")
@@ -64,36 +67,42 @@ def _parser() -> argparse.ArgumentParser:
     s = search.add_argument_group("search")
     s.add_argument("--strategy", default="evolution", choices=tuple(STRATEGIES),
                    help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + " (default evolution)")
-    s.add_argument("--population", type=int, default=10,
+    s.add_argument("--population", type=v.whole(1, 10_000), default=10,
                    help="mu: the population size (regularized: the queue of the most recent; default 10)")
-    s.add_argument("--offspring", type=int, default=10,
+    s.add_argument("--offspring", type=v.whole(1, 10_000), default=10,
                    help="lambda: offspring per generation (asynchronous strategies: evaluations per progress "
                         "line; default 10)")
-    s.add_argument("--generations", type=int, default=None,
+    s.add_argument("--generations", type=v.whole(1, 1_000_000), default=None,
                    help="generations, counting the initial one (default 5, or unbounded with --budget-epochs); "
                         "asynchronous strategies evaluate as many genotypes as this many generations would")
-    s.add_argument("--budget-epochs", type=int, default=None, metavar="N",
+    s.add_argument("--budget-epochs", type=v.whole(1, 10**12), default=None, metavar="N",
                    help="stop before the training epochs asked for would exceed N (every evaluation counts its "
                         "epochs; a promoted one counts every rung it trained at)")
-    s.add_argument("--fidelities", default=None, metavar="E1,E2,...",
+    s.add_argument("--fidelities", type=v.whole_list(1, increasing=True, example="1,3,9"), default=None,
+                   metavar="E1,E2,...",
                    help="multi-fidelity evolution: offspring trained E1 epochs, the best 1/eta promoted to E2, ... "
                         "selection on the last only (e.g. 1,3,9); without it, --epochs for every evaluation")
-    s.add_argument("--eta", type=int, default=3, help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
-    s.add_argument("--tournament-size", type=int, default=3,
+    s.add_argument("--eta", type=v.whole(2, 1000), default=3, help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
+    s.add_argument("--tournament-size", type=v.whole(1, 10_000), default=3,
                    help="regularized: contenders drawn from the queue to pick a parent (default 3)")
-    s.add_argument("--startup-trials", type=int, default=10,
+    s.add_argument("--startup-trials", type=v.whole(1, 10_000), default=10,
                    help="tpe: random proposals before TPE models the results (default 10)")
     s.add_argument("--mode", default="generational", choices=("generational", "steady-state"),
                    help="generational (mu + lambda), as in the paper, or steady-state: breed as results arrive")
-    s.add_argument("--crossover-rate", type=float, default=0.5)
-    s.add_argument("--mutation-rate", type=float, default=0.8)
-    s.add_argument("--initial", nargs="*", default=[], metavar="GENOTYPE", help="genotypes to seed generation 0")
-    s.add_argument("--max-layers", type=int, default=5, help="hidden layers per network, at most (default 5)")
-    s.add_argument("--output", default=None, metavar="FILE", help="also write the search's result (JSON) here")
-    s.add_argument("--run-dir", default=None, help="the run directory (default runs/search-TIME-PID); must be new")
-    s.add_argument("--resume", default=None, metavar="RUN_DIR",
+    s.add_argument("--crossover-rate", type=v.probability(), default=0.5, help="0 to 1 (default 0.5)")
+    s.add_argument("--mutation-rate", type=v.probability(), default=0.8, help="0 to 1 (default 0.8)")
+    s.add_argument("--initial", nargs="*", type=v.genotype(), default=[], metavar="GENOTYPE",
+                   help="genotypes to seed generation 0 (inside the search space)")
+    s.add_argument("--max-layers", type=v.whole(1, 20), default=5,
+                   help="hidden layers per network, at most (1 to 20, default 5)")
+    s.add_argument("--output", type=v.new_file, default=None, metavar="FILE",
+                   help="also write the search's result (JSON) here")
+    s.add_argument("--run-dir", type=v.dir_to_create, default=None,
+                   help="the run directory (default runs/search-TIME-PID); must be new")
+    s.add_argument("--resume", type=v.existing_dir, default=None, metavar="RUN_DIR",
                    help="continue the search journaled in RUN_DIR (its settings come from the journal)")
-    s.add_argument("--cache", default=None, metavar="PATH", help="a result cache shared across runs (SQLite file)")
+    s.add_argument("--cache", type=v.file_to_create, default=None, metavar="PATH",
+                   help="a result cache shared across runs (SQLite file)")
     d = add_distribution_options(search)
     d.add_argument("--in-process", action="store_true", help="train in this process: no sockets, no workers")
     _add_training_options(search, epochs=2)
@@ -111,9 +120,18 @@ def _setup_torch(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    genotype = genotype_arg(args.genotype)
+    try:  # within the search space's bounds: a 20-digit width is refused here, not by torch
+        genotype = v.trainable_genotype(args.genotype)
+    except GenotypeError as exc:
+        raise UsageError(str(exc)) from None
     spec = spec_of(args)
     _setup_torch(args)
+    from gpuworker.train import check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     from gpuworker.data import DataError
     from gpuworker.train import evaluate
 
@@ -152,26 +170,41 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
     return getattr(importlib.import_module(module), function)(list(argv))
 
 
+def _settings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any] | int:
+    """``evovae search --config FILE``: the file's [search] table made the defaults; returns the parser's own
+    defaults as they were before (a resumed search names what it ignores, also from the file), or 2."""
+    from .settings import SettingsError, apply_settings
+
+    search = _subparser(parser, "search")
+    defaults = {a.dest: a.default for a in search._actions}
+    try:
+        apply_settings(search, argv, "search")
+    except SettingsError as exc:
+        print(f"evovae: error: {exc}", file=sys.stderr)
+        return 2
+    return defaults
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in DELEGATED:  # these parse their own options
         return _delegate(argv[0], argv[1:])
     parser = _parser()
-    if argv[:1] == ["search"]:
-        from .settings import SettingsError, apply_settings
-
-        try:
-            apply_settings(_subparser(parser, "search"), argv[1:], "search")
-        except SettingsError as exc:
-            print(f"evovae: error: {exc}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
+    defaults = _settings(parser, argv[1:]) if argv[:1] == ["search"] else {}
+    if isinstance(defaults, int):
+        return defaults
+    args = v.parse_args(parser, argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
+    if args.command == "search" and args.config:
+        args.config_values = {a.dest: a.default for a in _subparser(parser, "search")._actions
+                              if a.default != defaults.get(a.dest)}
     from .log_setup import configure
 
     configure(args.log_format, args.log_level, role=args.command)
     try:
         if args.command == "search":
-            return cmd_search(args, {a.dest: a.default for a in _subparser(parser, "search")._actions})
+            return cmd_search(args, defaults)
         return cmd_train(args)
     except UsageError as exc:
         print(f"evovae: error: {exc}", file=sys.stderr)
