@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -77,11 +80,42 @@ def options_of(args: argparse.Namespace) -> StrategyOptions:
         raise UsageError(str(exc)) from None
 
 
+#: the names of the engine's messages that are options of ``evovae search`` (said as the flag)
+_AS_FLAGS = re.compile(r"\b(tournament_size|startup_trials|crossover_rate|mutation_rate|budget_epochs|max_layers)\b")
+
+
+_AS_FLAG_AT_START = re.compile(r"^(fidelities|mode)\b")
+
+
 def strategy_of(args: argparse.Namespace) -> Strategy:
     try:
         return make_strategy(options_of(args), SearchSpace(max_layers=args.max_layers))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        message = _AS_FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+        message = _AS_FLAG_AT_START.sub(r"--\1", message).replace(" need mode ", " need --mode ")
+        raise UsageError(message) from None
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """What the options say together, for a new search (each value was checked while parsing; a resumed one
+    takes them from its journal). UsageError naming the options; nothing is created or read here."""
+    if args.resume:
+        return
+    space = SearchSpace(max_layers=args.max_layers)
+    initial = []
+    for text in args.initial:  # also from a --config file, whose lists argparse does not check
+        try:
+            initial.append(space.validate(parse_genotype(text)))
+        except GenotypeError as exc:
+            raise UsageError(f"--initial: {exc}") from None
+    twice = sorted({str(g) for g in initial if initial.count(g) > 1})
+    if twice:
+        raise UsageError(f"--initial gives {', '.join(twice)} more than once; give each genotype once")
+    if len(initial) > args.population:
+        raise UsageError(f"--initial gives {len(initial)} genotypes, more than --population {args.population} holds")
+    if args.strategy == "regularized" and args.tournament_size > args.population:
+        raise UsageError(f"--tournament-size {args.tournament_size} is larger than --population {args.population} "
+                         f"(the queue it draws from); give at most {args.population}")
 
 
 def _summary(strategy: Strategy, spec: TrainSpec, runner: Runner, seconds: float, run_dir: Path) -> dict[str, Any]:
@@ -99,7 +133,52 @@ def _summary(strategy: Strategy, spec: TrainSpec, runner: Runner, seconds: float
     }
 
 
-def _open_journal(args: argparse.Namespace) -> RunJournal:
+class _Created:
+    """What a start creates (a new run directory, a new cache file, with the parent directories made for
+    them): removed again when the start is refused before anything was evaluated, so it leaves nothing."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def note(self, path: str | Path) -> None:
+        """Call before ``path`` is created: the outermost of it and its parents that does not exist yet."""
+        path = Path(path).absolute()
+        if path.exists():
+            return
+        while not path.parent.exists():
+            path = path.parent
+        self.paths.append(path)
+
+    def remove(self) -> None:
+        for path in reversed(self.paths):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
+                if leftover.is_file():
+                    leftover.unlink()
+
+
+def _complete(args: argparse.Namespace) -> None:
+    """A new search's options as the journal stores them: 5 generations unless an end is given, the
+    fidelities as a list of epochs."""
+    if args.generations is None and args.budget_epochs is None:
+        args.generations = 5
+    if isinstance(args.fidelities, str):
+        args.fidelities = list(options_of(args).fidelities)
+
+
+def _check_device(name: str | None) -> None:
+    if not name or name == "cpu":
+        return
+    from gpuworker.train import check_device
+
+    try:
+        check_device(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _open_journal(args: argparse.Namespace, created: _Created) -> RunJournal:
     try:
         if args.resume:
             journal = RunJournal.open(args.resume)
@@ -109,14 +188,18 @@ def _open_journal(args: argparse.Namespace) -> RunJournal:
             if generations is not None:  # a resumed search may be given more generations
                 args.generations = generations
             return journal
-        if args.generations is None and args.budget_epochs is None:
-            args.generations = 5
-        if isinstance(args.fidelities, str):  # stored as a list of epochs
-            args.fidelities = list(options_of(args).fidelities)
+        _complete(args)
         spec_of(args), strategy_of(args)  # a bad option creates no run directory
         run_dir = Path(args.run_dir or Path("runs") / time.strftime(f"search-%Y%m%dT%H%M%SZ-{os.getpid()}",
                                                                    time.gmtime()))
-        return RunJournal.create(run_dir, {key: getattr(args, key) for key in SEARCH_KEYS})
+        config = {key: getattr(args, key) for key in SEARCH_KEYS}
+        if not (run_dir.exists() and any(run_dir.iterdir())):  # the journal refuses a used one untouched
+            created.note(run_dir)
+        try:
+            return RunJournal.create(run_dir, config)
+        except OSError as exc:  # e.g. no room, or a place where nothing can be made
+            created.remove()
+            raise UsageError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
     except JournalError as exc:
         raise UsageError(str(exc)) from None
 
@@ -141,32 +224,54 @@ def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec):
 
 
 def _cluster_options(args: argparse.Namespace):
-    """The cluster's options, checked even with --in-process (a bad value is an error either way)."""
+    """The cluster's options, checked even with --in-process (a bad value is an error either way; each was
+    checked while parsing, the key files are read here)."""
     from ..head.cluster import Cluster, ClusterError
     from .distribution import cluster_options
 
     try:
         options = cluster_options(args)
-        if not args.in_process:
+        if not args.in_process or args.server_key_secret or args.allow:
             Cluster(options)  # reads the key files: bad security options fail before anything is created
         return options
     except ClusterError as exc:
         raise UsageError(str(exc)) from None
 
 
-def _ignored_on_resume(args: argparse.Namespace, parser_defaults: dict[str, Any]) -> list[str]:
-    """The search options given on the command line that a resumed run takes from its journal instead."""
-    return [f"--{key.replace('_', '-')}" for key in SEARCH_KEYS
-            if key != "generations" and key in parser_defaults and getattr(args, key) != parser_defaults[key]]
+def _ignored_on_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
+    """The options given (on the command line or in the ``--config`` file) that a resumed run takes from its
+    journal instead (and ``--run-dir``: the run directory is RUN_DIR). ``defaults`` are the parser's own
+    defaults, before a settings file changed them; ``args.config_values`` what the file set, if any."""
+    from_file = getattr(args, "config_values", None) or {}
+    ignored = []
+    for key in (*SEARCH_KEYS, "run_dir"):
+        if key == "generations" or key not in defaults or getattr(args, key) == defaults[key]:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        in_file = key in from_file and getattr(args, key) == from_file[key]
+        ignored.append(f"{flag} (from {args.config})" if in_file else flag)
+    return ignored
 
 
 def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None) -> int:
+    """Run (or resume) the search ``args`` describe; UsageError (one line, exit status 2) for what is wrong,
+    found before a run directory is created, a socket bound or a worker started - and a start refused later
+    (a port in use, every local worker unfit) removes what it created while nothing was evaluated."""
+    check_options(args)
     options = _cluster_options(args)
     ignored = _ignored_on_resume(args, parser_defaults or {}) if args.resume else []
+    if not args.resume:
+        _complete(args)
+        strategy_of(args)  # options the strategy refuses, before any data is read
+    if args.in_process or args.local_workers:  # training on this machine: its --device must be here
+        _check_device(args.device)
     evaluator = None
     if args.in_process and not args.resume:  # missing data is an error before a run directory exists
         evaluator = _in_process_evaluator(args, spec_of(args))
-    journal = _open_journal(args)
+    created = _Created()
+    journal = _open_journal(args, created)
+    cache = runner = None
+    refused = False
     try:
         if ignored:
             print(f"evovae: note: resuming {journal.run_dir}: its journal fixes the search, so "
@@ -174,20 +279,29 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         spec = spec_of(args)
         options = replace(options, worker_data=worker_data_args(args))  # the run's data (a resume: the journal's)
         strategy = strategy_of(args)
-        cache = None
         if args.cache:
+            created.note(args.cache)
             try:
                 cache = ResultCache(args.cache)
             except JournalError as exc:
                 raise UsageError(str(exc)) from None
+            except (OSError, sqlite3.Error) as exc:
+                raise UsageError(f"--cache {args.cache}: cannot open or create it ({exc})") from None
         runner = Runner(None, spec, journal=journal, cache=cache)  # the evaluator comes once the replay passed
         try:
             runner.replay(strategy)  # a journal that does not replay is refused before any socket is bound
         except JournalError as exc:
             raise UsageError(str(exc)) from None
         return _run(args, runner, strategy, options, evaluator)
+    except UsageError:
+        refused = runner is None or not (runner.evaluated or runner.cache_hits)
+        raise
     finally:
+        if cache is not None:
+            cache.close()
         journal.close()
+        if refused:
+            created.remove()
 
 
 def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> int:
