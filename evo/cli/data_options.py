@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
+from .validate import data_root
 
 __all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split", "check_worker_data",
            "data_fields", "default_val_size", "spec_from_args"]
@@ -58,17 +59,17 @@ def add_data_options(parser: argparse.ArgumentParser, *, dataset_default: str | 
         g.add_argument("--likelihood", default=None, choices=LIKELIHOODS,
                        help="p(x|z): bernoulli (BCE on values in [0, 1]; the default for images) or gaussian (unit "
                             "variance on features standardised on the training split; the default for tables)")
-    g.add_argument("--data-root", default=None, metavar="DIR",
-                   help="where built-in sets live and where a worker also looks for own data by its file name "
-                        "(default ~/.cache/evovae/data or $EVOVAE_DATA_ROOT)")
+    g.add_argument("--data-root", type=data_root, default=None, metavar="DIR",
+                   help="where built-in sets live and where a worker also looks for own data by its file name; an "
+                        "existing directory, never created (default ~/.cache/evovae/data or $EVOVAE_DATA_ROOT)")
     g.add_argument("--download", action="store_true", help="download a built-in data set if missing (needs internet)")
     return g
 
 
 def _check_root(args: argparse.Namespace) -> None:
-    root = getattr(args, "data_root", None)
-    if root and not Path(root).is_dir() and not getattr(args, "download", False):
-        raise DataOptionError(f"--data-root {root}: no such directory; create it, or leave the option out")
+    root = getattr(args, "data_root", None)  # never created, also not with --download (validate.data_root)
+    if root and not Path(root).expanduser().is_dir():
+        raise DataOptionError(f"--data-root {root}: no such directory; create it first, or leave the option out")
 
 
 def data_fields(args: argparse.Namespace, *, val_size: int = DEFAULT_VAL_SIZE) -> dict[str, Any]:
