@@ -10,10 +10,13 @@ started with the run's ``--dataset`` and checks it at start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 
-from ..head.cluster import DEFAULT_BIND, ClusterOptions
+from ..head.cluster import DEFAULT_BIND, ClusterError, ClusterOptions
+from . import validate as v
 
-__all__ = ["add_distribution_options", "cluster_options", "worker_data_args"]
+__all__ = ["add_distribution_options", "check_worker_args", "cluster_options", "worker_data_args"]
 
 
 def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: int = 0, bind: str = DEFAULT_BIND,
@@ -22,17 +25,23 @@ def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: 
     """Declare --local-workers, --worker-arg, --bind, --sink-bind, --heartbeat, --liveness, --lease,
     --max-attempts and the CURVE options; returns the distribution group (a command may add to it)."""
     d = parser.add_argument_group("distribution (ventilator/sink over ZeroMQ; see docs/protocol.md)")
-    d.add_argument("--local-workers", type=int, default=local_workers, metavar="N",
+    d.add_argument("--local-workers", type=v.LOCAL_WORKERS, default=local_workers, metavar="N",
                    help=f"{local_workers_help} (default {local_workers}; 0: only remote workers serve it)")
     d.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for the local workers, e.g. --worker-arg=--fake (repeatable)")
-    d.add_argument("--bind", default=bind, metavar="ENDPOINT",
+                   help="extra argument for the local workers, e.g. --worker-arg=--fake (repeatable; checked "
+                        "as evovae worker would)")
+    d.add_argument("--bind", type=v.BIND, default=bind, metavar="ENDPOINT",
                    help=f"ventilator endpoint (default {bind}; tcp://*:5557 for remote workers)")
-    d.add_argument("--sink-bind", default=None, metavar="ENDPOINT", help="sink endpoint (default: --bind's port + 1)")
-    d.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS", help="worker heartbeat interval")
-    d.add_argument("--liveness", type=int, default=3, help="heartbeats a busy worker may miss before its task is re-sent")
-    d.add_argument("--lease", type=float, default=3600.0, metavar="SECONDS", help="longest one attempt may run")
-    d.add_argument("--max-attempts", type=int, default=3, help="attempts before a genotype is recorded as failed")
+    d.add_argument("--sink-bind", type=v.BIND, default=None, metavar="ENDPOINT",
+                   help="sink endpoint (default: --bind's port + 1)")
+    d.add_argument("--heartbeat", type=v.HEARTBEAT, default=1.0, metavar="SECONDS",
+                   help="worker heartbeat interval, > 0 and <= 3600 (default 1)")
+    d.add_argument("--liveness", type=v.LIVENESS, default=3,
+                   help="heartbeats a busy worker may miss before its task is re-sent (1 to 1000, default 3)")
+    d.add_argument("--lease", type=v.LEASE, default=3600.0, metavar="SECONDS",
+                   help="longest one attempt may run (default 3600)")
+    d.add_argument("--max-attempts", type=v.MAX_ATTEMPTS, default=3,
+                   help="attempts before a genotype is recorded as failed (1 to 1000, default 3)")
     sec = parser.add_argument_group("security (CURVE; see docs/protocol.md, Security)")
     sec.add_argument("--server-key-secret", default=None, metavar="FILE",
                      help="the head's secret key file (NAME.key_secret, mode 0600, from evovae keys generate): "
@@ -59,9 +68,36 @@ def worker_data_args(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_worker_args(worker_args: tuple[str, ...] | list[str]) -> None:
+    """ClusterError (one line) unless ``evovae worker`` takes the ``--worker-arg`` values: a local worker
+    that would refuse them is found now, not when every local worker has exited."""
+    if not worker_args:
+        return
+    from .worker import build_parser
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+        status = v.parse_args(build_parser(), ["--connect", "tcp://127.0.0.1:1", *worker_args])
+    if isinstance(status, int):
+        why = said.getvalue().strip().replace("evovae worker: error: ", "", 1) or "they print their help and exit"
+        raise ClusterError(f"--worker-arg {' '.join(worker_args)}: the local workers would refuse it: {why}")
+
+
+def _check_endpoints(options: ClusterOptions) -> None:
+    sink = options.sink
+    try:
+        v.BIND(sink)
+    except v.OptionError:
+        raise ClusterError(f"--bind {options.bind}: the sink by convention would be {sink}, which is no endpoint; "
+                           "give --sink-bind ENDPOINT") from None
+    if sink == options.bind and not options.bind.endswith(":*"):
+        raise ClusterError(f"--sink-bind {sink} is --bind's endpoint too; give the sink an endpoint of its own")
+
+
 def cluster_options(args: argparse.Namespace) -> ClusterOptions:
     """The :class:`~evo.head.cluster.ClusterOptions` of parsed options (ClusterError for bad values)."""
-    return ClusterOptions(
+    check_worker_args(args.worker_arg)
+    options = ClusterOptions(
         bind=args.bind, sink_bind=args.sink_bind, heartbeat=args.heartbeat, liveness=args.liveness, lease=args.lease,
         max_attempts=args.max_attempts, local_workers=args.local_workers, worker_args=tuple(args.worker_arg),
         worker_data=worker_data_args(args),
@@ -69,3 +105,8 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
         threads=getattr(args, "threads", 0) or 0, data_root=getattr(args, "data_root", None),
         device=getattr(args, "device", None), download=bool(getattr(args, "download", False)),
         log_level=getattr(args, "log_level", "info"))
+    _check_endpoints(options)
+    if options.local_workers > 1 and any(a.startswith("--worker-id") for a in options.worker_args):
+        raise ClusterError(f"--worker-arg --worker-id would give all {options.local_workers} local workers one id; "
+                           "leave it out (each gets its own)")
+    return options
