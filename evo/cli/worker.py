@@ -16,6 +16,7 @@ from transport.protocol import sink_endpoint
 
 from gpuworker.evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
 
+from . import validate as v
 from .data_options import DataOptionError, add_data_options, check_worker_data
 from gpuworker.worker import run_worker
 
@@ -25,24 +26,28 @@ log = structlog.get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evovae worker", description="Serve evaluation tasks from a search head.")
+    parser = v.OneLineParser(prog="evovae worker", description="Serve evaluation tasks from a search head.")
     parser.add_argument("--config", metavar="FILE",
                         help="a TOML settings file; its [worker] table sets defaults for these options")
-    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
+    parser.add_argument("--connect", type=v.CONNECT, required=True, metavar="ENDPOINT",
                         help="the head's ventilator, e.g. tcp://head-node:5557")
-    parser.add_argument("--sink", default=None, help="the head's sink (default: the ventilator's port + 1)")
-    parser.add_argument("--worker-id", default=None, help="default: HOSTNAME-PID-RANDOM")
-    parser.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
-    parser.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0 = never)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the cores available)")
+    parser.add_argument("--sink", type=v.CONNECT, default=None, metavar="ENDPOINT",
+                        help="the head's sink (default: the ventilator's port + 1)")
+    parser.add_argument("--worker-id", type=v.worker_id, default=None,
+                        help="1-128 characters of A-Z a-z 0-9 _ . : - (default: HOSTNAME-PID-RANDOM)")
+    parser.add_argument("--heartbeat", type=v.HEARTBEAT, default=1.0, metavar="SECONDS",
+                        help="seconds between heartbeats, > 0 and <= 3600 (default 1)")
+    parser.add_argument("--max-tasks", type=v.whole(0, 10**12), default=0, help="exit after this many tasks (0 = never)")
+    parser.add_argument("--device", type=v.device, default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (default: the cores available)")
     add_data_options(parser, dataset_default=None, likelihood=False,
                      title="data: the tasks say which; --dataset is checked at start-up (exit 2 if unusable)")
     fake = parser.add_argument_group("fake evaluation (tests and benchmarks: no torch, no training)")
     fake.add_argument("--fake", action="store_true", help="compute a cheap deterministic loss instead of training")
-    fake.add_argument("--fake-sleep", type=float, default=0.0, metavar="SECONDS", help="time one fake task takes")
+    fake.add_argument("--fake-sleep", type=v.seconds(zero=True), default=0.0, metavar="SECONDS",
+                      help="time one fake task takes, 0 to 86400 (default 0)")
     fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"))
-    fake.add_argument("--poison", action="append", default=[], metavar="GENOTYPE",
+    fake.add_argument("--poison", action="append", type=v.genotype(), default=[], metavar="GENOTYPE",
                       help="die (SIGKILL) when given this genotype")
     security = parser.add_argument_group(
         "security (CURVE; see docs/protocol.md, Security). CURVE is on iff --server-key is given")
@@ -73,6 +78,16 @@ def curve_of(args: argparse.Namespace):
     return CurveClient.from_files(args.key, args.server_key)  # KeyFileError is a ValueError
 
 
+def _sink_of(connect: str) -> str:
+    """The sink by convention, the ventilator's port + 1; ValueError when that is no endpoint (port 65535)."""
+    sink = sink_endpoint(connect)
+    try:
+        return v.CONNECT(sink)
+    except v.OptionError:
+        raise ValueError(f"--connect {connect}: the sink by convention would be {sink}, which is no endpoint; "
+                         "give --sink ENDPOINT") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .settings import SettingsError, apply_settings
 
@@ -83,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = v.parse_args(parser, argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
     from .log_setup import configure
 
     from transport.channel import default_worker_id
@@ -91,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_id = args.worker_id or default_worker_id()
     configure(args.log_format, args.log_level, role="worker", worker_id=worker_id)
     try:
-        sink = args.sink or sink_endpoint(args.connect)
+        sink = args.sink or _sink_of(args.connect)
         curve = curve_of(args)
     except ValueError as exc:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
