@@ -241,6 +241,4 @@ def test_commands_run_through_evovae_as_delegated_subcommands(monkeypatch, saved
     assert cli.main(["sample", str(saved[0]), "--out", str(out), "--n", "4"]) == 0
     assert _png_size(out) == grid_size(4, (16, 16), nrow=8)
     assert cli.main(["reconstruct", str(saved[0]), "--out", str(tmp_path / "r.png"), "--n", "2"]) == 0
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["experiment", "--help"])
-    assert exc.value.code == 0
+    assert cli.main(["experiment", "--help"]) == 0  # a command's main returns its status, --help too

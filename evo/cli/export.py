@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -11,11 +12,12 @@ import torch
 
 from ..genotype import GenotypeError, parse_genotype
 from ..spec import TrainSpec
+from . import validate as v
 from .data_options import DATA_KEYS, DataOptionError, add_data_options, spec_from_args
 
 from gpuworker.data import splits
 from gpuworker.export import ModelDirError, export_best, load_model
-from gpuworker.train import set_threads
+from gpuworker.train import check_device, set_threads
 
 __all__ = ["main_export", "main_reconstruct", "main_sample"]
 
@@ -36,6 +38,10 @@ def _fail(prog: str, message: str) -> int:
     return 2
 
 
+def _cannot_write(exc: OSError, out: str | None) -> str:
+    return f"cannot write {exc.filename or out}: {exc.strerror or exc}"
+
+
 def _is_table(info: dict) -> bool:
     return len(info["input_shape"]) == 1
 
@@ -50,28 +56,32 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
     from gpuworker.export import standardisation_of
     from gpuworker.figures import as_images, sample_images, save_grid, write_rows
 
-    p = argparse.ArgumentParser(prog="evovae sample", description="Draw samples from p(x|z), z ~ N(0, I).")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--out", default=None,
+    p = v.OneLineParser(prog="evovae sample", description="Draw samples from p(x|z), z ~ N(0, I).")
+    p.add_argument("model_dir", type=v.existing_dir, metavar="MODEL_DIR")
+    p.add_argument("--out", type=v.file_to_create, default=None,
                    help="file to write (default samples.png; samples.csv for a model of a table)")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=v.whole(1, 10_000), default=64, help="number of samples, 1 to 10000 (default 64)")
+    p.add_argument("--nrow", type=v.whole(1, 1000), default=8, help="images per row, 1 to 1000 (default 8)")
+    p.add_argument("--seed", type=v.SEED, default=0)
+    p.add_argument("--device", type=v.device, default="cpu")
     _log_options(p)
-    args = p.parse_args(argv)
+    args = v.parse_args(p, argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
     _configure(args, "sample")
-    if args.n < 1 or args.nrow < 1:
-        return _fail(p.prog, "--n and --nrow must be >= 1")
     try:
+        check_device(args.device)
         model, info = load_model(args.model_dir, args.device)
-    except ModelDirError as exc:
+    except (ModelDirError, ValueError) as exc:
         return _fail(p.prog, str(exc))
     rows = sample_images(model, args.n, args.seed, standardisation_of(info))
-    if _is_table(info):
-        out = write_rows(rows, _columns(info), args.out or "samples.csv")
-    else:
-        out = save_grid(as_images(rows, info["input_shape"]), args.out or "samples.png", nrow=args.nrow)
+    try:
+        if _is_table(info):
+            out = write_rows(rows, _columns(info), args.out or "samples.csv")
+        else:
+            out = save_grid(as_images(rows, info["input_shape"]), args.out or "samples.png", nrow=args.nrow)
+    except OSError as exc:
+        return _fail(p.prog, _cannot_write(exc, args.out))
     print(f"wrote {args.n} samples of {info['genotype']} to {out}")
     return 0
 
@@ -82,39 +92,44 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     from gpuworker.export import standardisation_of
     from gpuworker.figures import as_images, reconstruction_rows, reconstructions, save_grid, write_rows
 
-    p = argparse.ArgumentParser(prog="evovae reconstruct",
-                                description="Write test examples beside their reconstructions (mean decode of mu).")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--out", default=None,
+    p = v.OneLineParser(prog="evovae reconstruct",
+                        description="Write test examples beside their reconstructions (mean decode of mu).")
+    p.add_argument("model_dir", type=v.existing_dir, metavar="MODEL_DIR")
+    p.add_argument("--out", type=v.file_to_create, default=None,
                    help="file to write (default recon.png; recon.csv for a model of a table)")
-    p.add_argument("--n", type=int, default=32, help="test examples (default 32, the first N of the test set)")
-    p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
-    p.add_argument("--data-root", default=None,
+    p.add_argument("--n", type=v.whole(1, 10_000), default=32,
+                   help="test examples, 1 to 10000 (default 32, the first N of the test set)")
+    p.add_argument("--nrow", type=v.whole(1, 1000), default=8, help="images per row, 1 to 1000 (default 8)")
+    p.add_argument("--data-root", type=v.data_root, default=None,
                    help="where the model's data is looked for besides its recorded path (see docs/data.md)")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=v.device, default="cpu")
     _log_options(p)
-    args = p.parse_args(argv)
+    args = v.parse_args(p, argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
     _configure(args, "reconstruct")
-    if args.n < 1 or args.nrow < 1:
-        return _fail(p.prog, "--n and --nrow must be >= 1")
     try:
+        check_device(args.device)
         model, info = load_model(args.model_dir, args.device)
         spec = TrainSpec.from_dict(info["spec"])
         test = splits(spec, "cpu", args.data_root, args.download).test
-    except (ModelDirError, DataError) as exc:
+    except (ModelDirError, DataError, ValueError) as exc:
         return _fail(p.prog, str(exc))
     if test.shape[1] != model.input_dim:
         return _fail(p.prog, f"test examples have {test.shape[1]} values, the model takes {model.input_dim}")
     stats = standardisation_of(info)
-    if _is_table(info):
-        x, recon = reconstructions(model, test[:args.n], stats)
-        labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
-        out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info),
-                         args.out or "recon.csv", labels=labels)
-    else:
-        rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
-        out = save_grid(as_images(rows, info["input_shape"]), args.out or "recon.png", nrow=args.nrow)
+    try:
+        if _is_table(info):
+            x, recon = reconstructions(model, test[:args.n], stats)
+            labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
+            out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info),
+                             args.out or "recon.csv", labels=labels)
+        else:
+            rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
+            out = save_grid(as_images(rows, info["input_shape"]), args.out or "recon.png", nrow=args.nrow)
+    except OSError as exc:
+        return _fail(p.prog, _cannot_write(exc, args.out))
     print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to {out}")
     return 0
 
@@ -123,31 +138,35 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     """``evovae export --genotype G [...] --out DIR``: retrain and save each genotype as OUT/rank-N/."""
     from gpuworker.data import DataError
 
-    p = argparse.ArgumentParser(prog="evovae export",
-                                description="Retrain genotypes (best first) and save them as OUT/rank-N/.")
-    p.add_argument("--genotype", action="append", default=[], metavar="G",
+    p = v.OneLineParser(prog="evovae export",
+                        description="Retrain genotypes (best first) and save them as OUT/rank-N/.")
+    p.add_argument("--genotype", action="append", type=v.genotype(bounded=True), default=[], metavar="G",
                    help="a genotype in the paper's notation, e.g. '850|20|1000' (repeat, best first)")
-    p.add_argument("--run", default=None, metavar="RUN_DIR",
+    p.add_argument("--run", type=v.existing_dir, default=None, metavar="RUN_DIR",
                    help="instead of --genotype: the best --top genotypes of a search's run directory, on its data "
                         "set, split and training settings (only --epochs differs)")
-    p.add_argument("--top", type=int, default=3, help="with --run: how many of the best to export (default 3)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20, the paper's retraining)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-subset", type=int, default=0, metavar="N")
-    p.add_argument("--val-size", type=int, default=None,
+    p.add_argument("--top", type=v.whole(1, 1000), default=3,
+                   help="with --run: how many of the best to export, 1 to 1000 (default 3)")
+    p.add_argument("--out", type=v.dir_to_create, required=True, metavar="DIR")
+    p.add_argument("--epochs", type=v.EPOCHS, default=20, help="training epochs (default 20, the paper's retraining)")
+    p.add_argument("--batch-size", type=v.BATCH_SIZE, default=128)
+    p.add_argument("--lr", type=v.LEARNING_RATE, default=1e-3)
+    p.add_argument("--seed", type=v.SEED, default=0)
+    p.add_argument("--train-subset", type=v.TRAIN_SUBSET, default=0, metavar="N")
+    p.add_argument("--val-size", type=v.VAL_SIZE, default=None,
                    help="validation examples (default as for evovae train: 10,000, or a fifth of own data's)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--iw-samples", type=int, default=0, metavar="K",
+    p.add_argument("--split-seed", type=v.SEED, default=0)
+    p.add_argument("--iw-samples", type=v.whole(0, 1_000_000), default=0, metavar="K",
                    help="also measure the test split's importance-weighted bound with K samples (the field: 5000)")
     add_data_options(p)
-    p.add_argument("--device", default=None)
-    p.add_argument("--processes", type=int, default=1, help="retrain this many models at once (CPU; default 1)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (per process)")
+    p.add_argument("--device", type=v.device, default=None)
+    p.add_argument("--processes", type=v.whole(1, 256), default=1,
+                   help="retrain this many models at once (CPU; 1 to 256, default 1)")
+    p.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (per process)")
     _log_options(p)
-    args = p.parse_args(argv)
+    args = v.parse_args(p, argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
     _configure(args, "export")
     if bool(args.run) == bool(args.genotype):
         return _fail(p.prog, "give either --run RUN_DIR or --genotype G (one or more), not both or neither")
@@ -169,18 +188,24 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         for key in ("batch_size", "lr", "seed", "train_subset", "val_size", "split_seed", *DATA_KEYS):
             setattr(args, key, journal.config.get(key, getattr(args, key, None)))
     try:
+        check_device(args.device)
         genotypes = [parse_genotype(g) for g in args.genotype]
         spec = spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed,
                               report_test=args.iw_samples > 0, iw_samples=args.iw_samples)
     except (GenotypeError, DataOptionError, ValueError) as exc:
         return _fail(p.prog, str(exc))
-    if args.processes < 1:
-        return _fail(p.prog, "--processes must be >= 1")
     if args.processes == 1:
         set_threads(args.threads or None)
     try:
         splits(spec, "cpu", args.data_root, args.download)  # fail fast on missing data
+    except DataError as exc:
+        return _fail(p.prog, str(exc))
+    try:  # made now, when everything was checked: an --out that cannot be made fails before any training
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(p.prog, f"--out {args.out}: cannot create it ({exc.strerror or exc})")
+    try:
         infos = export_best(genotypes, spec, args.out, args.epochs, device=args.device, data_root=args.data_root,
                             download=args.download, processes=args.processes)
     except DataError as exc:
