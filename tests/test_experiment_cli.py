@@ -37,7 +37,7 @@ def test_bad_cluster_options_are_refused_before_a_run_directory_exists(tmp_path,
     assert main(["paper", "--out", str(out), "--bind", "tcp://*:6123"]) == 2
     assert "refusing to bind tcp://*:6123 without encryption" in capsys.readouterr().err
     assert main(["paper", "--out", str(out), "--local-workers", "-1"]) == 2
-    assert "--local-workers must be a whole number >= 0" in capsys.readouterr().err
+    assert "argument --local-workers: expected a whole number from 0 to 1024, got '-1'" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -18,6 +19,7 @@ from ..experiments.compare_report import draw_anytime, draw_fidelity, render_com
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
 from ..spec import is_builtin
+from . import validate as v
 from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
@@ -26,36 +28,31 @@ __all__ = ["main"]
 FORMAT = "evovae-compare"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evovae experiment compare",
-                                description="Compare search strategies at equal training epochs over several seeds "
-                                            "(anytime curves, retrained test ELBO and IW bound, paired bootstrap).")
+    p = v.OneLineParser(prog="evovae experiment compare",
+                        description="Compare search strategies at equal training epochs over several seeds "
+                                    "(anytime curves, retrained test ELBO and IW bound, paired bootstrap).")
     p.add_argument("--preset", default="cpu", choices=tuple(COMPARE_PRESETS),
                    help="; ".join(f"{k}: {v.summary}" for k, v in COMPARE_PRESETS.items()))
     add_data_options(p)
-    p.add_argument("--val-size", type=_positive, default=None, metavar="N",
+    p.add_argument("--val-size", type=v.VAL_SIZE, default=None, metavar="N",
                    help="validation examples (default: the preset's, at most a fifth of own data's examples)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--seeds", type=_positive, default=None, help="seeds per arm (default: the preset's)")
-    p.add_argument("--budget-epochs", type=_positive, default=None, help="epochs per search (default: the preset's)")
-    p.add_argument("--arms", default=None, help=f"comma-separated, from {', '.join(ARMS)} (default: all)")
-    p.add_argument("--fidelity-count", type=int, default=30,
+    p.add_argument("--split-seed", type=v.SEED, default=0)
+    p.add_argument("--seeds", type=v.whole(1, 1000), default=None, help="seeds per arm (default: the preset's)")
+    p.add_argument("--budget-epochs", type=v.whole(1, 10**12), default=None,
+                   help="epochs per search (default: the preset's)")
+    p.add_argument("--arms", type=v.choice_list(ARMS), default=None,
+                   help=f"comma-separated, from {', '.join(ARMS)} (default: all)")
+    p.add_argument("--fidelity-count", type=v.whole(0, 10_000), default=30,
                    help="genotypes in the fidelity study run first (0: skip it; default 30)")
-    p.add_argument("--run-dir", default=None, help="where everything goes (default runs/compare-TIME-PID); must be new")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the comparison in RUN_DIR")
+    p.add_argument("--run-dir", type=v.dir_to_create, default=None,
+                   help="where everything goes (default runs/compare-TIME-PID); must be new")
+    p.add_argument("--resume", type=v.existing_dir, default=None, metavar="RUN_DIR",
+                   help="continue the comparison in RUN_DIR")
     add_distribution_options(p, local_workers=2, bind="tcp://127.0.0.1:*")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per local worker (default: cores shared)")
-    p.add_argument("--device", default=None, help="torch device of the local workers (default: cuda if available)")
+    p.add_argument("--threads", type=v.THREADS, default=0, help="torch threads per local worker (default: cores shared)")
+    p.add_argument("--device", type=v.device, default=None,
+                   help="torch device of the local workers (default: cuda if available)")
     p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     return p
@@ -132,7 +129,8 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
     if config["fidelity_count"]:
         print(f"fidelity study: {config['fidelity_count']} genotypes x {preset.retrain_epochs} epochs", flush=True)
         results["fidelity"] = fidelity_study(bench, spec, count=config["fidelity_count"],
-                                             epochs=sorted({1, 2, preset.epochs, preset.retrain_epochs}),
+                                             epochs=sorted({1, 2, 3, 5, *preset.fidelities, preset.epochs,
+                                                            preset.retrain_epochs}),
                                              seed=10_000)
     raw = run_compare(bench, preset, spec, echo=lambda line: print(line, flush=True))
     results.update(raw)
@@ -165,23 +163,53 @@ def _write(run: Path, results: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = v.parse_args(_parser(), argv)  # each value checked: one line and status 2 for a bad one
+    if isinstance(args, int):
+        return args
     from ..head.cluster import Cluster, ClusterError
     from .log_setup import configure
-    from .signals import stop_signals
 
+    new = None
     try:  # the data, then the cluster's options and keys, are checked before the run directory is created
         run, config = _plan(args)
         for key, value in _data_of(config).items():  # the local workers check the comparison's data at start-up
             setattr(args, key, value)
+        if args.local_workers:
+            from gpuworker.train import check_device
+
+            check_device(args.device)  # the local workers train on this machine
         cluster = Cluster(cluster_options(args))  # reads the key files
         if not args.resume:
+            new = _outermost_new(run)
             _create(run, config)
+    except OSError as exc:
+        return _refused(f"cannot create the run directory {run}: {exc.strerror or exc}", new)
     except (ValueError, ClusterError) as exc:
-        print(f"evovae: error: {exc}", file=sys.stderr)
-        return 2
+        return _refused(str(exc), None)
     configure(args.log_format, args.log_level, role="compare")
+    return _compare(args, run, config, cluster, new)
+
+
+def _outermost_new(path: Path) -> Path:
+    """``path`` or the outermost of its parents that does not exist yet."""
+    path = path.absolute()
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _refused(message: str, new: Path | None) -> int:
+    """One line, exit status 2; ``new``, what this start created, removed again."""
+    if new is not None:
+        shutil.rmtree(new, ignore_errors=True)
+    print(f"evovae: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster, new: Path | None) -> int:
+    from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
+    from .signals import stop_signals
 
     started = time.perf_counter()
     with stop_signals() as stop:
@@ -189,9 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with cluster:
                 print(f"run directory {run}\n{cluster.describe()}", flush=True)
                 results = _experiment(args, run, config, cluster, stop)
-        except ClusterError as exc:
-            print(f"evovae: error: {exc}", file=sys.stderr)
-            return 2
+        except ClusterError as exc:  # a port in use, every local worker unfit: nothing kept if nothing ran
+            return _refused(str(exc), new if not any(run.rglob("journal.sqlite")) else None)
         except SearchStopped as exc:
             _save_progress(run, started)
             print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae experiment compare --resume {run}",

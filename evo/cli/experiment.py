@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..experiments.presets import DATA_FIELDS, PRESETS, ExperimentConfig
+from . import validate as v
 from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
@@ -24,18 +26,16 @@ _OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_siz
 _DEFINING = ("dataset", "columns", "image_size", "likelihood", "preset", "seed", "split_seed", *_OVERRIDES)
 
 
+_EPOCH_TEXT = v.whole_list(1, example="2,5")
+
+
 def _epochs_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 2,5, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number of epochs")
-    return values
+    """Comma-separated epochs, each >= 1 (e.g. 2,5)."""
+    return tuple(int(e) for e in _EPOCH_TEXT(text).split(","))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Reproduce the paper's experiments; compare strategies.")
+    parser = v.OneLineParser(prog=PROG, description="Reproduce the paper's experiments; compare strategies.")
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     sub.add_parser("compare", add_help=False, help="strategies against each other at equal compute, over seeds "
                                                    "(evovae experiment compare --help)")
@@ -47,23 +47,27 @@ def _parser() -> argparse.ArgumentParser:
     add_data_options(paper, dataset_default=None, title="data (default fashion-mnist; see docs/data.md)")
     paper.add_argument("--preset", default=None, choices=sorted(PRESETS),
                        help="default cpu; " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
-    paper.add_argument("--out", default=None, metavar="RUN_DIR",
+    paper.add_argument("--out", type=v.dir_to_create, default=None, metavar="RUN_DIR",
                        help="output directory (default runs/paper-DATASET-PRESET-TIMESTAMP)")
     paper.add_argument("--resume", default=None, metavar="RUN_DIR",
                        help="continue the experiment in RUN_DIR (its settings come from RUN_DIR/experiment.json; "
                             "the distribution options may differ)")
     paper.add_argument("--force", action="store_true", help="start over in RUN_DIR even if it holds an experiment")
-    paper.add_argument("--seed", type=int, default=None, help="seed of the searches and of every training run (default 0)")
-    paper.add_argument("--split-seed", type=int, default=None, help="default 0")
-    paper.add_argument("--device", default=None, help="torch device of the workers (default: cuda if available)")
-    paper.add_argument("--threads", type=int, default=0, help="torch threads of each local worker and retraining "
-                                                              "process (default: the cores shared among them)")
+    paper.add_argument("--seed", type=v.SEED, default=None,
+                       help="seed of the searches and of every training run (default 0)")
+    paper.add_argument("--split-seed", type=v.SEED, default=None, help="default 0")
+    paper.add_argument("--device", type=v.device, default=None,
+                       help="torch device of the workers (default: cuda if available)")
+    paper.add_argument("--threads", type=v.THREADS, default=0, help="torch threads of each local worker and "
+                                                                    "retraining process (default: the cores shared "
+                                                                    "among them)")
     o = paper.add_argument_group("overrides of the preset")
-    for name, kind, metavar in (("population", int, None), ("offspring", int, None), ("generations", int, None),
-                                ("train-subset", int, "N"), ("val-size", int, "N"),
+    count = v.whole(1, 10_000)
+    for name, kind, metavar in (("population", count, None), ("offspring", count, None), ("generations", count, None),
+                                ("train-subset", v.TRAIN_SUBSET, "N"), ("val-size", v.VAL_SIZE, "N"),
                                 ("search-epochs", _epochs_list, "E,E"), ("random-epochs", _epochs_list, "E[,E]"),
-                                ("random-seeds", int, None), ("retrain-epochs", int, None),
-                                ("manifold-epochs", int, None)):
+                                ("random-seeds", v.whole(1, 1000), None), ("retrain-epochs", v.EPOCHS, None),
+                                ("manifold-epochs", v.EPOCHS, None)):
         o.add_argument(f"--{name}", type=kind, metavar=metavar)
     add_distribution_options(paper, local_workers=2, bind="tcp://127.0.0.1:*",
                              local_workers_help="worker processes on this machine during the searches, and "
@@ -99,15 +103,33 @@ def _stored_config(args: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
-def _open_run(args: argparse.Namespace, config: ExperimentConfig):
+def _run_dir(args: argparse.Namespace, config: ExperimentConfig) -> Path:
+    if args.resume:
+        return Path(args.resume)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(args.out or f"runs/paper-{config.data_name}-{config.preset.name}-{stamp}")
+
+
+def _open_run(args: argparse.Namespace, config: ExperimentConfig, run_dir: Path):
     """The run directory: opened (--resume) or created. ValueError (one line) for what cannot be."""
     from ..experiments.runs import PaperRun
 
     if args.resume:
-        return PaperRun.open(args.resume)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(args.out or f"runs/paper-{config.data_name}-{config.preset.name}-{stamp}")
-    return PaperRun.create(run_dir, config, force=args.force)
+        return PaperRun.open(run_dir)
+    try:
+        return PaperRun.create(run_dir, config, force=args.force)
+    except OSError as exc:
+        raise ValueError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+
+
+def _outermost_new(path: Path) -> Path | None:
+    """``path`` or the outermost of its parents that does not exist yet (None: it exists, and is not empty)."""
+    path = path.absolute()
+    if path.is_dir() and any(path.iterdir()):
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def _error(message: str) -> int:
@@ -119,17 +141,30 @@ def _paper(args: argparse.Namespace) -> int:
     from ..head.cluster import Cluster
     from .log_setup import configure
 
+    from gpuworker.train import check_device
+
     try:  # the data, then the key options, are checked before a run directory is created or changed
         config = _stored_config(args) if args.resume else _config(args)
         for key in DATA_FIELDS:  # the local workers check the experiment's data at start-up
             setattr(args, key, getattr(config, key))
+        check_device(args.device)  # the figures' models are trained on this machine
         cluster = Cluster(cluster_options(args))
-        run = _open_run(args, config)
+        run_dir = _run_dir(args, config)
+        new = None if args.resume or args.force else _outermost_new(run_dir)
+        run = _open_run(args, config, run_dir)
     except ValueError as exc:  # DataOptionError, ClusterError and RunDirError are ValueErrors
         return _error(str(exc))
     configure(args.log_format, args.log_level, role="experiment")
     with run:
-        return _run(args, run, cluster)
+        status = _run(args, run, cluster)
+    if status == 2 and new is not None and not _any_search(run_dir):  # refused before any search began
+        shutil.rmtree(new, ignore_errors=True)
+    return status
+
+
+def _any_search(run_dir: Path) -> bool:
+    searches = run_dir / "searches"
+    return searches.is_dir() and any(searches.iterdir())
 
 
 def _run(args: argparse.Namespace, run, cluster) -> int:
@@ -164,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
-    args = _parser().parse_args(argv)
-    return _paper(args)
+    args = v.parse_args(_parser(), argv)  # each value checked: one line and status 2 for a bad one
+    return args if isinstance(args, int) else _paper(args)
 
 
 if __name__ == "__main__":
