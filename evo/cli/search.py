@@ -77,7 +77,7 @@ def options_of(args: argparse.Namespace) -> StrategyOptions:
             startup_trials=args.startup_trials, crossover_rate=args.crossover_rate,
             mutation_rate=args.mutation_rate, initial=initial, seed=args.seed)
     except (ValueError, GenotypeError) as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(_with_flags(str(exc))) from None
 
 
 #: the names of the engine's messages that are options of ``evovae search`` (said as the flag)
@@ -87,13 +87,17 @@ _AS_FLAGS = re.compile(r"\b(tournament_size|startup_trials|crossover_rate|mutati
 _AS_FLAG_AT_START = re.compile(r"^(fidelities|mode)\b")
 
 
+def _with_flags(message: str) -> str:
+    """An engine's message with the options it speaks of said as ``evovae search`` flags."""
+    message = _AS_FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+    return _AS_FLAG_AT_START.sub(r"--\1", message).replace(" need mode ", " need --mode ")
+
+
 def strategy_of(args: argparse.Namespace) -> Strategy:
     try:
         return make_strategy(options_of(args), SearchSpace(max_layers=args.max_layers))
     except ValueError as exc:
-        message = _AS_FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
-        message = _AS_FLAG_AT_START.sub(r"--\1", message).replace(" need mode ", " need --mode ")
-        raise UsageError(message) from None
+        raise UsageError(_with_flags(str(exc))) from None
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -284,7 +288,7 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
             try:
                 cache = ResultCache(args.cache)
             except JournalError as exc:
-                raise UsageError(str(exc)) from None
+                raise UsageError(f"--cache: {exc}") from None
             except (OSError, sqlite3.Error) as exc:
                 raise UsageError(f"--cache {args.cache}: cannot open or create it ({exc})") from None
         runner = Runner(None, spec, journal=journal, cache=cache)  # the evaluator comes once the replay passed
