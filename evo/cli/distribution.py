@@ -35,11 +35,11 @@ def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: 
     d.add_argument("--sink-bind", type=v.BIND, default=None, metavar="ENDPOINT",
                    help="sink endpoint (default: --bind's port + 1)")
     d.add_argument("--heartbeat", type=v.HEARTBEAT, default=1.0, metavar="SECONDS",
-                   help="worker heartbeat interval, > 0 and <= 3600 (default 1)")
+                   help="worker heartbeat interval, 0.05 to 3600 seconds (default 1)")
     d.add_argument("--liveness", type=v.LIVENESS, default=3,
                    help="heartbeats a busy worker may miss before its task is re-sent (1 to 1000, default 3)")
     d.add_argument("--lease", type=v.LEASE, default=3600.0, metavar="SECONDS",
-                   help="longest one attempt may run (default 3600)")
+                   help="longest one attempt may run, 1 to 10000000 seconds (default 3600)")
     d.add_argument("--max-attempts", type=v.MAX_ATTEMPTS, default=3,
                    help="attempts before a genotype is recorded as failed (1 to 1000, default 3)")
     sec = parser.add_argument_group("security (CURVE; see docs/protocol.md, Security)")

@@ -365,8 +365,8 @@ TRAIN_SUBSET = whole(0, 10**12)                             #: --train-subset (0
 VAL_SIZE = whole(1, 10**12)                                 #: --val-size
 THREADS = whole(0, 4096)                                    #: --threads (0: the cores available)
 LOCAL_WORKERS = whole(0, 1024)                              #: --local-workers
-HEARTBEAT = seconds(0.0, 3600.0)                            #: --heartbeat
-LEASE = seconds(0.0, 10**7)                                 #: --lease
+HEARTBEAT = number(0.05, 3600.0, what="a finite number of seconds")  #: --heartbeat (a smaller one floods the head)
+LEASE = number(1.0, 10**7, what="a finite number of seconds")        #: --lease
 LIVENESS = whole(1, 1000)                                   #: --liveness
 MAX_ATTEMPTS = whole(1, 1000)                               #: --max-attempts (transport.protocol.MAX_ATTEMPT)
 BIND = endpoint(bind=True)                                  #: --bind, --sink-bind
