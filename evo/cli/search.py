@@ -103,6 +103,9 @@ def strategy_of(args: argparse.Namespace) -> Strategy:
 def check_options(args: argparse.Namespace) -> None:
     """What the options say together, for a new search (each value was checked while parsing; a resumed one
     takes them from its journal). UsageError naming the options; nothing is created or read here."""
+    if args.in_process and args.local_workers:
+        raise UsageError(f"--local-workers {args.local_workers} starts worker processes, --in-process trains here "
+                         "without any: give one of them")
     if args.resume:
         return
     space = SearchSpace(max_layers=args.max_layers)
@@ -189,7 +192,12 @@ def _open_journal(args: argparse.Namespace, created: _Created) -> RunJournal:
             generations = args.generations
             for key, value in journal.config.items():
                 setattr(args, key, value)
-            if generations is not None:  # a resumed search may be given more generations
+            if generations is not None:  # a resumed search may be given more generations, not fewer
+                started = journal.config.get("generations")
+                if started is not None and generations < started:
+                    journal.close()
+                    raise UsageError(f"--generations {generations}: {args.resume} was started for {started}; a "
+                                     f"resume may give more, not fewer (or leave the option out)")
                 args.generations = generations
             return journal
         _complete(args)
