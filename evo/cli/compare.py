@@ -90,6 +90,16 @@ def _spec_of(preset, config: dict[str, Any]):
     return base_spec(preset, data.pop("dataset"), config["split_seed"], data)
 
 
+#: what defines a comparison: taken from RUN_DIR/compare.json by --resume, so not to be given with it
+_DEFINING = ("preset", "dataset", "columns", "image_size", "likelihood", "val_size", "split_seed", "seeds",
+             "budget_epochs", "arms", "fidelity_count", "run_dir")
+
+
+def _given_with_resume(args: argparse.Namespace) -> list[str]:
+    defaults = {a.dest: a.default for a in _parser()._actions}
+    return [f"--{key.replace('_', '-')}" for key in _DEFINING if getattr(args, key) != defaults[key]]
+
+
 def _plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The run directory and configuration, nothing created yet: a resumed comparison's data is checked
     again (a changed file is refused), a new one's read and checked. ValueError (one line) for what is wrong."""
@@ -100,6 +110,10 @@ def _plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         except (OSError, ValueError) as exc:
             raise ValueError(f"{run} is not a comparison's run directory ({exc})") from None
         data_fields(argparse.Namespace(**_data_of(config), data_root=args.data_root, download=args.download))
+        given = _given_with_resume(args)
+        if given:
+            print(f"evovae: note: resuming {run}: its compare.json fixes the comparison, so {', '.join(given)} "
+                  f"{'is' if len(given) == 1 else 'are'} ignored", file=sys.stderr)
         return run, config
     config = _config(args)
     run = Path(args.run_dir or Path("runs") / time.strftime(f"compare-%Y%m%dT%H%M%SZ-{os.getpid()}", time.gmtime()))
