@@ -70,6 +70,9 @@ CASES = [
     ("search-negative-local-workers", ["search", "--local-workers", "-1"], "argument --local-workers"),
     ("search-in-process-heartbeat", ["search", "--in-process", "--heartbeat", "-1"], "argument --heartbeat"),
     ("search-in-process-lease", ["search", "--in-process", "--lease", "nan"], "argument --lease"),
+    ("search-flooding-heartbeat", ["search", "--heartbeat", "1e-9"], "from 0.05 to 3600"),
+    ("search-sub-second-lease", ["search", "--lease", "0.001"], "argument --lease"),
+    ("search-in-process-and-workers", ["search", "--in-process", "--local-workers", "2"], "give one of them"),
     ("search-zero-liveness", ["search", "--liveness", "0"], "argument --liveness"),
     ("search-zero-attempts", ["search", "--max-attempts", "0"], "argument --max-attempts"),
     ("search-bad-bind", ["search", "--bind", "nonsense"], "argument --bind: expected an endpoint"),
@@ -337,6 +340,27 @@ def test_a_resume_names_what_it_ignores_also_from_a_config_file(resumable, tmp_p
     again = json.loads((resumable / "result.json").read_text())
     assert again["replayed_from_journal"] == first["evaluated_now"] == 3 and again["evaluated_now"] == 0
     assert again["population"] == first["population"]
+
+
+def test_a_resume_may_not_give_fewer_generations(resumable, capsys):
+    status, err = _run_in_process(["search", "--resume", str(resumable), "--in-process", "--generations", "1"], capsys)
+    _check_one_line(status, err, "--generations 1: ")
+    assert "was started for 2" in err
+
+
+def test_a_resumed_comparison_names_what_it_ignores(tmp_path, monkeypatch, capsys):
+    from evo.cli import compare
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "cmp"
+    args = compare._parser().parse_args(["--preset", "tiny", "--dataset", "synthetic", "--run-dir", str(run)])
+    compare._create(*compare._plan(args))
+    listing = _listing(tmp_path)
+    status = compare.main(["--resume", str(run), "--preset", "tiny", "--seeds", "2", "--bind", "tcp://*:6123"])
+    note, error = capsys.readouterr().err.splitlines()
+    assert status == 2 and "refusing to bind tcp://*:6123" in error
+    assert note.startswith(f"evovae: note: resuming {run}: ") and note.endswith("--preset, --seeds are ignored")
+    assert _listing(tmp_path) == listing
 
 
 def test_the_final_line_of_a_resume_counts_the_replayed_evaluations(resumable, capsys):
