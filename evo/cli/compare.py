@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=v.existing_dir, default=None, metavar="RUN_DIR",
                    help="continue the comparison in RUN_DIR")
     add_distribution_options(p, local_workers=2, bind="tcp://127.0.0.1:*")
-    p.add_argument("--threads", type=v.THREADS, default=0, help="torch threads per local worker (default: cores shared)")
+    p.add_argument("--threads", type=v.THREADS, default=0,
+                   help="torch threads per local worker (default: cores shared)")
     p.add_argument("--device", type=v.device, default=None,
                    help="torch device of the local workers (default: cuda if available)")
     p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"))

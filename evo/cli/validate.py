@@ -5,9 +5,10 @@ refused while the options are parsed - before anything is created, bound or star
 names the option and the values it takes::
 
     p = OneLineParser(prog="evovae worker")
-    p.add_argument("--heartbeat", type=seconds(), default=1.0)
+    p.add_argument("--heartbeat", type=HEARTBEAT, default=1.0)
     args = parse_args(p, argv)            # an int (the exit status) when the options were refused
-    # evovae worker: error: argument --heartbeat: expected a finite number of seconds > 0, got '-1'
+    # evovae worker: error: argument --heartbeat: expected a finite number of seconds from 0.05 to 3600,
+    # got '-1' (see evovae worker --help)
 
 A ``type=`` function gets the text of one option (or a value of a ``--config`` file: an int, a float or a
 str) and returns the value, or raises :class:`OptionError` (an ``argparse.ArgumentTypeError`` that is also
@@ -24,20 +25,22 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from transport.protocol import ID_PATTERN
+
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..space import SearchSpace
 
 __all__ = ["BATCH_SIZE", "BIND", "CONNECT", "EPOCHS", "HEARTBEAT", "LEARNING_RATE", "LEASE", "LIVENESS",
            "LOCAL_WORKERS", "MAX_ATTEMPTS", "MAX_SEED", "SEED", "THREADS", "TRAIN_SUBSET", "VAL_SIZE",
-           "OneLineParser", "OptionError", "choice_list", "data_root", "device", "endpoint", "existing_dir", "existing_file",
-           "dir_to_create", "file_to_create", "genotype", "new_file", "number", "parse_args", "probability", "seconds", "seed", "trainable_genotype",
-           "whole", "whole_list", "worker_id"]
+           "OneLineParser", "OptionError", "choice_list", "data_root", "device", "dir_to_create", "endpoint",
+           "existing_dir", "existing_file", "file_to_create", "genotype", "new_file", "number", "parse_args",
+           "probability", "seconds", "seed", "trainable_genotype", "whole", "whole_list", "worker_id"]
 
 #: Seeds (of a search, of the validation split, of sampling) are 0 .. 2**32 - 1, as numpy's legacy seeding takes.
 MAX_SEED = 2**32 - 1
 
 _DEVICE = re.compile(r"(cpu|mps|meta|(cuda|xpu)(:[0-9]{1,3})?)")
-_WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # transport.protocol.ID_PATTERN: the id travels on the wire
+_WORKER_ID = re.compile(ID_PATTERN)  # the id travels on the wire: the protocol's rule
 
 
 class OptionError(argparse.ArgumentTypeError, ValueError):

@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="1-128 characters of A-Z a-z 0-9 _ . : - (default: HOSTNAME-PID-RANDOM)")
     parser.add_argument("--heartbeat", type=v.HEARTBEAT, default=1.0, metavar="SECONDS",
                         help="seconds between heartbeats, 0.05 to 3600 (default 1)")
-    parser.add_argument("--max-tasks", type=v.whole(0, 10**12), default=0, help="exit after this many tasks (0 = never)")
-    parser.add_argument("--device", type=v.device, default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--max-tasks", type=v.whole(0, 10**12), default=0,
+                        help="exit after this many tasks (0 = never)")
+    parser.add_argument("--device", type=v.device, default=None,
+                        help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (default: the cores available)")
     add_data_options(parser, dataset_default=None, likelihood=False,
                      title="data: the tasks say which; --dataset is checked at start-up (exit 2 if unusable)")
