@@ -17,8 +17,9 @@ STRATEGIES = {
     "random": "random search over the same space (the baseline)",
     "regularized": "aging evolution (Real et al. 2019): tournaments of tournament_size in a queue of the "
                    "population most recent, the oldest dies; asynchronous",
-    "tpe": "Optuna's TPE sampler through its ask-and-tell interface; duplicates answered from the seen-set; with "
-           "fidelities, TPE proposals climb successive-halving rungs (after BOHB)",
+    "tpe": "Optuna's TPE sampler through its ask-and-tell interface, duplicates answered from the seen-set: "
+           "batches of offspring proposals (deterministic), with fidelities climbing successive-halving rungs "
+           "(after BOHB); with mode steady-state one proposal per free worker",
 }
 
 
@@ -60,10 +61,9 @@ class StrategyOptions:
             raise ValueError("fidelities need mode generational (promotion happens per generation)")
         if self.initial and (self.strategy != "evolution" or self.mode != "generational"):
             raise ValueError("initial genotypes seed the generational evolution only")
-        if self.mode != "generational" and self.strategy != "evolution":
-            raise ValueError(f"mode steady-state is a form of --strategy evolution; {self.strategy} is "
-                             + ("asynchronous already" if self.strategy in ("regularized", "tpe") else
-                                "generational only"))
+        if self.mode != "generational" and self.strategy not in ("evolution", "tpe"):
+            raise ValueError(f"mode steady-state is a form of --strategy evolution or tpe; {self.strategy} is "
+                             + ("asynchronous already" if self.strategy == "regularized" else "generational only"))
 
     @property
     def final_epochs(self) -> int:
@@ -85,10 +85,10 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
         from .regularized import RegularizedEvolution
         return RegularizedEvolution(space, tournament_size=o.tournament_size, epochs=o.epochs,
                                     max_evaluations=o.max_evaluations, report_every=o.offspring, **common)
-    if o.strategy == "tpe" and o.fidelities:
+    if o.strategy == "tpe" and o.mode == "generational":  # batches of lambda proposals: deterministic
         from .adapters.tpe import MultiFidelityTPE
-        return MultiFidelityTPE(space, lam=o.offspring, fidelities=o.fidelities, eta=o.eta, generations=o.generations,
-                                startup_trials=o.startup_trials, **common)
+        return MultiFidelityTPE(space, lam=o.offspring, fidelities=o.fidelities or (o.epochs,), eta=o.eta,
+                                generations=o.generations, startup_trials=o.startup_trials, **common)
     if o.strategy == "tpe":
         from .adapters.tpe import TPESearch
         return TPESearch(space, epochs=o.epochs, max_evaluations=o.max_evaluations, report_every=o.offspring,

@@ -28,9 +28,13 @@ OPTIONS = {
                                     generations=4, seed=3),
     "regularized": StrategyOptions(strategy="regularized", population=4, offspring=5, generations=4,
                                    tournament_size=2, seed=3),
-    "tpe": StrategyOptions(strategy="tpe", population=4, offspring=5, generations=4, startup_trials=4, seed=3),
+    "tpe": StrategyOptions(strategy="tpe", mode="steady-state", population=4, offspring=5, generations=4,
+                           startup_trials=4, seed=3),
+    "tpe-batch": StrategyOptions(strategy="tpe", population=4, offspring=5, generations=4, startup_trials=4, seed=3),
+    "tpe-multifidelity": StrategyOptions(strategy="tpe", population=4, offspring=9, generations=3,
+                                         fidelities=(1, 3, 9), startup_trials=4, seed=3),
 }
-GENERATIONAL = ("evolution", "multifidelity", "random")
+GENERATIONAL = ("evolution", "multifidelity", "random", "tpe-batch", "tpe-multifidelity")
 ASYNCHRONOUS = ("steady-state", "regularized", "tpe")
 ALL = GENERATIONAL + ASYNCHRONOUS
 

@@ -82,7 +82,7 @@ def test_budget_of_counts_the_evaluations_of_a_generational_search():
     (dict(generations=None), "a search needs an end"),
     (dict(strategy="random", fidelities=(1, 3)), "fidelities apply to --strategy evolution and tpe only"),
     (dict(mode="steady-state", fidelities=(1, 3)), "fidelities need mode generational"),
-    (dict(strategy="tpe", mode="steady-state"), "tpe is asynchronous already"),
+    (dict(strategy="regularized", mode="steady-state"), "regularized is asynchronous already"),
     (dict(strategy="random", mode="steady-state"), "random is generational only"),
 ])
 def test_options_refuse_what_makes_no_search(kwargs, message):

@@ -126,8 +126,9 @@ class MultiFidelityTPE(Rungs, GenerationalStrategy):
         self.answered_duplicates = 0
 
     def _fresh(self, count: int) -> list[Genotype]:
+        """``count`` new TPE proposals (``mu`` in generation 0, as the evolution's first population)."""
         fresh: list[Genotype] = []
-        for _ in range(count):
+        for _ in range(self.mu if self.generation == 0 else count):
             genotype = self._propose(set(fresh))
             if genotype is None:
                 self.exhausted = True

@@ -65,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--config", metavar="FILE", help="a TOML settings file; its [search] table sets defaults "
                         "for these options (flags override it)")
     s = search.add_argument_group("search")
-    s.add_argument("--strategy", default="evolution", choices=tuple(STRATEGIES),
-                   help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + " (default evolution)")
+    s.add_argument("--strategy", default=None, choices=tuple(STRATEGIES),
+                   help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + ". Default: tpe, with rungs "
+                        "(0.3 x epochs, epochs) at --epochs 3 or more, the best measured at equal compute "
+                        "(docs/experiments.md); evolution with --mode steady-state or --initial")
     s.add_argument("--population", type=v.whole(1, 10_000), default=10,
                    help="mu: the population size (regularized: the queue of the most recent; default 10)")
     s.add_argument("--offspring", type=v.whole(1, 10_000), default=10,
@@ -80,9 +82,11 @@ def _parser() -> argparse.ArgumentParser:
                         "epochs; a promoted one counts every rung it trained at)")
     s.add_argument("--fidelities", type=v.whole_list(1, increasing=True, example="1,3,9"), default=None,
                    metavar="E1,E2,...",
-                   help="multi-fidelity evolution: offspring trained E1 epochs, the best 1/eta promoted to E2, ... "
-                        "selection on the last only (e.g. 1,3,9); without it, --epochs for every evaluation")
-    s.add_argument("--eta", type=v.whole(2, 1000), default=3, help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
+                   help="multi-fidelity (evolution or tpe): candidates trained E1 epochs, the best 1/eta promoted to "
+                        "E2, ... selection on the last only (e.g. 1,3,9); without it, --epochs for every evaluation "
+                        "(the default strategy picks its own rungs, see --strategy)")
+    s.add_argument("--eta", type=v.whole(2, 1000), default=3,
+                   help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
     s.add_argument("--tournament-size", type=v.whole(1, 10_000), default=3,
                    help="regularized: contenders drawn from the queue to pick a parent (default 3)")
     s.add_argument("--startup-trials", type=v.whole(1, 10_000), default=10,

@@ -165,9 +165,29 @@ class _Created:
                     leftover.unlink()
 
 
+#: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
+#: docs/experiments.md); the paper's evolution where an option only it has is given
+DEFAULT_STRATEGY = "tpe"
+
+
+def default_strategy(args: argparse.Namespace) -> None:
+    """Fill in ``--strategy`` (and, for the default TPE at 3 or more epochs, its rungs) when it was not given:
+    multi-fidelity TPE with rungs (0.3 x E, E), as measured best; evolution with --mode steady-state or
+    --initial, which only it takes."""
+    if args.strategy is not None:
+        return
+    if args.mode != "generational" or args.initial:  # the paper's steady-state future work; seeded generation 0
+        args.strategy = "evolution"
+        return
+    args.strategy = DEFAULT_STRATEGY
+    if args.fidelities is None and args.epochs >= 3:
+        args.fidelities = [max(1, round(0.3 * args.epochs)), args.epochs]
+
+
 def _complete(args: argparse.Namespace) -> None:
-    """A new search's options as the journal stores them: 5 generations unless an end is given, the
-    fidelities as a list of epochs."""
+    """A new search's options as the journal stores them: the strategy, 5 generations unless an end is given,
+    the fidelities as a list of epochs."""
+    default_strategy(args)
     if args.generations is None and args.budget_epochs is None:
         args.generations = 5
     if isinstance(args.fidelities, str):
