@@ -286,16 +286,19 @@ def test_bad_input_as_a_real_process(tmp_path, argv, piece):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_refused_bind_leaves_no_run_directory_and_no_cache(place, capsys):
-    """The port is taken: the run directory and the cache this start made are removed again."""
-    root, _ = place
+@pytest.mark.parametrize("run_dir", ["runs/r1", "{empty}"], ids=["new", "existing-empty"])
+def test_a_refused_bind_leaves_no_run_directory_and_no_cache(place, capsys, run_dir):
+    """The port is taken: the run directory (or what went into an empty one) and the cache this start made
+    are removed again."""
+    root, names = place
     before = _listing(root)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status, err = _run_in_process(["search", "--bind", f"tcp://127.0.0.1:{port}", "--run-dir", "runs/r1",
-                                       "--cache", "caches/results.sqlite", "--log-level", "error"], capsys)
+        status, err = _run_in_process(["search", "--bind", f"tcp://127.0.0.1:{port}", "--run-dir",
+                                       run_dir.format(**names), "--cache", "caches/results.sqlite",
+                                       "--log-level", "error"], capsys)
     assert status == 2 and "cannot bind" in err.splitlines()[-1], err
     assert _listing(root) == before
 

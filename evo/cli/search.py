@@ -146,10 +146,14 @@ class _Created:
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
+        self.emptied: list[Path] = []  # directories that were there, empty: what goes into them is removed
 
     def note(self, path: str | Path) -> None:
-        """Call before ``path`` is created: the outermost of it and its parents that does not exist yet."""
+        """Call before ``path`` is created: the outermost of it and its parents that does not exist yet (an
+        empty directory that exists already is kept, and emptied again)."""
         path = Path(path).absolute()
+        if path.is_dir() and not any(path.iterdir()):
+            self.emptied.append(path)
         if path.exists():
             return
         while not path.parent.exists():
@@ -163,6 +167,9 @@ class _Created:
             for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
                 if leftover.is_file():
                     leftover.unlink()
+        for directory in self.emptied:
+            for child in directory.iterdir() if directory.is_dir() else ():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
 
 
 #: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
