@@ -239,6 +239,7 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
             print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae experiment compare --resume {run}",
                   file=sys.stderr)
             return stop.exit_status
+    (run / "progress.json").write_text(json.dumps({"seconds": results["seconds"]}))  # a later resume adds to it
     _write(run, results)
     print(f"report {run / 'report.md'}", flush=True)
     return 0
