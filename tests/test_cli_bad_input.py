@@ -269,6 +269,33 @@ def test_a_device_this_machine_lacks_is_one_line(place, capsys):
     assert _listing(root) == before
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved model of images (one epoch on synthetic data) for sample and reconstruct."""
+    from evo.genotype import parse_genotype
+    from evo.spec import TrainSpec
+    from gpuworker.export import train_and_save
+
+    path = tmp_path_factory.mktemp("model") / "m"
+    train_and_save(parse_genotype("50|10|50"), TrainSpec(dataset="synthetic", epochs=1, train_subset=64, val_size=64),
+                   path, device="cpu")
+    return path
+
+
+@pytest.mark.parametrize(("argv", "piece"), [
+    (["sample", "{model}", "--out", "samples.txt"], "--out samples.txt: a model of images writes a picture"),
+    (["sample", "{model}", "--out", "samples"], "give a name ending in .png"),
+    (["reconstruct", "{model}", "--out", "recon.csv"], "--out recon.csv: a model of images"),
+    (["reconstruct", "{model}", "--n", "-2"], "argument --n"),
+], ids=["sample-txt", "sample-no-suffix", "reconstruct-csv", "reconstruct-negative-n"])
+def test_a_model_written_where_it_cannot_be_is_one_line(place, capsys, model_dir, argv, piece):
+    root, names = place
+    before = _listing(root)
+    status, err = _run_in_process([a.format(model=model_dir, **names) for a in argv], capsys)
+    _check_one_line(status, err, piece)
+    assert _listing(root) == before
+
+
 SUBPROCESS = [  # (argv after the interpreter, a piece of the one line): as a person types them
     (["-m", "evo.cli", "train", "9" * 20 + "|20|100"], "is too large"),
     (["-m", "evo.cli", "search", "--lr", "nan", "--population", "2"], "argument --lr"),

@@ -38,6 +38,25 @@ def _fail(prog: str, message: str) -> int:
     return 2
 
 
+#: what --out may end in: the image formats the grids are written in (Pillow's), or a table's rows
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _output(info: dict, out: str | None, stem: str) -> str:
+    """``--out`` for this model (default STEM.png, or STEM.csv for a model of a table); ValueError (one line)
+    for a name it cannot be written as."""
+    table = _is_table(info)
+    if out is None:
+        return f"{stem}.csv" if table else f"{stem}.png"
+    suffix = Path(out).suffix.lower()
+    if table and suffix != ".csv":
+        raise ValueError(f"--out {out}: a model of a table writes rows as CSV; give a name ending in .csv")
+    if not table and suffix not in _IMAGE_SUFFIXES:
+        raise ValueError(f"--out {out}: a model of images writes a picture; give a name ending in "
+                         f"{', '.join(_IMAGE_SUFFIXES)}")
+    return out
+
+
 def _cannot_write(exc: OSError, out: str | None) -> str:
     return f"cannot write {exc.filename or out}: {exc.strerror or exc}"
 
@@ -72,14 +91,15 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
     try:
         check_device(args.device)
         model, info = load_model(args.model_dir, args.device)
+        out = _output(info, args.out, "samples")
     except (ModelDirError, ValueError) as exc:
         return _fail(p.prog, str(exc))
     rows = sample_images(model, args.n, args.seed, standardisation_of(info))
     try:
         if _is_table(info):
-            out = write_rows(rows, _columns(info), args.out or "samples.csv")
+            out = write_rows(rows, _columns(info), out)
         else:
-            out = save_grid(as_images(rows, info["input_shape"]), args.out or "samples.png", nrow=args.nrow)
+            out = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
     except OSError as exc:
         return _fail(p.prog, _cannot_write(exc, args.out))
     print(f"wrote {args.n} samples of {info['genotype']} to {out}")
@@ -112,6 +132,7 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     try:
         check_device(args.device)
         model, info = load_model(args.model_dir, args.device)
+        out = _output(info, args.out, "recon")
         spec = TrainSpec.from_dict(info["spec"])
         test = splits(spec, "cpu", args.data_root, args.download).test
     except (ModelDirError, DataError, ValueError) as exc:
@@ -123,11 +144,11 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
         if _is_table(info):
             x, recon = reconstructions(model, test[:args.n], stats)
             labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
-            out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info),
-                             args.out or "recon.csv", labels=labels)
+            out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info), out,
+                             labels=labels)
         else:
             rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
-            out = save_grid(as_images(rows, info["input_shape"]), args.out or "recon.png", nrow=args.nrow)
+            out = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
     except OSError as exc:
         return _fail(p.prog, _cannot_write(exc, args.out))
     print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to {out}")
