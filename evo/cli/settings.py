@@ -41,6 +41,10 @@ def load_settings(path: str | Path, section: str) -> dict[str, Any]:
         raise SettingsError(f"settings file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"settings file {path} is not valid TOML: it is not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission
+        raise SettingsError(f"settings file {path} cannot be read: {exc.strerror or exc}") from None
     table = data.get(section, {})
     if not isinstance(table, dict):
         raise SettingsError(f"{path}: [{section}] must be a table of options")
