@@ -21,7 +21,7 @@ TOML_BAD_ID = '[worker]\nworker-id = "a b"\n'
 TOML_RESUMED = "[search]\nseed = 7\npopulation = 3\n"
 
 #: (id, argv, a piece of the one line). In argv: {missing} a path that does not exist, {file} a plain file,
-#: {empty} an empty directory, {used} a directory holding a file, {toml_lr}/{toml_id} settings files.
+#: {empty} an empty directory, {used} a directory holding a file, {toml_*} settings files, {binary} no text.
 CASES = [
     # evovae train
     ("train-20-digit-width", ["train", "9" * 20 + "|20|100"], "is too large: width 99999999999999999999"),
@@ -97,6 +97,9 @@ CASES = [
     ("search-resume-not-a-run", ["search", "--resume", "{empty}"], "no journal.sqlite"),
     ("search-config-missing", ["search", "--config", "{missing}"], "does not exist"),
     ("search-config-nan", ["search", "--config", "{toml_lr}"], "lr = nan is not valid: expected a finite"),
+    ("search-config-is-dir", ["search", "--config", "{empty}"], "cannot be read: Is a directory"),
+    ("search-config-not-text", ["search", "--config", "{binary}"], "it is not UTF-8 text"),
+    ("search-config-bad-worker-arg", ["search", "--config", "{toml_wa}"], "the local workers would refuse it"),
     ("search-unknown-option", ["search", "--populaton", "3"], "unrecognized arguments: --populaton"),
     # evovae worker
     ("worker-negative-heartbeat", ["worker", "--connect", "tcp://127.0.0.1:9", "--fake", "--heartbeat", "-1"],
@@ -123,6 +126,7 @@ CASES = [
      "--insecure excludes"),
     ("worker-missing-data-root", ["worker", "--connect", "tcp://127.0.0.1:9", "--data-root", "{missing}"],
      "argument --data-root"),
+    ("worker-config-not-text", ["worker", "--config", "{binary}"], "not valid TOML"),
     ("worker-config-bad-id", ["worker", "--config", "{toml_id}", "--connect", "tcp://127.0.0.1:9"],
      "worker_id = 'a b' is not valid: expected 1-128"),
     # evovae keys
@@ -191,11 +195,14 @@ def place(tmp_path, monkeypatch):
     (given / "plain.txt").write_text("not a directory, not a database\n")
     (given / "lr.toml").write_text(TOML_BAD_LR)
     (given / "id.toml").write_text(TOML_BAD_ID)
+    (given / "wa.toml").write_text('[search]\nlocal-workers = 1\nworker-arg = ["--fake-sleep=nan"]\n')
+    (given / "binary.toml").write_bytes(b"\xff\xfe\x00")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     names = {"missing": str(tmp_path / "missing"), "file": str(given / "plain.txt"), "empty": str(given / "empty"),
-             "used": str(given / "used"), "toml_lr": str(given / "lr.toml"), "toml_id": str(given / "id.toml")}
+             "used": str(given / "used"), "toml_lr": str(given / "lr.toml"), "toml_id": str(given / "id.toml"),
+             "toml_wa": str(given / "wa.toml"), "binary": str(given / "binary.toml")}
     return tmp_path, names
 
 
