@@ -33,7 +33,7 @@ from ..space import SearchSpace
 __all__ = ["BATCH_SIZE", "BIND", "CONNECT", "EPOCHS", "HEARTBEAT", "LEARNING_RATE", "LEASE", "LIVENESS",
            "LOCAL_WORKERS", "MAX_ATTEMPTS", "MAX_SEED", "SEED", "THREADS", "TRAIN_SUBSET", "VAL_SIZE",
            "OneLineParser", "OptionError", "choice_list", "data_root", "device", "dir_to_create", "endpoint",
-           "existing_dir", "existing_file", "file_to_create", "genotype", "new_file", "number", "parse_args",
+           "existing_dir", "file_to_create", "genotype", "new_file", "number", "parse_args",
            "probability", "seconds", "seed", "trainable_genotype", "whole", "whole_list", "worker_id"]
 
 #: Seeds (of a search, of the validation split, of sampling) are 0 .. 2**32 - 1, as numpy's legacy seeding takes.
@@ -207,16 +207,6 @@ def endpoint(*, bind: bool) -> Callable[[Any], str]:
 def _path_text(text: Any) -> str:
     if not isinstance(text, str) or not text or "\0" in text or len(text) > 4096:
         raise OptionError(f"expected a path, got {_shown(text)}")
-    return text
-
-
-def existing_file(text: Any) -> str:
-    """The path of a file that exists."""
-    path = Path(_path_text(text)).expanduser()
-    if not path.exists():
-        raise OptionError(f"{text} does not exist")
-    if not path.is_file():
-        raise OptionError(f"{text} is not a file")
     return text
 
 
