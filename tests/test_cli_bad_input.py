@@ -255,6 +255,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_created(place, capsys, deadlin
     assert _listing(root) == before
 
 
+def test_the_types_take_settings_values_and_normalise_text():
+    from evo.cli import validate as v
+
+    assert v.whole(1, 5)(3) == 3 == v.whole(1, 5)(" 3 ") and v.number(0, 1)(1) == 1.0
+    assert v.whole_list(1, increasing=True)(" 1, 3,9") == "1,3,9" and v.genotype()(" 850 | 20|1000") == "850|20|1000"
+    assert v.choice_list(("a", "b"))("b, a") == "b,a" and v.BIND("tcp://*:*") == "tcp://*:*"
+    for kind, value in ((v.whole(), True), (v.whole(), 2.0), (v.number(), "1e999"), (v.probability(), -0.0001),
+                        (v.CONNECT, "tcp://*:5557"), (v.CONNECT, "tcp://h:5557 "), (v.worker_id, "x" * 129)):
+        with pytest.raises(ValueError, match="expected"):  # OptionError: argparse's and a settings file's
+            kind(value)
+
+
 def test_the_table_covers_every_command():
     from evo.cli.app import DELEGATED
 
