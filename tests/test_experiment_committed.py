@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-RUNS = sorted(p for p in RESULTS.glob("*") if (p / "results.json").is_file()) if RESULTS.is_dir() else []
+def _of_format(fmt: str) -> list[Path]:
+    if not RESULTS.is_dir():
+        return []
+    return sorted(p for p in RESULTS.glob("*") if (p / "results.json").is_file()
+                  and json.loads((p / "results.json").read_text()).get("format") == fmt)
+
+
+RUNS = _of_format("evovae-experiment")    # the paper experiment's reports
+COMPARES = _of_format("evovae-compare")   # the strategy comparisons'
 
 
 def _cells(line):
@@ -103,3 +111,30 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
         assert [g["best_loss"] for g in search["generations"]] == [r.best.loss for r in strategy.history]
         assert len(strategy.evaluations) == len(search["evaluations"]) and all(
             parse_genotype(e["genotype"]) in strategy.seen for e in search["evaluations"])
+
+
+@pytest.mark.parametrize("run", COMPARES, ids=[p.name for p in COMPARES])
+def test_committed_comparison_is_summarized_and_rendered_by_todays_code(run):
+    from evo.experiments.compare import ComparePreset, summarize
+    from evo.experiments.compare_report import render_compare_report
+
+    results = json.loads((run / "results.json").read_text())
+    preset = ComparePreset(**{**results["preset"], "fidelities": tuple(results["preset"]["fidelities"]),
+                              "arms": tuple(results["preset"]["arms"])})
+    again = summarize({"searches": results["searches"]}, preset)
+    assert json.loads(json.dumps(again)) == results["summary"]
+    assert render_compare_report(results) == (run / "report.md").read_text()
+    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (run / "report.md").read_text()):
+        assert (run / figure).is_file(), figure
+
+
+@pytest.mark.parametrize("run", COMPARES, ids=[p.name for p in COMPARES])
+def test_committed_comparison_has_every_arm_and_seed_at_the_same_budget(run):
+    results = json.loads((run / "results.json").read_text())
+    p = results["preset"]
+    cells = {(s["arm"], s["seed"]) for s in results["searches"]}
+    assert cells == {(arm, seed) for arm in p["arms"] for seed in range(p["seeds"])}
+    for s in results["searches"]:
+        assert s["epochs_total"] <= p["budget_epochs"]
+        assert sum(e["epochs"] for e in s["evaluations"]) == s["epochs_total"]
+        assert s["retrain"]["ok"] and s["retrain"]["test_iw_loss"] <= s["retrain"]["test_loss"] + 1e-6
