@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind, metavar in (("population", count, None), ("offspring", count, None), ("generations", count, None),
                                 ("train-subset", v.TRAIN_SUBSET, "N"), ("val-size", v.VAL_SIZE, "N"),
                                 ("search-epochs", _epochs_list, "E,E"), ("random-epochs", _epochs_list, "E[,E]"),
-                                ("random-seeds", v.whole(1, 1000), None), ("retrain-epochs", v.EPOCHS, None),
+                                ("random-seeds", v.whole(0, 1000), None), ("retrain-epochs", v.EPOCHS, None),
                                 ("manifold-epochs", v.EPOCHS, None)):
         o.add_argument(f"--{name}", type=kind, metavar=metavar)
     add_distribution_options(paper, local_workers=2, bind="tcp://127.0.0.1:*",
