@@ -1,6 +1,6 @@
 """Package boundaries, checked by walking every module of every package in a fresh interpreter.
 
-The rules (docs/design.md, "Dependency rules"):
+The rules (docs/design.md, "Layout: who may import whom"):
 - the pure engine (evo and its modules, not its subpackages) imports only the stdlib and numpy;
 - evo.logs (log analysis) imports only the stdlib;
 - transport and the head (evo.head) never import torch or gpuworker;

@@ -203,7 +203,7 @@ def test_too_few_rows_for_the_split_says_what_val_size_fits(data):
         prepare(spec_of(raw, columns=",".join(cancer_columns()), likelihood="gaussian"))   # val_size 10,000
     message = str(err.value)
     assert "569 examples are too few for a validation split of 10000 and a test split of 10000" in message
-    assert "pass --val-size 56 (at most 284)" in message and str(data["csv"]) in message
+    assert "pass --val-size 113 (at most 284)" in message and str(data["csv"]) in message
 
 
 def test_parquet_where_pyarrow_is_installed(data, tmp_path):

@@ -151,8 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"failed: {result.error}")
         return 1
     test = result.test
-    print(f"validation loss {result.loss:.3f} (recon {result.recon:.3f} + KL {result.kl:.3f}) nats/image")
-    print(f"test loss {test['loss']:.3f} (recon {test['recon']:.3f} + KL {test['kl']:.3f}) nats/image")
+    print(f"validation loss {result.loss:.3f} (recon {result.recon:.3f} + KL {result.kl:.3f}) nats per example")
+    print(f"test loss {test['loss']:.3f} (recon {test['recon']:.3f} + KL {test['kl']:.3f}) nats per example")
     print(f"trained in {result.seconds:.1f}s")
     return 0
 

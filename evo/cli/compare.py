@@ -1,5 +1,5 @@
-"""``evovae experiment compare`` and ``evovae experiment fidelity``: strategies at equal compute over seeds,
-and the fidelity study, into one report. Resumable: ``--resume RUN_DIR`` continues after a kill."""
+"""``evovae experiment compare``: strategies at equal compute over seeds, after the fidelity study, into one
+report. Resumable: ``--resume RUN_DIR`` continues after a kill."""
 from __future__ import annotations
 
 import argparse
@@ -142,10 +142,9 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
     results: dict[str, Any] = {"format": FORMAT, "preset": config["preset"], "dataset": config["dataset"],
                                "arms": ARMS, "spec": spec.to_dict()}
     if config["fidelity_count"]:
-        print(f"fidelity study: {config['fidelity_count']} genotypes x {preset.retrain_epochs} epochs", flush=True)
-        results["fidelity"] = fidelity_study(bench, spec, count=config["fidelity_count"],
-                                             epochs=sorted({1, 2, 3, 5, *preset.fidelities, preset.epochs,
-                                                            preset.retrain_epochs}),
+        study_epochs = sorted({1, 2, 3, 5, *preset.fidelities, preset.epochs, preset.retrain_epochs})
+        print(f"fidelity study: {config['fidelity_count']} genotypes x {max(study_epochs)} epochs", flush=True)
+        results["fidelity"] = fidelity_study(bench, spec, count=config["fidelity_count"], epochs=study_epochs,
                                              seed=10_000)
     raw = run_compare(bench, preset, spec, echo=lambda line: print(line, flush=True))
     results.update(raw)

@@ -373,6 +373,9 @@ def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> i
                 if threading.current_thread() is threading.main_thread():  # SIGHUP: re-read the --allow keys
                     signal.signal(signal.SIGHUP, lambda *_: cluster.broker.request_reload())
                 print(cluster.describe(), flush=True)
+                if not options.local_workers:  # e.g. a resume that left --local-workers out: say what it waits for
+                    print(f"waiting for workers: run `evovae worker --connect {cluster.broker.ventilator_endpoint}` "
+                          "on each node (or resume with --local-workers N)", flush=True)
                 stats[0] = lambda: "  " + cluster.stats_line()
                 at_generation[0] = cluster.broker.log_counters
                 runner.evaluator = cluster.evaluator(stop=stop.event)

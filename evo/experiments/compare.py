@@ -10,6 +10,7 @@ importance-weighted bound with ``iw_samples`` samples. The numbers (results.json
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -184,7 +185,8 @@ def summarize(raw: dict[str, Any], p: ComparePreset, default: str | None = None)
     curves = {}
     for arm, runs in by_arm.items():
         values = np.array([_best_so_far(r, grid) for r in runs.values()])
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a grid point before any seed has a result
             q = np.nanquantile(values, [0.25, 0.5, 0.75], axis=0) if len(values) else np.full((3, len(grid)), np.nan)
         q[:, np.isnan(values).any(axis=0)] = np.nan  # a point counts once every seed has a result there
         curves[arm] = {"epochs": grid.tolist(), "q25": _nan_list(q[0]), "median": _nan_list(q[1]),

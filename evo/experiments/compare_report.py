@@ -85,10 +85,18 @@ def _ci(c: dict[str, Any]) -> str:
     return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]{mark}"
 
 
+def _likelihood_text(spec: dict[str, Any]) -> str:
+    if spec.get("likelihood", "bernoulli") == "gaussian":
+        return ("nats per example: the Gaussian negative log-likelihood of the standardised features, unit "
+                "variance, summed over the features")
+    return ("nats per example: BCE summed over every input value (the 784 pixels of a 28x28 image) on "
+            "continuous intensities in [0, 1], not binarised, so not a normalised likelihood")
+
+
 def _verdict(summary: dict[str, Any]) -> list[str]:
     d = summary["default"]
     lines = []
-    n = max((v["test_loss"].get("n", 0) for v in summary["paired"].values()), default=0)
+    n = max((v["val_loss"].get("n", 0) for v in summary["paired"].values()), default=0)
     if n < 5:
         lines.append(f"- Only {n} seeds: a bootstrap over so few pairs is not a finding; read these lines as a "
                      "smoke test.")
@@ -129,9 +137,8 @@ def render_compare_report(results: dict[str, Any]) -> str:
            f"asked to train; a promoted multi-fidelity candidate is retrained from scratch and pays every rung), "
            f"{p['seeds']} seeds per arm (seeds 0..{p['seeds'] - 1}; the same seed gives every arm the same "
            "training seeds and split).",
-           f"- Search metric: validation negative ELBO after {p['epochs']} epochs (nats per image: BCE summed over "
-           "the 784 pixels on continuous intensities in [0, 1], not binarised, so not a normalised likelihood, "
-           "plus KL(q(z|x) || N(0, I)); one z sample).",
+           f"- Search metric: validation negative ELBO after {p['epochs']} epochs ({_likelihood_text(spec)}, plus "
+           "KL(q(z|x) || N(0, I)); one z sample).",
            f"- Final metric: each search's best genotype retrained {p['retrain_epochs']} epochs, then on the test "
            f"split the negative ELBO and the negative importance-weighted bound with k = {p['iw_samples']} "
            "samples (Burda et al.), both in nats per image.",

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS results (
     task_id TEXT PRIMARY KEY, genotype TEXT NOT NULL, loss REAL, error TEXT NOT NULL,
     metrics TEXT NOT NULL,       -- JSON
-    source TEXT NOT NULL,        -- worker | cache | in-process
+    source TEXT NOT NULL,        -- worker (in-process runs too) | cache
     at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT '', epochs INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0,
     worker_key TEXT              -- the CURVE public key (Z85) of the worker that sent the result, if any

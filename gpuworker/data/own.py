@@ -125,7 +125,7 @@ def _split(raw: Raw, spec: TrainSpec, n: int) -> tuple[np.ndarray, np.ndarray, n
     if held >= n:
         largest = (n - 1) // (2 if carve else 1)
         test_part = f" and a test split of {v} (the data has no test part of its own)" if carve else ""
-        hint = f"pass --val-size {max(1, min(largest, n // 10))} (at most {largest})" if largest else "add examples"
+        hint = f"pass --val-size {max(1, min(largest, n // 5))} (at most {largest})" if largest else "add examples"
         raise DataError(f"{raw.path}: {n} examples are too few for a validation split of {v}{test_part} with "
                         f"examples left to train on; {hint}")
     order = np.random.default_rng(spec.split_seed % 2**64).permutation(n)
