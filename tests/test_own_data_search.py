@@ -43,7 +43,7 @@ def evovae(*argv: str, cwd, timeout: float = 240) -> subprocess.CompletedProcess
 def test_train_on_each_form(files, tmp_path, form):
     done = evovae("train", "100|5|100", "--epochs", "2", *FORMS[form](files), "--log-level", "warning", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "validation loss" in done.stdout and "test loss" in done.stdout and "nats/" in done.stdout
+    assert "validation loss" in done.stdout and "test loss" in done.stdout and "nats per example" in done.stdout
 
 
 @pytest.mark.slow
