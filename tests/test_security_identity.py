@@ -181,12 +181,19 @@ def test_a_reload_asked_for_by_a_signal_happens_in_the_next_poll_round(ring, log
 
 def test_refusals_are_logged_with_the_peer_address_once_per_peer(ring, ctx, logs):
     impostor_public, _ = zmq.curve_keypair()  # a worker that trusts the wrong head
+    started = time.monotonic()
     with Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server) as broker:
         wrong = RawWorker(ctx, broker, ring.w1, impostor_public, "confused-1")
         until(broker, lambda _: broker.stats.handshake_failures >= 10, lambda: None)
         wrong.close()
+        failures = broker.stats.handshake_failures
+    windows = 1 + int((time.monotonic() - started) // 10)  # a loaded machine may take more than one window
     refused = events(logs, "auth.refused")
-    assert len(refused) == 1  # one line per peer address per 10 s, not ~20 a second
-    assert refused[0]["address"].startswith("127.0.0.1:")
-    (summary,) = events(logs, "auth.refused.suppressed")  # at close: what was held back, per peer
-    assert summary["address"] == "127.0.0.1" and summary["count"] >= 9
+    # one line per peer address per 10 s, not ~20 a second; a connection that closed before the head could read
+    # its address is logged under "?" (one more line at most per window)
+    known = [r for r in refused if r["address"] != "?"]
+    assert 1 <= len(known) <= windows and len(refused) - len(known) <= windows
+    assert all(r["address"].startswith("127.0.0.1:") for r in known)
+    summaries = events(logs, "auth.refused.suppressed")  # what was held back, per peer
+    assert summaries and all(s["address"] in ("127.0.0.1", "?") for s in summaries)
+    assert sum(s["count"] for s in summaries) >= failures - len(refused) - 1

@@ -200,7 +200,7 @@ class SocketWatch:
                 else:
                     self.stats.handshake_failures += 1
                     failed.append((self._round, kind, value))  # its DISCONNECTED names the peer
-            while failed and failed[0][0] < self._round:  # its connection's end never came: peer unknown
+            while failed and failed[0][0] < self._round - 1:  # its connection's end came in neither round: peer unknown
                 self._refused(name, *failed.popleft()[1:], "?", now)
         while zap is not None and zap.decisions:
             self._zap_decision(*zap.decisions.popleft(), now)
