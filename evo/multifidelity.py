@@ -14,6 +14,7 @@ epochs for nine. Deterministic for a seed: promotion ranks by loss, ties by geno
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 from .engine import EvolutionEngine
@@ -44,7 +45,7 @@ def check_fidelities(values: Sequence[int]) -> None:
                          f"got {','.join(map(str, values))}")
 
 
-class Rungs:
+class Rungs(ABC):
     """Successive halving inside each generation, for a :class:`~evo.strategy.GenerationalStrategy`:
     ``_fresh(lam)`` gives a generation's new genotypes (trained ``fidelities[0]`` epochs), the best
     ``ceil(n / eta)`` of each rung climb to the next, and the last rung's results are selected into the
@@ -61,8 +62,9 @@ class Rungs:
         self._promoted: list[Genotype] = []
         self._generation_evals: list[Evaluation] = []
 
+    @abstractmethod
     def _fresh(self, count: int) -> list[Genotype]:
-        raise NotImplementedError
+        """A generation's ``count`` new genotypes (trained at the first rung)."""
 
     def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:
         """Called once per finished rung, before the next is asked for (``promoted`` empty on the last)."""

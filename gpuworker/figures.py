@@ -30,6 +30,7 @@ __all__ = [
     "manifold_images",
     "plot_curves",
     "reconstruction_rows",
+    "reconstruction_table",
     "reconstructions",
     "sample_images",
     "save_grid",
@@ -95,6 +96,15 @@ def reconstructions(model: VAE, rows: torch.Tensor, standardisation: Standardisa
     x = rows.to(next(model.parameters()).device)
     mu, _ = model.encode(x)
     return destandardise(x, standardisation), destandardise(model.mean(mu), standardisation)
+
+
+def reconstruction_table(model: VAE, rows: torch.Tensor, standardisation: Standardisation = None
+                         ) -> tuple[torch.Tensor, list[str]]:
+    """Each row of ``rows`` followed by its reconstruction, in the data's units, with a label for each
+    (``original i``, ``reconstruction i``): what ``evovae reconstruct`` writes for a model of a table."""
+    x, recon = reconstructions(model, rows, standardisation)
+    labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
+    return torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), labels
 
 
 @torch.no_grad()

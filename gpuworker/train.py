@@ -27,7 +27,7 @@ from .data import Splits, splits
 from .model import VAE, negative_elbo
 
 __all__ = ["TrainResult", "check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test",
-           "set_threads", "train"]
+           "set_threads", "torch_environment", "train"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +66,11 @@ class TrainResult:
         for key, value in data.pop("test").items():
             data[f"test_{key}"] = value
         return data
+
+
+def torch_environment(device: str | None = None) -> dict[str, str]:
+    """The torch version and the device a run would use (for reports)."""
+    return {"torch": torch.__version__, "device": str(choose_device(device))}
 
 
 def choose_device(name: str | None = None) -> torch.device:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Sequence
 
 
-import torch
 
 from ..genotype import GenotypeError, parse_genotype
 from ..spec import TrainSpec
@@ -110,7 +109,7 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     """``evovae reconstruct MODEL_DIR``: test examples beside their reconstructions (PNG rows, or CSV rows)."""
     from gpuworker.data import DataError
     from gpuworker.export import standardisation_of
-    from gpuworker.figures import as_images, reconstruction_rows, reconstructions, save_grid, write_rows
+    from gpuworker.figures import as_images, reconstruction_rows, reconstruction_table, save_grid, write_rows
 
     p = v.OneLineParser(prog="evovae reconstruct",
                         description="Write test examples beside their reconstructions (mean decode of mu).")
@@ -142,10 +141,8 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     stats = standardisation_of(info)
     try:
         if _is_table(info):
-            x, recon = reconstructions(model, test[:args.n], stats)
-            labels = [f"{kind} {i}" for i in range(len(x)) for kind in ("original", "reconstruction")]
-            out = write_rows(torch.stack([x, recon], dim=1).reshape(2 * len(x), -1), _columns(info), out,
-                             labels=labels)
+            table, labels = reconstruction_table(model, test[:args.n], stats)
+            out = write_rows(table, _columns(info), out, labels=labels)
         else:
             rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
             out = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)

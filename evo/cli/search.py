@@ -227,8 +227,6 @@ def _open_journal(args: argparse.Namespace, created: _Created) -> RunJournal:
                                      f"resume may give more, not fewer (or leave the option out)")
                 args.generations = generations
             return journal
-        _complete(args)
-        spec_of(args), strategy_of(args)  # a bad option creates no run directory
         run_dir = Path(args.run_dir or Path("runs") / time.strftime(f"search-%Y%m%dT%H%M%SZ-{os.getpid()}",
                                                                    time.gmtime()))
         config = {key: getattr(args, key) for key in SEARCH_KEYS}
@@ -304,9 +302,10 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         strategy_of(args)  # options the strategy refuses, before any data is read
     if args.in_process or args.local_workers:  # training on this machine: its --device must be here
         _check_device(args.device)
-    evaluator = None
-    if args.in_process and not args.resume:  # missing data is an error before a run directory exists
-        evaluator = _in_process_evaluator(args, spec_of(args))
+    # a new search's data is read, fingerprinted and split once, before a run directory exists (a resumed
+    # one's comes from its journal, below)
+    spec = None if args.resume else spec_of(args)
+    evaluator = _in_process_evaluator(args, spec) if args.in_process and spec is not None else None
     created = _Created()
     journal = _open_journal(args, created)
     cache = runner = None
@@ -315,7 +314,7 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         if ignored:
             print(f"evovae: note: resuming {journal.run_dir}: its journal fixes the search, so "
                   f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored", file=sys.stderr)
-        spec = spec_of(args)
+        spec = spec if spec is not None else spec_of(args)
         options = replace(options, worker_data=worker_data_args(args))  # the run's data (a resume: the journal's)
         strategy = strategy_of(args)
         if args.cache:

@@ -232,13 +232,13 @@ def _protocol(config: ExperimentConfig, options: ClusterOptions, data) -> dict[s
 
 
 def _environment(device: str | None) -> dict[str, Any]:
-    import torch
+    from gpuworker.train import torch_environment
 
     from ..head.cluster import available_cores
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-            "cores": available_cores(), "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            "trainer_version": TRAINER_VERSION}
+    torch_env = torch_environment()
+    return {"python": platform.python_version(), "torch": torch_env["torch"], "machine": platform.machine(),
+            "cores": available_cores(), "device": device or torch_env["device"], "trainer_version": TRAINER_VERSION}
 
 
 def _on_cluster(run: PaperRun, config: ExperimentConfig, cluster: Cluster, stop: threading.Event,
