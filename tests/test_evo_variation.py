@@ -4,7 +4,22 @@ import pytest
 
 from evo.genotype import Genotype, parse_genotype
 from evo.space import SearchSpace
-from evo.variation import MutationRates, breed, crossover, mutate, mutate_latent, mutate_network
+from evo.variation import (
+    OPERATOR_SETS,
+    LocalMoves,
+    MutationRates,
+    breed,
+    crossover,
+    insert_layer,
+    mutate,
+    mutate_latent,
+    mutate_latent_local,
+    mutate_network,
+    mutate_network_local,
+    remove_layer,
+    step_latent,
+    step_width,
+)
 
 SPACE = SearchSpace()
 SEEDS = range(500)
@@ -264,3 +279,323 @@ def test_a_crossover_child_takes_its_genes_from_two_distinct_parents():
 def test_a_parent_set_gives_the_same_children():
     parent_set = frozenset(PARENTS)
     assert [_breed(s, parent_set=parent_set) for s in range(100)] == [_breed(s) for s in range(100)]
+
+
+# -- the local operator set -----------------------------------------------------------------------------
+
+LOCAL = MutationRates(operators="local")
+
+
+def _is_removal(before: tuple, after: tuple) -> bool:
+    return len(after) == len(before) - 1 and any(before[:i] + before[i + 1:] == after for i in range(len(before)))
+
+
+def _is_insertion(before: tuple, after: tuple) -> bool:
+    return _is_removal(after, before)
+
+
+def _grid_steps(space: SearchSpace, before: int, after: int, grid: str = "widths") -> int:
+    values = getattr(space, grid)
+    return abs(values.index(after) - values.index(before))
+
+
+def test_remove_layer_exact_values_for_fixed_seeds():
+    widths = (200, 500, 1000)
+    pinned = {0: (200, 500), 1: (200, 1000), 11: (500, 1000)}
+    for seed, expected in pinned.items():
+        assert remove_layer(widths, SPACE, np.random.default_rng(seed)) == expected
+        # justification: one integer draw picks the layer that goes
+        index = int(np.random.default_rng(seed).integers(3))
+        assert expected == widths[:index] + widths[index + 1:]
+    assert widths == (200, 500, 1000)
+
+
+def test_insert_layer_exact_values_for_fixed_seeds():
+    widths = (200, 500, 1000)
+    pinned = {0: (200, 500, 1000, 1000),      # after the last layer, a copy of it
+              1: (200, 550, 500, 1000),       # between the first two, a fresh draw
+              4: (200, 500, 950, 1000)}       # between the last two, a fresh draw
+    for seed, expected in pinned.items():
+        assert insert_layer(widths, SPACE, np.random.default_rng(seed)) == expected
+        # justification: a position (0..3), a copy coin, then a neighbour (of one or two) or a grid width
+        rng = np.random.default_rng(seed)
+        position = int(rng.integers(4))
+        neighbours = widths[max(position - 1, 0):position + 1]
+        width = neighbours[int(rng.integers(len(neighbours)))] if rng.random() < 0.5 else SPACE.random_width(rng)
+        assert expected == (*widths[:position], width, *widths[position:])
+
+
+def test_insert_layer_copies_a_neighbour_or_draws():
+    widths = (200, 500, 1000)
+    for seed in range(300):
+        out = insert_layer(widths, SPACE, np.random.default_rng(seed), copy=1.0)
+        assert _is_insertion(widths, out)
+        # some reading of it inserts, at position i, the width of a layer next to i
+        assert any(out[:i] + out[i + 1:] == widths and out[i] in widths[max(i - 1, 0):i + 1] for i in range(4))
+    copied = {insert_layer((650,), SPACE, np.random.default_rng(s), copy=1.0) for s in range(50)}
+    assert copied == {(650, 650)}                   # one neighbour: always its width
+    drawn = {insert_layer((650,), SPACE, np.random.default_rng(s), copy=0.0)[0] for s in range(2000)} | \
+        {insert_layer((650,), SPACE, np.random.default_rng(s), copy=0.0)[1] for s in range(2000)}
+    assert drawn == set(SPACE.widths)               # without copies, any grid width
+
+
+def test_step_width_exact_values_and_the_grid_ends():
+    widths = (200, 500, 1000)
+    pinned = {0: (200, 500, 950), 1: (200, 550, 1000), 3: (200, 500, 900)}
+    for seed, expected in pinned.items():
+        assert step_width(widths, SPACE, np.random.default_rng(seed)) == expected
+        # justification: a layer, then k in 0..3 -> a step of -2, -1, +1, +2 grid points, stopped at the
+        # grid's end and turned round if it would stay put (1000 is the top)
+        rng = np.random.default_rng(seed)
+        index = int(rng.integers(3))
+        k = int(rng.integers(4))
+        delta = (-2, -1, 1, 2)[k]
+        position = SPACE.widths.index(widths[index])
+        target = min(max(position + delta, 0), len(SPACE.widths) - 1)
+        if target == position:
+            target = position - delta
+        assert expected[index] == SPACE.widths[target] and expected[:index] + expected[index + 1:] == \
+            widths[:index] + widths[index + 1:]
+    assert {step_width((1000,), SPACE, np.random.default_rng(s)) for s in range(100)} == {(900,), (950,)}
+    assert {step_width((50,), SPACE, np.random.default_rng(s)) for s in range(100)} == {(100,), (150,)}
+    assert {step_width((500,), SPACE, np.random.default_rng(s)) for s in range(100)} == {(400,), (450,), (550,), (600,)}
+    assert {step_width((950,), SPACE, np.random.default_rng(s)) for s in range(100)} == {(850,), (900,), (1000,)}
+    assert {step_width((500,), SPACE, np.random.default_rng(s), max_step=1) for s in range(100)} == {(450,), (550,)}
+    two = SearchSpace(width_min=50, width_max=100)  # a grid of two: every step lands on the other
+    assert {step_width((50,), two, np.random.default_rng(s)) for s in range(50)} == {(100,)}
+
+
+def test_step_latent_exact_values_and_the_grid_ends():
+    pinned = {0: 40, 1: 10, 4: 30}
+    for seed, expected in pinned.items():
+        assert step_latent(20, SPACE, np.random.default_rng(seed)) == expected
+        k = int(np.random.default_rng(seed).integers(4))
+        assert expected == {0: 10, 1: 10, 2: 30, 3: 40}[k]   # -2 stops at 10; -1, +1, +2 as drawn
+    assert {step_latent(10, SPACE, np.random.default_rng(s)) for s in range(100)} == {20, 30}
+    assert {step_latent(100, SPACE, np.random.default_rng(s)) for s in range(100)} == {80, 90}
+    assert {step_latent(50, SPACE, np.random.default_rng(s)) for s in range(100)} == {30, 40, 60, 70}
+    assert all(type(step_latent(50, SPACE, np.random.default_rng(s))) is int for s in range(20))
+
+
+def test_local_operators_refuse_what_the_space_forbids():
+    with pytest.raises(ValueError, match="needs >= 1"):
+        remove_layer((500,), SPACE, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="allows <= 5"):
+        insert_layer((500,) * 5, SPACE, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="single value"):
+        step_width((50,), SearchSpace(width_min=50, width_max=50), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="single value"):
+        step_latent(10, SearchSpace(latent_min=10, latent_max=10), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="max_step"):
+        step_width((500,), SPACE, np.random.default_rng(0), max_step=0)
+    with pytest.raises(ValueError, match="copy"):
+        insert_layer((500,), SPACE, np.random.default_rng(0), copy=1.5)
+
+
+def test_local_mutation_exact_values_for_fixed_seeds():
+    parent = parse_genotype("200,500|20|1000,650,50")
+    pinned = {
+        0: "200,500|20|650,50",            # decoder drawn: remove its first layer
+        2: "500|20|1000,650,50",           # encoder drawn: remove its first layer
+        3: "100,500|20|1000,650,50",       # encoder drawn: the paper's move (redraw layer 0)
+        4: "200,500|20|950,650,50",        # nothing drawn, then the decoder: step 1000 -> 950
+        5: "200,500|40|1000,650,50",       # nothing drawn, then the latent: step 20 -> 40
+        6: "200,500|20|1000,1000,650,50",  # decoder drawn: insert a copy of its first layer
+    }
+    for seed, expected in pinned.items():
+        child = mutate(parent, SPACE, np.random.default_rng(seed), LOCAL)
+        assert str(child) == expected, seed
+        # justification: the same draws as the paper's decide which genes mutate (three coins, then one of
+        # the three uniformly when no coin came up)
+        rng = np.random.default_rng(seed)
+        names = ("encoder", "latent", "decoder")
+        drawn = {name for name, d, p in zip(names, rng.random(3), (0.5, 0.2, 0.5), strict=True) if d < p}
+        drawn = drawn or {names[int(rng.integers(3))]}
+        assert _changed_genes(parent, child) == drawn
+    assert str(parent) == "200,500|20|1000,650,50"
+
+
+def test_local_network_move_draws_exactly_as_documented():
+    moves = LocalMoves()
+    for seed in range(300):
+        widths = SPACE.random_network(np.random.default_rng(1000 + seed))
+        rng = np.random.default_rng(seed)     # one uniform draw picks the move among those that apply
+        possible = [(w, name) for w, ok, name in ((moves.remove, len(widths) > 1, "remove"),
+                                                  (moves.insert, len(widths) < 5, "insert"),
+                                                  (moves.step, True, "step"), (moves.paper, True, "paper")) if ok]
+        point = rng.random() * sum(w for w, _ in possible)
+        chosen = possible[-1][1]
+        for weight, name in possible:
+            if point < weight:
+                chosen = name
+                break
+            point -= weight
+        if chosen == "remove":
+            expected = remove_layer(widths, SPACE, rng)
+        elif chosen == "insert":
+            expected = insert_layer(widths, SPACE, rng, moves.copy)
+        elif chosen == "step":
+            expected = step_width(widths, SPACE, rng, moves.max_step)
+        else:
+            expected = mutate_network(widths, SPACE, rng, 0.5)
+        assert mutate_network_local(widths, SPACE, np.random.default_rng(seed), moves) == expected
+
+
+def test_local_mutation_over_thousands_of_draws_is_valid_new_and_local():
+    spaces = [SPACE, SearchSpace(min_layers=2, max_layers=3), SearchSpace(max_layers=2, width_min=50, width_max=150),
+              SearchSpace(min_layers=3, max_layers=3, latent_min=10, latent_max=30)]
+    kinds = {"remove": 0, "insert": 0, "step": 0, "latent step": 0, "other": 0}
+    for space in spaces:
+        for seed in range(1500):
+            parent = space.sample(np.random.default_rng(50_000 + seed))
+            text = str(parent)
+            child = mutate(parent, space, np.random.default_rng(seed), LOCAL)
+            assert str(parent) == text                          # input unchanged
+            assert child != parent and space.problems(child) == []
+            for name in ("encoder", "decoder"):
+                before, after = getattr(parent, name), getattr(child, name)
+                assert space.min_layers <= len(after) <= space.max_layers
+                if before == after:
+                    continue
+                if _is_removal(before, after):
+                    kinds["remove"] += 1
+                elif _is_insertion(before, after):
+                    kinds["insert"] += 1
+                else:                                           # a step, or the paper's redraw of one width
+                    assert len(after) == len(before) and len(_positions_changed(before, after)) == 1
+                    i = _positions_changed(before, after)[0]
+                    kinds["step" if _grid_steps(space, before[i], after[i]) <= 2 else "other"] += 1
+            if child.latent != parent.latent:
+                kinds["latent step" if _grid_steps(space, parent.latent, child.latent, "latents") <= 2
+                      else "other"] += 1
+    assert all(count > 100 for count in kinds.values()), kinds
+    assert kinds["other"] < kinds["step"] / 3                    # the paper's redraws are the rare move
+
+
+def test_local_move_frequencies_follow_the_weights():
+    widths = (300, 600, 900)     # depth 3 of 1..5: every move applies
+    n = 8000
+    outs = [mutate_network_local(widths, SPACE, np.random.default_rng(s)) for s in range(n)]
+    shorter = sum(len(o) < 3 for o in outs) / n
+    longer = sum(len(o) > 3 for o in outs) / n
+    assert abs(shorter - 0.25) < 0.02                           # remove
+    assert abs(longer - (0.25 + 0.1 * 0.5)) < 0.02             # insert, and the paper's move appending
+
+
+def test_local_mutation_respects_the_layer_bounds():
+    space = SearchSpace(min_layers=2, max_layers=3)
+    shallow, deep = Genotype((300, 400), 30, (500, 600)), Genotype((300, 400, 500), 30, (500, 600, 700))
+    removed = inserted = 0
+    for seed in range(2000):
+        child = mutate(shallow, space, np.random.default_rng(seed), LOCAL)
+        assert min(child.depth) >= 2                            # never below min_layers
+        inserted += max(child.depth) == 3
+        child = mutate(deep, space, np.random.default_rng(seed), LOCAL)
+        assert max(child.depth) <= 3                            # never above max_layers
+        removed += min(child.depth) == 2
+    assert removed > 300 and inserted > 300
+
+
+def test_paper_set_never_reduces_depth_and_local_set_can():
+    local_less = local_more = 0
+    for seed in range(3000):
+        parent = SPACE.sample(np.random.default_rng(90_000 + seed))
+        child = mutate(parent, SPACE, np.random.default_rng(seed))
+        assert child.depth[0] >= parent.depth[0] and child.depth[1] >= parent.depth[1]   # each network
+        child = mutate(parent, SPACE, np.random.default_rng(seed), LOCAL)
+        local_less += sum(child.depth) < sum(parent.depth)
+        local_more += sum(child.depth) > sum(parent.depth)
+    assert local_less > 500 and local_more > 500
+
+
+def test_local_weights_that_cannot_apply_fall_back_to_a_move_that_can():
+    only_remove = MutationRates(network=1.0, latent=0.0, operators="local",
+                                local=LocalMoves(remove=1.0, insert=0.0, step=0.0, paper=0.0))
+    parent = parse_genotype("300|30|400,500")
+    for seed in range(200):
+        child = mutate(parent, SPACE, np.random.default_rng(seed), only_remove)
+        assert child.decoder in ((400,), (500,))              # removal wherever it can
+        assert child.encoder != (300,) and SPACE.contains(child)   # at min_layers another move instead
+
+
+def test_local_mutant_differs_in_degenerate_spaces():
+    fixed_nets = SearchSpace(max_layers=1, width_min=50, width_max=50)           # only the latent can move
+    fixed_latent = SearchSpace(max_layers=2, width_min=50, width_max=50, latent_min=10, latent_max=10)
+    fixed_depth = SearchSpace(min_layers=2, max_layers=2, latent_min=10, latent_max=10)
+    for space, parent in ((fixed_nets, Genotype((50,), 10, (50,))), (fixed_latent, Genotype((50,), 10, (50, 50))),
+                          (fixed_depth, Genotype((50, 50), 10, (1000, 1000)))):
+        for seed in range(200):
+            child = mutate(parent, space, np.random.default_rng(seed), LOCAL)
+            assert child != parent and space.contains(child)
+    single = SearchSpace(max_layers=1, width_min=50, width_max=50, latent_min=10, latent_max=10)
+    assert mutate(Genotype((50,), 10, (50,)), single, np.random.default_rng(0), LOCAL) == Genotype((50,), 10, (50,))
+
+
+def test_local_mutation_is_deterministic_per_seed():
+    parent = parse_genotype("200,500|20|1000,650,50")
+    for seed in range(100):
+        assert mutate(parent, SPACE, np.random.default_rng(seed), LOCAL) == \
+            mutate(parent, SPACE, np.random.default_rng(seed), LOCAL)
+    assert len({mutate(parent, SPACE, np.random.default_rng(s), LOCAL) for s in range(200)}) > 60
+
+
+def test_local_latent_moves_by_steps_with_rare_redraws():
+    steps = {mutate_latent_local(50, SPACE, np.random.default_rng(s), LocalMoves(latent_redraw=0.0))
+             for s in range(200)}
+    assert steps == {30, 40, 60, 70}
+    redraws = {mutate_latent_local(50, SPACE, np.random.default_rng(s), LocalMoves(latent_redraw=1.0))
+               for s in range(500)}
+    assert redraws == set(SPACE.latents) - {50}
+    assert mutate_latent_local(10, SearchSpace(latent_max=10), np.random.default_rng(0)) == 10
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(remove=-0.1), "remove"), (dict(step=float("nan")), "step"), (dict(paper=float("inf")), "paper"),
+    (dict(remove=0.0, insert=0.0, step=0.0, paper=0.0), "all 0"), (dict(copy=1.5), "copy"),
+    (dict(latent_redraw=-0.01), "latent_redraw"), (dict(max_step=0), "max_step"), (dict(max_step=1.5), "max_step")])
+def test_local_moves_refuse_bad_values(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        LocalMoves(**kwargs)
+
+
+def test_mutation_rates_name_a_known_operator_set():
+    assert MutationRates().operators == "paper" and OPERATOR_SETS == ("paper", "local")
+    with pytest.raises(ValueError, match="'bogus' is not one of paper, local"):
+        MutationRates(operators="bogus")
+    with pytest.raises(ValueError, match="LocalMoves"):
+        MutationRates(operators="local", local={"remove": 1.0})  # type: ignore[arg-type]
+    assert MutationRates(operators="local") == LOCAL and hash(LOCAL) == hash(MutationRates(operators="local"))
+
+
+def test_breeding_with_the_local_set_can_go_below_every_parents_depth():
+    parents = [parse_genotype(t) for t in ("850,400|20|1000,300", "200,500|60|1000,650,50", "1000,100|60|700,750")]
+    shallowest = min(sum(p.depth) for p in parents)
+    paper = [breed(parents, SPACE, np.random.default_rng(s), 0.5, 0.8, MutationRates()) for s in range(500)]
+    local = [breed(parents, SPACE, np.random.default_rng(s), 0.5, 0.8, LOCAL) for s in range(500)]
+    assert min(sum(c.depth) for c in paper) >= shallowest
+    assert min(sum(c.depth) for c in local) < shallowest
+    assert all(SPACE.contains(c) and c not in parents for c in local)
+
+
+def test_engines_take_the_local_set_through_their_mutation_argument():
+    from evo.engine import EvolutionEngine
+    from evo.evaluation import Evaluation
+    from evo.regularized import RegularizedEvolution
+    from evo.steady_state import SteadyStateEngine
+
+    def loss(g: Genotype) -> float:                    # shallow is better
+        return 100.0 + 10 * sum(g.depth) + g.latent / 10
+
+    for make in (lambda m: EvolutionEngine(SPACE, mu=6, lam=6, generations=12, seed=1, mutation=m),
+                 lambda m: SteadyStateEngine(SPACE, mu=6, max_evaluations=72, seed=1, mutation=m),
+                 lambda m: RegularizedEvolution(SPACE, mu=6, max_evaluations=72, seed=1, mutation=m)):
+        best = {}
+        for name, rates in (("paper", MutationRates()), ("local", LOCAL)):
+            engine = make(rates)
+            while not engine.done:
+                batch = engine.ask()
+                engine.tell([Evaluation.succeeded(c.genotype, loss(c.genotype), epochs=c.epochs) for c in batch])
+            assert engine.best is not None
+            best[name] = engine.best.genotype
+        assert sum(best["local"].depth) <= sum(best["paper"].depth)
+        assert best["local"].depth == (1, 1)
