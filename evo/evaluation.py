@@ -6,11 +6,12 @@ import enum
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .genotype import Genotype, GenotypeError, parse_genotype
+from .measurement import Measurement
 
-__all__ = ["Candidate", "EvalState", "Evaluation", "evaluation_from_metrics", "parse_candidate"]
+__all__ = ["Candidate", "EvalState", "Evaluation", "parse_candidate"]
 
 
 class EvalState(str, enum.Enum):
@@ -51,27 +52,29 @@ def parse_candidate(text: str) -> Candidate:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The outcome of evaluating one genotype at ``epochs`` epochs.
+    """The outcome of evaluating one genotype at ``epochs`` epochs (the fidelity it was asked at).
 
     ``loss`` is the validation negative ELBO in nats per example; fitness is ``1 / loss`` as in the paper.
     A failed or lost evaluation has ``loss is None``, fitness 0 and an ``error`` saying why; it never survives
-    selection. ``epochs`` is the fidelity it was asked at (0 where unknown), ``seconds`` the training time;
-    ``metrics`` carries the trainer's extra figures (reconstruction and KL parts, curve, parameters).
+    selection. ``measurement`` holds the trainer's figures (reconstruction and KL parts, curves, parameters,
+    training seconds); ``attempts`` of a lost one, how many times the transport tried.
     """
 
     genotype: Genotype
     loss: float | None
-    error: str = ""
-    metrics: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    state: EvalState | None = None
-    epochs: int = 0
-    seconds: float = field(default=0.0, compare=False)
+    epochs: int = field(kw_only=True)
+    error: str = field(default="", kw_only=True)
+    state: EvalState | None = field(default=None, kw_only=True)
+    measurement: Measurement = field(default_factory=Measurement, compare=False, kw_only=True)
+    attempts: int = field(default=0, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
+        if type(self.epochs) is not int or self.epochs < 1:
+            raise ValueError(f"an evaluation's epochs (its fidelity) must be an integer >= 1, got {self.epochs!r}")
         state = self.state or (EvalState.OK if self.loss is not None else EvalState.FAILED)
         object.__setattr__(self, "state", EvalState(state))
         if self.state is EvalState.OK:
-            if self.loss is None or not (math.isfinite(self.loss) and self.loss > 0):
+            if self.loss is None or not _finite_positive(self.loss):
                 raise ValueError(f"loss of {self.genotype} must be a finite positive number, got {self.loss!r};"
                                  " report a diverged run with Evaluation.failed(...)")
         else:
@@ -81,19 +84,28 @@ class Evaluation:
                 raise ValueError(f"a {self.state.value} evaluation of {self.genotype} needs an error message")
 
     @classmethod
-    def succeeded(cls, genotype: Genotype, loss: float, metrics: Mapping[str, Any] | None = None, *,
-                  epochs: int = 0, seconds: float = 0.0) -> "Evaluation":
-        return cls(genotype, float(loss), "", dict(metrics or {}), EvalState.OK, epochs, seconds)
+    def succeeded(cls, genotype: Genotype, loss: float, measurement: Measurement | None = None, *,
+                  epochs: int) -> "Evaluation":
+        return cls(genotype, float(loss), epochs=epochs, state=EvalState.OK, measurement=measurement or Measurement())
 
     @classmethod
-    def failed(cls, genotype: Genotype, error: str, metrics: Mapping[str, Any] | None = None, *,
-               epochs: int = 0, seconds: float = 0.0) -> "Evaluation":
-        return cls(genotype, None, error or "unknown failure", dict(metrics or {}), EvalState.FAILED, epochs,
-                   seconds)
+    def failed(cls, genotype: Genotype, error: str, measurement: Measurement | None = None, *,
+               epochs: int) -> "Evaluation":
+        return cls(genotype, None, epochs=epochs, error=error or "unknown failure", state=EvalState.FAILED,
+                   measurement=measurement or Measurement())
 
     @classmethod
-    def lost(cls, genotype: Genotype, reason: str, *, epochs: int = 0, attempts: int = 0) -> "Evaluation":
-        return cls(genotype, None, reason or "lost", {"attempts": attempts}, EvalState.LOST, epochs)
+    def lost(cls, genotype: Genotype, reason: str, *, epochs: int, attempts: int = 0) -> "Evaluation":
+        return cls(genotype, None, epochs=epochs, error=reason or "lost", state=EvalState.LOST, attempts=attempts)
+
+    @classmethod
+    def of(cls, candidate: Candidate, ok: bool, measurement: Measurement, error: str = "") -> "Evaluation":
+        """The evaluation of ``candidate`` from a trainer's or a worker's report: succeeded when ``ok`` and the
+        measurement has a finite positive loss, else failed with ``error`` (or why the loss is unusable)."""
+        if ok and measurement.loss is not None and _finite_positive(measurement.loss):
+            return cls.succeeded(candidate.genotype, measurement.loss, measurement, epochs=candidate.epochs)
+        reason = error or f"no finite positive loss reported (loss={measurement.loss!r})"
+        return cls.failed(candidate.genotype, reason, measurement, epochs=candidate.epochs)
 
     @property
     def ok(self) -> bool:
@@ -104,26 +116,23 @@ class Evaluation:
         return 1.0 / self.loss if self.loss is not None else 0.0
 
     @property
+    def seconds(self) -> float:
+        """The training time the trainer measured (0 for a lost evaluation)."""
+        return self.measurement.seconds
+
+    @property
+    def epochs_trained(self) -> int:
+        """The epochs this evaluation actually trained: the trainer's count (a diverged run stops early; a
+        continued one counts from epoch 0), else its fidelity when it succeeded; a lost one is not known to
+        have trained at all."""
+        if self.measurement.epochs:
+            return self.measurement.epochs
+        return self.epochs if self.ok else 0
+
+    @property
     def candidate(self) -> Candidate:
         return Candidate(self.genotype, self.epochs)
-
-    def at(self, epochs: int) -> "Evaluation":
-        """The same outcome, marked as measured at ``epochs`` (for results that predate fidelities)."""
-        return Evaluation(self.genotype, self.loss, self.error, self.metrics, self.state, epochs, self.seconds)
 
 
 def _finite_positive(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def evaluation_from_metrics(genotype: Genotype, ok: bool, metrics: Mapping[str, Any], error: str = "", *,
-                            epochs: int = 0) -> Evaluation:
-    """An Evaluation from a trainer's or a worker's report (``metrics['loss']`` in nats per example,
-    ``metrics['seconds']`` the training time)."""
-    loss = metrics.get("loss")
-    seconds = metrics.get("seconds")
-    seconds = float(seconds) if _finite_positive(seconds) else 0.0
-    if ok and _finite_positive(loss):
-        return Evaluation.succeeded(genotype, float(loss), metrics, epochs=epochs, seconds=seconds)
-    return Evaluation.failed(genotype, error or f"no finite positive loss reported (loss={loss!r})", metrics,
-                             epochs=epochs, seconds=seconds)

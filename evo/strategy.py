@@ -16,6 +16,7 @@ it, and a candidate that would cross the budget is not handed out.
 """
 from __future__ import annotations
 
+import enum
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -28,7 +29,16 @@ from .genotype import Genotype
 from .selection import rank
 from .space import SearchSpace
 
-__all__ = ["AsyncStrategy", "GenerationReport", "GenerationalStrategy", "Report", "Strategy"]
+__all__ = ["AsyncStrategy", "GenerationalStrategy", "Report", "StopReason", "Strategy"]
+
+
+class StopReason(str, enum.Enum):
+    """Why a strategy is ``done``."""
+
+    BUDGET = "budget"                # the epoch budget is spent (no candidate fits what is left)
+    GENERATIONS = "generations"      # the generations it was given are complete
+    EVALUATIONS = "evaluations"      # the evaluations it was given are told
+    EXHAUSTED = "space exhausted"    # no unseen genotype could be drawn
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,6 @@ class Report:
         losses = [e.loss for e in self.population if e.loss is not None]
         return statistics.median(losses) if losses else None
 
-
-GenerationReport = Report  # the name before asynchronous strategies shared the contract
 
 
 class Strategy(ABC):
@@ -85,7 +93,6 @@ class Strategy(ABC):
         self.exhausted = False  # the space ran dry: no unseen genotype could be drawn
         self._seen: dict[Genotype, Evaluation | None] = {}  # genotype -> its latest evaluation (None: none yet)
         self._outstanding: dict[Candidate, None] = {}       # handed out, not told (ordered)
-        self._asked_at: dict[Genotype, int] = {}            # outstanding genotype -> its epochs (one at a time)
         self._budget_hit = False
         self._told: list[Evaluation] = []
         self._duplicates = 0
@@ -99,7 +106,6 @@ class Strategy(ABC):
         batch = self._ask(n)
         for c in batch:
             self._outstanding[c] = None
-            self._asked_at[c.genotype] = c.epochs
             self._seen.setdefault(c.genotype, None)
             self.asked_epochs += c.epochs
         return batch
@@ -110,16 +116,11 @@ class Strategy(ABC):
         for e in evaluations:
             if not isinstance(e, Evaluation):
                 raise TypeError(f"tell() takes Evaluation objects, got {type(e).__name__}")
-            if e.epochs == 0:  # epochs left out: the one it was asked at
-                if e.genotype not in self._asked_at:
-                    raise ValueError(f"{e.genotype} is not outstanding: ask for it first, and tell it once")
-                e = e.at(self._asked_at[e.genotype])
             if e.candidate not in self._outstanding or e.candidate in resolved:
                 raise ValueError(f"{e.candidate} is not outstanding: ask for it first, and tell it once")
             resolved[e.candidate] = e
         for e in resolved.values():
             del self._outstanding[e.candidate]
-            del self._asked_at[e.genotype]
             self._seen[e.genotype] = e
             self._told.append(e)
             self._tell(e)
@@ -128,6 +129,15 @@ class Strategy(ABC):
     @property
     def done(self) -> bool:
         return not self._outstanding and self._finished()
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the strategy is done (None while it is not)."""
+        if not self.done:
+            return None
+        if self.exhausted:
+            return StopReason.EXHAUSTED
+        return self._end_reached() or StopReason.BUDGET
 
     # -- views --------------------------------------------------------------------------
     @property
@@ -180,6 +190,10 @@ class Strategy(ABC):
     @abstractmethod
     def _finished(self) -> bool:
         """Nothing more will be asked (outstanding candidates may still be told)."""
+
+    def _end_reached(self) -> StopReason | None:
+        """The count-based end (generations, evaluations) that finished the search, if one did."""
+        return None
 
     # -- helpers --------------------------------------------------------------------------
     def _fits_budget(self, epochs: int) -> bool:
@@ -279,9 +293,14 @@ class GenerationalStrategy(Strategy):
     def _finished(self) -> bool:
         if self._batch is not None:
             return False
-        if self.exhausted or (self.generations is not None and self._generation_count() >= self.generations):
+        if self.exhausted or self._end_reached():
             return True
         return self._budget_spent()
+
+    def _end_reached(self) -> StopReason | None:
+        if self.generations is not None and self._generation_count() >= self.generations:
+            return StopReason.GENERATIONS
+        return None
 
     @abstractmethod
     def _next_batch(self) -> list[Candidate]:
@@ -346,10 +365,13 @@ class AsyncStrategy(Strategy):
         self._report(window, duplicates)
 
     def _finished(self) -> bool:
-        if self.exhausted or self._budget_spent():
-            return True
-        return self.max_evaluations is not None and self.evaluation_count + len(self._outstanding) >= \
-            self.max_evaluations
+        return self.exhausted or self._budget_spent() or self._end_reached() is not None
+
+    def _end_reached(self) -> StopReason | None:
+        if self.max_evaluations is not None and \
+                self.evaluation_count + len(self._outstanding) >= self.max_evaluations:
+            return StopReason.EVALUATIONS
+        return None
 
     @abstractmethod
     def _propose(self) -> Genotype:

@@ -1,7 +1,8 @@
 """What a worker does with a task: train a VAE, or (for tests and benchmarks) fake it.
 
-An evaluator is ``evaluator(genotype, spec, progress) -> (ok, metrics, error)``
-where ``metrics['loss']`` is the validation negative ELBO in nats per image.
+An evaluator is ``evaluator(genotype, spec, progress) -> TrainResult``: ``ok``, the
+:class:`~evo.measurement.Measurement` (``loss``: the validation negative ELBO in nats
+per example) and the error when not ok.
 Only :func:`torch_evaluator` imports torch, and only when it is built, so a
 fake worker starts in a fraction of a second.
 """
@@ -12,15 +13,18 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Collection
+from typing import Callable, Collection
 
 from evo.genotype import Genotype
+from evo.measurement import Measurement
 from evo.spec import TrainSpec
+
+from .result import TrainResult
 
 __all__ = ["Evaluator", "Interrupted", "WorkerUnfit", "fake_evaluator", "fake_loss", "torch_evaluator"]
 
 Progress = Callable[[float], None]
-Evaluator = Callable[[Genotype, TrainSpec, Progress], tuple[bool, dict[str, Any], str]]
+Evaluator = Callable[[Genotype, TrainSpec, Progress], TrainResult]
 
 
 class Interrupted(Exception):
@@ -45,11 +49,10 @@ def torch_evaluator(device: str | None = None, data_root: str | None = None, dow
             progress(fraction)
 
         try:
-            result = evaluate(genotype, spec, device=device, data_root=data_root, download=download,
-                              progress=report)
+            return evaluate(genotype, spec, device=device, data_root=data_root, download=download,
+                            progress=report)
         except DataError as exc:
             raise WorkerUnfit(str(exc)) from None
-        return result.ok, result.metrics(), result.error
 
     return run
 
@@ -96,7 +99,9 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
             if waiter.wait(min(0.25, end - now)):
                 raise Interrupted("worker stopping")
         loss = fake_loss(genotype, spec.epochs)
-        return True, {"loss": loss, "recon": loss - 10.0, "kl": 10.0, "curve": [loss],
-                      "seconds": time.perf_counter() - started, "epochs": spec.epochs, "fake": True}, ""
+        curve = tuple(fake_loss(genotype, epoch) for epoch in range(1, spec.epochs + 1))
+        return TrainResult(str(genotype), True, Measurement(
+            loss=loss, recon=loss - 10.0, kl=10.0, curve=curve, seconds=time.perf_counter() - started,
+            epochs=spec.epochs, fake=True))
 
     return run

@@ -13,59 +13,28 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Callable
 
 import structlog
 import torch
 
 from evo.genotype import Genotype
+from evo.measurement import Measurement
 from evo.spec import TrainSpec
 
 from .bounds import negative_iw_bound
 from .data import Splits, splits
 from .model import VAE, negative_elbo
+from .result import TrainResult
 
-__all__ = ["TrainResult", "check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test",
+__all__ = ["check_device", "choose_device", "default_threads", "evaluate", "measure", "measure_test",
            "set_threads", "torch_environment", "train"]
 
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[float], None]
 _EVAL_BATCH = 2000
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Everything one training run measured. Losses are nats per example.
-
-    ``epochs``: epochs actually trained (for a diverged run, the epoch it diverged in); ``seconds``: the
-    training time (epochs and their validation, not the test measurement); ``test``: ``loss``, ``recon``,
-    ``kl`` (and ``iw_loss``) on the test split, when measured."""
-
-    genotype: str
-    ok: bool
-    loss: float | None = None
-    recon: float | None = None
-    kl: float | None = None
-    curve: tuple[float, ...] = ()
-    train_curve: tuple[float, ...] = ()
-    params: int = 0
-    seconds: float = 0.0
-    device: str = ""
-    error: str = ""
-    test: dict[str, float] = field(default_factory=dict)
-    epochs: int = 0
-
-    def metrics(self) -> dict[str, Any]:
-        """The figures as plain, flat values (msgpack- and JSON-friendly): the test figures as ``test_loss``,
-        ``test_recon``, ``test_kl``, ``test_iw_loss``."""
-        data = asdict(self)
-        data["curve"] = list(self.curve)
-        data["train_curve"] = list(self.train_curve)
-        for key, value in data.pop("test").items():
-            data[f"test_{key}"] = value
-        return data
 
 
 def torch_environment(device: str | None = None) -> dict[str, str]:
@@ -157,10 +126,10 @@ def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.devic
     train_curve: list[float] = []
 
     def failed(error: str, epochs: int) -> tuple[VAE | None, TrainResult]:
-        return model, TrainResult(str(genotype), False, curve=tuple(curve), train_curve=tuple(train_curve),
-                                  params=genotype.parameter_count(data.input_dim),
-                                  seconds=time.perf_counter() - started, device=str(device), error=error,
-                                  epochs=epochs)
+        figures = Measurement(curve=tuple(curve), train_curve=tuple(train_curve),
+                              params=genotype.parameter_count(data.input_dim),
+                              seconds=time.perf_counter() - started, device=str(device), epochs=epochs)
+        return model, TrainResult(str(genotype), False, figures, error)
 
     try:
         model = VAE(genotype, data.input_dim, spec.likelihood).to(device)
@@ -174,11 +143,10 @@ def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.devic
     if not (math.isfinite(val[0]) and math.isfinite(train_curve[-1])):
         return failed(f"training diverged in epoch {len(curve)}: validation loss {val[0]}, training loss "
                       f"{train_curve[-1]} (not finite)", len(curve))
-    return model, TrainResult(
-        str(genotype), True, loss=val[0], recon=val[1], kl=val[2], curve=tuple(curve),
-        train_curve=tuple(train_curve), params=model.parameter_count(),
-        seconds=time.perf_counter() - started, device=str(device), epochs=len(curve),
-    )
+    return model, TrainResult(str(genotype), True, Measurement(
+        loss=val[0], recon=val[1], kl=val[2], curve=tuple(curve), train_curve=tuple(train_curve),
+        params=model.parameter_count(), seconds=time.perf_counter() - started, device=str(device),
+        epochs=len(curve)))
 
 
 def _epochs(model: VAE, spec: TrainSpec, data: Splits, device: torch.device, progress: Progress | None,
@@ -238,6 +206,8 @@ def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str 
                 torch.cuda.empty_cache()
             reason = f"measuring the test split failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
             log.warning("train.failed", genotype=str(genotype), error=reason)
-            return replace(result, ok=False, loss=None, recon=None, kl=None, error=reason)
-        result = replace(result, test=measured)
+            lost = replace(result.measurement, loss=None, recon=None, kl=None)
+            return replace(result, ok=False, measurement=lost, error=reason)
+        test = {f"test_{key}": value for key, value in measured.items()}
+        result = replace(result, measurement=replace(result.measurement, **test))
     return result

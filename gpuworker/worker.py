@@ -16,6 +16,7 @@ from evo.genotype import GenotypeError, parse_genotype
 from evo.spec import TrainSpec
 
 from .evaluators import Evaluator, Interrupted, WorkerUnfit
+from .result import TrainResult
 
 __all__ = ["run_worker"]
 
@@ -51,18 +52,18 @@ def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: thread
 
 def _serve(channel, task, evaluator: Evaluator) -> bool:
     """Evaluate one task and send its result; False when the worker is stopping and abandoned it."""
-    from transport.protocol import MAX_ERROR_LEN, Result, wire_metrics
+    from transport.protocol import MAX_ERROR_LEN, Result
 
     started = time.perf_counter()
     try:
         genotype = parse_genotype(task.genotype)
         spec = TrainSpec.from_dict(task.spec)
     except (GenotypeError, ValueError, TypeError) as exc:
-        ok, metrics, error = False, {}, f"bad task: {exc}"
+        outcome = TrainResult(task.genotype, False, error=f"bad task: {exc}")
     else:
         try:
             with channel.working(task) as job:
-                ok, metrics, error = evaluator(genotype, spec, job.progress)
+                outcome = evaluator(genotype, spec, job.progress)
         except WorkerUnfit:
             raise
         except Interrupted:
@@ -70,10 +71,11 @@ def _serve(channel, task, evaluator: Evaluator) -> bool:
             return False
         except Exception as exc:  # a training failure must not kill the worker
             log.exception("task.error")
-            ok, metrics, error = False, {}, f"{type(exc).__name__}: {exc}"
-    result = Result(channel.worker_id, task.task_id, task.attempt, bool(ok), wire_metrics(metrics),
-                    error[:MAX_ERROR_LEN])
+            outcome = TrainResult(task.genotype, False, error=f"{type(exc).__name__}: {exc}")
+    # the wire carries the measurement's flat dict (protocol v1's Result.metrics)
+    result = Result(channel.worker_id, task.task_id, task.attempt, outcome.ok, outcome.measurement.to_dict(),
+                    outcome.error[:MAX_ERROR_LEN])
     channel.send_result(result)
-    log.info("task.finished", ok=result.ok, loss=result.metrics.get("loss"), error=result.error or None,
+    log.info("task.finished", ok=result.ok, loss=outcome.measurement.loss, error=result.error or None,
              seconds=round(time.perf_counter() - started, 3))
     return True

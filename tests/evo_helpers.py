@@ -6,11 +6,15 @@ import dataclasses
 
 import numpy as np
 
+import evo.adapters
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import Genotype
+from evo.measurement import Measurement
 from evo.space import SearchSpace
 from evo.strategies import StrategyOptions, make_strategy
 from evo.strategy import Report, Strategy
+
+evo.adapters.register_all()  # TPE is built by evo.adapters, registered by name as the composition layer does
 
 # 12 networks x 2 latents x 12 networks = 288 genotypes: bred offspring are often seen before
 SMALL = SearchSpace(max_layers=2, width_min=50, width_max=150, width_step=50,
@@ -61,9 +65,9 @@ def evaluate(candidate: Candidate) -> Evaluation:
     """The outcome of training ``candidate``: deterministic, some failures, seconds proportional to epochs."""
     g, epochs = candidate.genotype, candidate.epochs
     if diverges(g):
-        return Evaluation.failed(g, "diverged", epochs=epochs, seconds=0.1 * epochs)
-    return Evaluation.succeeded(g, synthetic_loss(g, epochs), {"epochs": epochs}, epochs=epochs,
-                                seconds=0.1 * epochs)
+        return Evaluation.failed(g, "diverged", Measurement(seconds=0.1 * epochs), epochs=epochs)
+    return Evaluation.succeeded(g, synthetic_loss(g, epochs), Measurement(epochs=epochs, seconds=0.1 * epochs),
+                                epochs=epochs)
 
 
 def run_batches(strategy: Strategy, n: int | None = None, order_rng: np.random.Generator | None = None,

@@ -121,11 +121,10 @@ def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
          f"k = {p.iw_samples})")
     retrained = bench.tasks("retrain", [(parse_genotype(s["best"]["genotype"]), retrain_spec) for s in bests])
     for s, e in zip(bests, retrained):
-        m = e.metrics
-        s["retrain"] = {"ok": e.ok, "error": e.error, "val_loss": e.loss, "test_loss": m.get("test_loss"),
-                        "test_recon": m.get("test_recon"), "test_kl": m.get("test_kl"),
-                        "test_iw_loss": m.get("test_iw_loss"), "curve": list(m.get("curve") or []),
-                        "seconds": e.seconds}
+        m = e.measurement
+        s["retrain"] = {"ok": e.ok, "error": e.error, "val_loss": e.loss, "test_loss": m.test_loss,
+                        "test_recon": m.test_recon, "test_kl": m.test_kl, "test_iw_loss": m.test_iw_loss,
+                        "curve": list(m.curve), "seconds": e.seconds}
     return {"searches": searches, "retrain_spec": retrain_spec.to_dict()}
 
 

@@ -40,7 +40,7 @@ def fidelity_study(bench: SearchBench, spec: TrainSpec, *, count: int = 30, epoc
     evaluations = bench.tasks("fidelity", [(g, spec.replace(epochs=full)) for g in genotypes])
     rows = []
     for g, e in zip(genotypes, evaluations):
-        curve = list(e.metrics.get("curve") or [])
+        curve = list(e.measurement.curve)
         if e.ok and len(curve) >= full and all(math.isfinite(v) for v in curve):
             rows.append({"genotype": str(g), "losses": {str(k): float(curve[k - 1]) for k in epochs}})
     final = [r["losses"][str(full)] for r in rows]

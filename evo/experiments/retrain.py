@@ -50,11 +50,11 @@ def _record(genotype: str, spec: TrainSpec, model_dir: str | None, trained_by: s
 
 
 def _of_evaluation(job: Retraining, e: Evaluation) -> dict[str, Any]:
-    m = e.metrics
-    test = {k: m[f"test_{k}"] for k in ("loss", "recon", "kl") if m.get(f"test_{k}") is not None}
-    return _record(job.genotype, job.spec, None, "worker", ok=e.ok, error=e.error, parameters=int(m.get("params") or 0),
-                   seconds=e.seconds, validation={"loss": e.loss, "recon": m.get("recon"), "kl": m.get("kl")},
-                   curve=list(m.get("curve") or []), train_curve=list(m.get("train_curve") or []), test=test)
+    m = e.measurement
+    test = {k: v for k, v in m.test.items() if k != "iw_loss"}
+    return _record(job.genotype, job.spec, None, "worker", ok=e.ok, error=e.error, parameters=m.params,
+                   seconds=e.seconds, validation={"loss": e.loss, "recon": m.recon, "kl": m.kl},
+                   curve=list(m.curve), train_curve=list(m.train_curve), test=test)
 
 
 def _of_model(job: Retraining, info: dict[str, Any], model_dir: str) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def _init_process(threads: int, log_format: str, log_level: str) -> None:
     a pool process would otherwise wait on its queue forever), log like it, use ``threads`` torch threads."""
     from gpuworker.train import set_threads
 
-    from ..cli.log_setup import configure
+    from ..cmdline.log_setup import configure
     from ..head.local_workers import die_with_parent
 
     die_with_parent()

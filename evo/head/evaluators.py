@@ -9,49 +9,63 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import structlog
 
 from transport.broker import Broker, Done, Failed
 
-from ..evaluation import Evaluation, evaluation_from_metrics
+from ..evaluation import Evaluation
 from ..genotype import Genotype
+from ..measurement import Measurement
 from ..spec import TrainSpec
+from .tasks import Finished, Task
 
-__all__ = ["DistributedEvaluator", "InProcessEvaluator", "SearchStopped"]
+__all__ = ["DistributedEvaluator", "InProcessEvaluator", "SearchStopped", "TrainOutcome"]
 
 log = structlog.get_logger(__name__)
-
-Task = tuple[str, Genotype, TrainSpec]
 
 
 class SearchStopped(Exception):
     """The head was asked to stop (SIGINT/SIGTERM) while tasks were out."""
 
 
-class InProcessEvaluator:
-    """Evaluates one pending task per ``poll`` in this process (no sockets)."""
+class TrainOutcome(Protocol):
+    """What a trainer in this process reports (gpuworker's TrainResult is one): ``ok``, its figures, and why
+    not when not ok."""
 
-    def __init__(self, evaluate_one: Callable[[Genotype, TrainSpec], Evaluation]) -> None:
-        self._evaluate = evaluate_one
-        self._pending: dict[str, tuple[Genotype, TrainSpec]] = {}
-        self.worker_keys: dict[str, str] = {}
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def measurement(self) -> Measurement: ...
+
+    @property
+    def error(self) -> str: ...
+
+
+class InProcessEvaluator:
+    """Evaluates one pending task per ``poll`` in this process (no sockets) with ``train(genotype, spec)``."""
+
+    def __init__(self, train: Callable[[Genotype, TrainSpec], TrainOutcome]) -> None:
+        self._train = train
+        self._pending: dict[str, Task] = {}
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        for tid, genotype, spec in tasks:
-            self._pending.setdefault(tid, (genotype, spec))
+        for task in tasks:
+            self._pending.setdefault(task.task_id, task)
 
-    def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]:
+    def poll(self, timeout_s: float) -> list[Finished]:
         if not self._pending:
             return []
         tid = next(iter(self._pending))
-        genotype, spec = self._pending.pop(tid)
-        return [(tid, self._evaluate(genotype, spec))]
+        task = self._pending.pop(tid)
+        outcome = self._train(task.genotype, task.spec)
+        return [Finished(tid, Evaluation.of(task.candidate, outcome.ok, outcome.measurement, outcome.error))]
 
 
 class DistributedEvaluator:
@@ -60,7 +74,7 @@ class DistributedEvaluator:
     Each task id is derived from its content (genotype + training spec), so the broker applies a late or
     duplicate result at most once. A task the broker gave up on (its workers died or hung ``max_attempts``
     times) is a *lost* evaluation; a result the worker reported as failed (diverged, out of memory) is a
-    *failed* one. ``worker_keys`` maps the task ids of results to the CURVE key that sent them.
+    *failed* one. Each :class:`Finished` result carries the CURVE key of the worker that sent it.
     """
 
     def __init__(self, broker: Broker, *, stop: threading.Event | None = None,
@@ -69,8 +83,7 @@ class DistributedEvaluator:
         self.stop = stop or threading.Event()
         self.tick = tick
         self.status_every_s = status_every_s
-        self.worker_keys: dict[str, str] = {}
-        self._pending: dict[str, tuple[Genotype, int]] = {}
+        self._pending: dict[str, Task] = {}
         self._wire: dict[TrainSpec, dict] = {}
         self._next_status = time.monotonic() + status_every_s
 
@@ -79,23 +92,23 @@ class DistributedEvaluator:
         return len(self._pending)
 
     def submit(self, tasks: Sequence[Task]) -> None:
-        for tid, genotype, spec in tasks:
-            if tid not in self._pending:
-                wire = self._wire.get(spec)
+        for task in tasks:
+            if task.task_id not in self._pending:
+                wire = self._wire.get(task.spec)
                 if wire is None:
-                    wire = self._wire[spec] = spec.to_dict()
-                self._pending[tid] = (genotype, spec.epochs)
-                self.broker.submit(tid, str(genotype), wire)
+                    wire = self._wire[task.spec] = task.spec.to_dict()
+                self._pending[task.task_id] = task
+                self.broker.submit(task.task_id, str(task.genotype), wire)
 
-    def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]:
-        """``(task_id, evaluation)`` pairs that finished within ``timeout_s``."""
+    def poll(self, timeout_s: float) -> list[Finished]:
+        """The tasks that finished within ``timeout_s``."""
         if self.stop.is_set():
             raise SearchStopped(f"stopped with {len(self._pending)} tasks unfinished")
         finished = []
         for outcome in self.broker.poll(timeout_s):
-            entry = self._pending.pop(outcome.task_id, None)
-            if entry is not None:
-                finished.append((outcome.task_id, self._evaluation(*entry, outcome)))
+            task = self._pending.pop(outcome.task_id, None)
+            if task is not None:
+                finished.append(self._finished(task, outcome))
         if self.tick is not None:
             self.tick()
         if time.monotonic() >= self._next_status:
@@ -105,18 +118,24 @@ class DistributedEvaluator:
                      busy=sum(w["state"] == "busy" for w in workers.values()))
         return finished
 
-    def _evaluation(self, genotype: Genotype, epochs: int, outcome: Done | Failed) -> Evaluation:
-        tid = outcome.task_id
+    def _finished(self, task: Task, outcome: Done | Failed) -> Finished:
+        tid, genotype = task.task_id, task.genotype
         if isinstance(outcome, Failed):
             log.warning("task.gave_up", task_id=tid, genotype=str(genotype), attempts=outcome.attempts,
                         reason=outcome.reason)
-            return Evaluation.lost(genotype, f"gave up after {outcome.attempts} attempts: {outcome.reason}",
-                                   epochs=epochs, attempts=outcome.attempts)
+            return Finished(tid, Evaluation.lost(genotype, f"gave up after {outcome.attempts} attempts: "
+                                                 f"{outcome.reason}", epochs=task.spec.epochs,
+                                                 attempts=outcome.attempts))
         result = outcome.result
-        key = getattr(outcome, "peer_key", None)
-        if key:
-            self.worker_keys[tid] = key
-        evaluation = evaluation_from_metrics(genotype, result.ok, result.metrics, result.error, epochs=epochs)
-        log.info("task.completed", task_id=tid, genotype=str(genotype), epochs=epochs, attempt=result.attempt,
-                 worker_id=result.worker_id, ok=evaluation.ok, loss=evaluation.loss, error=evaluation.error or None)
-        return evaluation
+        try:
+            measurement = Measurement.from_dict(result.metrics)
+        except ValueError as exc:  # well-formed on the wire, but not figures this head can read
+            log.warning("task.bad_metrics", task_id=tid, worker_id=result.worker_id, error=str(exc))
+            measurement, ok, error = Measurement(), False, f"the worker's result is unreadable: {exc}"
+        else:
+            ok, error = result.ok, result.error
+        evaluation = Evaluation.of(task.candidate, ok, measurement, error)
+        log.info("task.completed", task_id=tid, genotype=str(genotype), epochs=task.spec.epochs,
+                 attempt=result.attempt, worker_id=result.worker_id, ok=evaluation.ok, loss=evaluation.loss,
+                 error=evaluation.error or None)
+        return Finished(tid, evaluation, outcome.peer_key)

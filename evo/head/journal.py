@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+def _format_1_epochs(config: dict[str, Any]) -> int:
+    """The one fidelity of a run journaled in format 1 (before fidelities): its configured epochs (a search's
+    ``epochs``, an experiment's ``options.epochs``), else the default of that time, 2."""
+    for found in (config.get("epochs"), (config.get("options") or {}).get("epochs"),
+                  (config.get("spec") or {}).get("epochs")):
+        if type(found) is int and found > 0:
+            return found
+    return 2
+
+
 class RunJournal:
     """The journal of one search, in ``RUN_DIR/journal.sqlite``."""
 
@@ -63,7 +73,8 @@ class RunJournal:
         process killed while creating it leaves either no journal or a complete one."""
         run_dir = Path(run_dir)
         partial = run_dir / (cls.FILE + ".new")
-        if run_dir.exists() and any(not p.name.startswith(partial.name) for p in run_dir.iterdir()):
+        ours = (partial.name, "lock")  # a killed creation's leftovers; the head's lock (evo/head/lock.py)
+        if run_dir.exists() and any(not p.name.startswith(ours) for p in run_dir.iterdir()):
             raise JournalError(f"run directory {run_dir} already exists and is not empty; "
                                f"resume it with --resume {run_dir}, or choose another --run-dir")
         text = json.dumps(config, sort_keys=True, allow_nan=False)  # refuses NaN before anything is created
@@ -98,7 +109,7 @@ class RunJournal:
         except (KeyError, ValueError) as exc:
             raise JournalError(f"{path}: the stored configuration is unreadable ({exc})") from None
         con = connect(path)
-        migrate(con, meta)
+        migrate(con, meta, epochs=_format_1_epochs(config))
         return cls(run_dir, con, config)
 
     def close(self) -> None:
@@ -112,12 +123,10 @@ class RunJournal:
             (time.time(), json.dumps(list(task_ids)), json.dumps([str(c) for c in candidates]),
              None if requested is None else json.dumps({"n": requested})))
 
-    def record_results(self, items: Iterable[tuple[str, Evaluation, str]],
-                       worker_keys: dict[str, str] | None = None) -> None:
-        """``(task_id, evaluation, source)`` triples, in one transaction; a task id already recorded is kept.
-        ``worker_keys`` maps task ids to the CURVE key that sent the result."""
-        keys = worker_keys or {}
-        rows = [{**row_of(tid, e, keys.get(tid)), "source": source, "at": time.time()} for tid, e, source in items]
+    def record_results(self, items: Iterable[tuple[str, Evaluation, str | None]], source: str) -> None:
+        """``(task_id, evaluation, worker_key)`` triples from ``source`` (``worker`` or ``cache``), in one
+        transaction; a task id already recorded is kept. ``worker_key``: the CURVE key that sent it, or None."""
+        rows = [{**row_of(tid, e, key), "source": source, "at": time.time()} for tid, e, key in items]
         if rows:
             with self._con:
                 self._con.execute("BEGIN")

@@ -5,65 +5,44 @@ hands its batch out piece by piece and waits for it to be told; an asynchronous 
 known then); every result is told as soon as it arrives. Every ask is journaled before its tasks go out, every
 result before the strategy is told, and every tell with the strategy's state after it. A result already in the
 journal (a resumed run) or in the cache (an earlier run) is never paid for again.
+
+The Runner holds what a search keeps (journal, cache, counters); the evaluator is passed to ``run``, so a
+resumed search is replayed - and refused if its journal does not replay - before any evaluator (sockets,
+workers) exists.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import structlog
 
 from ..evaluation import Candidate, Evaluation
 from ..genotype import Genotype
-from ..spec import TrainSpec, task_id
-from ..strategy import Report, Strategy
+from ..spec import TrainSpec
+from ..strategy import Report, StopReason, Strategy
 from .journal import JournalError, ResultCache, RunJournal
+from .tasks import AsyncEvaluator, Finished, Task
 
-__all__ = ["AsyncEvaluator", "Runner", "Task", "epochs_trained"]
+__all__ = ["Runner"]
 
 log = structlog.get_logger(__name__)
 
-#: one task for an evaluator: (task id, genotype, the spec it is trained with)
-Task = tuple[str, Genotype, TrainSpec]
-
-
-class AsyncEvaluator(Protocol):
-    @property
-    def pending(self) -> int: ...
-
-    def submit(self, tasks: Sequence[Task]) -> None: ...
-
-    def poll(self, timeout_s: float) -> list[tuple[str, Evaluation]]: ...
-
-    worker_keys: dict[str, str]  # task id -> the CURVE key that sent its result (empty without CURVE)
-
-
-def epochs_trained(e: Evaluation) -> int:
-    """The epochs an evaluation actually trained: the trainer's count (a diverged run stops early), else its
-    fidelity when it succeeded; a lost one is not known to have trained at all."""
-    trained = e.metrics.get("epochs")
-    if type(trained) is int and trained >= 0:
-        return trained
-    return e.epochs if e.ok else 0
-
 
 class Runner:
-    """Runs strategies (and one-off tasks) through ``evaluator``; ``journal`` and ``cache`` are optional.
+    """Runs strategies (and one-off tasks) through an evaluator; ``journal`` and ``cache`` are optional.
 
-    ``capacity()`` is how many tasks may be out at once (the live workers); ``on_report`` gets every progress
-    report. Counters: ``evaluated`` (results that came from evaluation now), ``reused`` (taken from this run's
-    journal), ``cache_hits`` (from the cache), ``replayed`` (results replayed into the strategy on resume),
-    ``epochs_trained`` and ``train_seconds`` (paid now).
+    ``spec`` is the training spec of the search (a candidate at other epochs gets it with its own epochs);
+    ``on_report`` gets every progress report. Counters: ``evaluated`` (results that came from evaluation now),
+    ``reused`` (taken from this run's journal), ``cache_hits`` (from the cache), ``replayed`` (results replayed
+    into the strategy on resume), ``epochs_trained`` and ``train_seconds`` (paid now).
     """
 
-    def __init__(self, evaluator: AsyncEvaluator, spec: TrainSpec, *, journal: RunJournal | None = None,
-                 cache: ResultCache | None = None, on_report: Callable[[Report], None] | None = None,
-                 capacity: Callable[[], int] = lambda: 1, poll_s: float = 0.2) -> None:
-        self.evaluator = evaluator
+    def __init__(self, spec: TrainSpec, *, journal: RunJournal | None = None, cache: ResultCache | None = None,
+                 on_report: Callable[[Report], None] | None = None, poll_s: float = 0.2) -> None:
         self.spec = spec
         self.journal = journal
         self.cache = cache
         self.on_report = on_report
-        self.capacity = capacity
         self.poll_s = poll_s
         self.evaluated = self.reused = self.cache_hits = self.replayed = 0
         self.epochs_trained = 0
@@ -71,9 +50,9 @@ class Runner:
         self._candidates: dict[str, Candidate] = {}   # task id -> the candidate it evaluates
         self._reported = 0
 
-    def task_of(self, candidate: Candidate) -> tuple[str, TrainSpec]:
+    def task_of(self, candidate: Candidate) -> Task:
         spec = self.spec if candidate.epochs == self.spec.epochs else self.spec.replace(epochs=candidate.epochs)
-        return task_id(candidate.genotype, spec), spec
+        return Task.of(candidate.genotype, spec)
 
     # -- resuming ------------------------------------------------------------------------
     def replay(self, strategy: Strategy) -> int:
@@ -90,7 +69,7 @@ class Runner:
             if missing:
                 raise JournalError(f"{self.journal.run_dir}: a tell names results that are not journaled "
                                    f"({missing[:3]}); the journal is corrupt")
-            strategy.tell([results[t].at(self._candidates[t].epochs) for t in tids])
+            strategy.tell([results[t] for t in tids])
             tells += 1
             self.replayed += len(tids)
             if state is not None and strategy.snapshot()["population"] != state["population"]:
@@ -105,9 +84,7 @@ class Runner:
 
     def _replay_ask(self, strategy: Strategy, tids: list[str], asked: list[str], n: int | None) -> None:
         batch = strategy.ask(n)
-        # journals of format 1 hold bare genotypes (no @epochs): compare what they hold
-        got = [str(c) if "@" in text else str(c.genotype) for c, text in zip(batch, asked)]
-        if len(batch) != len(asked) or got != asked:
+        if [str(c) for c in batch] != asked:
             raise JournalError(
                 f"replaying {self.journal.run_dir}: the strategy asked for {[str(c) for c in batch][:3]}... where "
                 f"the journal has {asked[:3]}...; the configuration or the code changed since the run started, "
@@ -115,50 +92,51 @@ class Runner:
         self._candidates.update(zip(tids, batch))
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, strategy: Strategy) -> None:
-        """Ask, evaluate, tell until ``strategy.done``."""
-        self._dispatch(strategy, strategy.outstanding)  # asked before a restart, never told
+    def run(self, strategy: Strategy, evaluator: AsyncEvaluator,
+            capacity: Callable[[], int] = lambda: 1) -> StopReason | None:
+        """Ask, evaluate, tell until ``strategy.done``; ``capacity()`` is how many tasks may be out at once (the
+        live workers). Returns why the strategy stopped (None: it asked for nothing more while unfinished)."""
+        self._dispatch(strategy, evaluator, strategy.outstanding)  # asked before a restart, never told
         self._flush_reports(strategy)
         while not strategy.done:
-            room = max(1, self.capacity()) - self.evaluator.pending
+            room = max(1, capacity()) - evaluator.pending
             batch = strategy.ask(room) if room > 0 else []
             if batch:
-                ids = [self.task_of(c)[0] for c in batch]
                 if self.journal is not None:
                     # the count asked for is part of the RNG's history: replay asks for the same
-                    self.journal.record_ask(batch, ids, requested=room)
-                self._dispatch(strategy, batch)
+                    self.journal.record_ask(batch, [self.task_of(c).task_id for c in batch], requested=room)
+                self._dispatch(strategy, evaluator, batch)
             self._flush_reports(strategy)
             if strategy.done:
                 break
-            if not self.evaluator.pending:
+            if not evaluator.pending:
                 if batch:
                     continue  # every result was known: ask again
                 log.warning("search.exhausted", evaluations=strategy.evaluation_count, epochs=strategy.asked_epochs,
                             outstanding=len(strategy.outstanding))
-                return
-            for tid, evaluation in self._receive():
+                return None
+            for tid, evaluation, _ in self._receive(evaluator):
                 self._tell(strategy, tid, evaluation)
+        return strategy.stop_reason
 
-    def evaluate_specs(self, items: Sequence[tuple[Genotype, TrainSpec]]) -> dict[str, Evaluation]:
+    def evaluate_specs(self, items: Sequence[tuple[Genotype, TrainSpec]],
+                       evaluator: AsyncEvaluator) -> dict[str, Evaluation]:
         """One-off tasks (e.g. retrainings) outside any strategy: ``{task_id: evaluation}``, journal- and
         cache-aware like the search's own tasks."""
-        wanted = {task_id(g, spec): (g, spec) for g, spec in items}
-        done = self._known({t: g for t, (g, _) in wanted.items()})
-        self.evaluator.submit([(t, g, spec) for t, (g, spec) in wanted.items() if t not in done])
+        wanted = {task.task_id: task for task in (Task.of(g, spec) for g, spec in items)}
+        done = self._known(list(wanted))
+        evaluator.submit([task for tid, task in wanted.items() if tid not in done])
         while len(done) < len(wanted):
-            done.update(self._receive())
+            done.update((tid, e) for tid, e, _ in self._receive(evaluator))
         return done
 
     # -- helpers ---------------------------------------------------------------------------
-    def _dispatch(self, strategy: Strategy, batch: Sequence[Candidate]) -> None:
-        tasks = {}
-        for c in batch:
-            tid, spec = self.task_of(c)
-            self._candidates[tid] = c
-            tasks[tid] = (c.genotype, spec)
-        known = self._known({t: g for t, (g, _) in tasks.items()})
-        self.evaluator.submit([(t, g, spec) for t, (g, spec) in tasks.items() if t not in known])
+    def _dispatch(self, strategy: Strategy, evaluator: AsyncEvaluator, batch: Sequence[Candidate]) -> None:
+        tasks = [self.task_of(c) for c in batch]
+        for task, c in zip(tasks, batch):
+            self._candidates[task.task_id] = c
+        known = self._known([task.task_id for task in tasks])
+        evaluator.submit([task for task in tasks if task.task_id not in known])
         for tid, evaluation in known.items():
             self._tell(strategy, tid, evaluation)
 
@@ -166,7 +144,7 @@ class Runner:
         candidate = self._candidates.get(tid)
         if candidate is None:  # a one-off task's result, or a stray one: not the strategy's
             return
-        strategy.tell([evaluation.at(candidate.epochs)])
+        strategy.tell([evaluation])
         if self.journal is not None:
             self.journal.record_tell([tid], strategy.snapshot())
         self._flush_reports(strategy)
@@ -182,9 +160,8 @@ class Runner:
                 self.on_report(report)
         self._reported = len(strategy.history)
 
-    def _known(self, wanted: dict[str, Genotype]) -> dict[str, Evaluation]:
+    def _known(self, ids: list[str]) -> dict[str, Evaluation]:
         """Results already paid for: this run's journal first, then the shared cache."""
-        ids = list(wanted)
         found = self.journal.results_for(ids) if self.journal is not None else {}
         self.reused += len(found)
         if self.cache is not None and len(found) < len(ids):
@@ -192,22 +169,21 @@ class Runner:
             if cached:
                 self.cache_hits += len(cached)
                 if self.journal is not None:
-                    self.journal.record_results([(t, e, "cache") for t, e in cached.items()])
+                    self.journal.record_results([(t, e, None) for t, e in cached.items()], "cache")
                 found.update(cached)
         if found:
             log.info("results.reused", count=len(found), journal=self.reused, cache=self.cache_hits)
         return found
 
-    def _receive(self) -> list[tuple[str, Evaluation]]:
-        finished = self.evaluator.poll(self.poll_s)
+    def _receive(self, evaluator: AsyncEvaluator) -> list[Finished]:
+        finished = evaluator.poll(self.poll_s)
         if finished:
             self.evaluated += len(finished)
-            for _, e in finished:
-                self.epochs_trained += epochs_trained(e)
-                self.train_seconds += e.seconds
+            for item in finished:
+                self.epochs_trained += item.evaluation.epochs_trained
+                self.train_seconds += item.evaluation.seconds
             if self.journal is not None:
-                self.journal.record_results([(tid, e, "worker") for tid, e in finished],
-                                            worker_keys=self.evaluator.worker_keys)
+                self.journal.record_results(finished, "worker")
             if self.cache is not None:
-                self.cache.put(finished)
+                self.cache.put((item.task_id, item.evaluation) for item in finished)
         return finished

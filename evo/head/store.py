@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..evaluation import EvalState, Evaluation
 from ..genotype import parse_genotype
+from ..measurement import Measurement
 
-__all__ = ["RESULT_COLUMNS", "JournalError", "VERSION", "check_format", "connect", "evaluation_of_row",
+__all__ = ["RESULT_COLUMNS", "JournalError", "VERSION", "check_format", "connect", "evaluation_of_row", "migrate",
            "row_of", "select_many"]
 
 VERSION = 2
@@ -58,32 +60,62 @@ def check_format(path: Path, fmt: str, what: str) -> dict[str, str]:
     return meta
 
 
-def migrate(con: sqlite3.Connection, meta: dict[str, str]) -> None:
-    """Bring a format-1 database to format 2 (new result columns; old rows keep their values)."""
-    if meta.get("version") == "1":
-        with con:
-            con.execute("BEGIN")
-            for statement in _MIGRATION_1_TO_2:
-                con.execute(statement)
-            con.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(VERSION),))
+def migrate(con: sqlite3.Connection, meta: dict[str, str], epochs: int | None = None) -> None:
+    """Bring a format-1 database to format 2, once, in one transaction: the new result columns, each old row's
+    state (ok with a loss; lost where the transport gave up, ``metrics['gave_up']``; else failed) and epochs.
+
+    ``epochs``: the one fidelity of a format-1 run (a journal's configured epochs): its results and its asks
+    (bare genotypes then, ``GENOTYPE@EPOCHS`` now) get it. Without it (a cache, whose rows are keyed by task
+    id alone) a row's epochs come from the trainer's own count of a successful run; a row that does not say
+    is dropped, to be measured again, rather than guessed."""
+    if meta.get("version") != "1":
+        return
+    with con:
+        con.execute("BEGIN")
+        for statement in _MIGRATION_1_TO_2:
+            con.execute(statement)
+        for task_id, loss, metrics in con.execute("SELECT task_id, loss, metrics FROM results").fetchall():
+            data = json.loads(metrics)
+            state = "ok" if loss is not None else ("lost" if data.get("gave_up") else "failed")
+            trained = data.get("epochs")
+            fidelity = epochs if epochs is not None else (trained if state == "ok" and type(trained) is int
+                                                          and trained > 0 else None)
+            if fidelity is None:
+                con.execute("DELETE FROM results WHERE task_id = ?", (task_id,))
+                continue
+            seconds = data.get("seconds")
+            seconds = float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
+            con.execute("UPDATE results SET state = ?, epochs = ?, seconds = ? WHERE task_id = ?",
+                        (state, fidelity, max(0.0, seconds), task_id))
+        if epochs is not None and _has_table(con, "events"):
+            for seq, genotypes in con.execute("SELECT seq, genotypes FROM events WHERE kind = 'ask'").fetchall():
+                asked = [text if "@" in text else f"{text}@{epochs}" for text in json.loads(genotypes)]
+                con.execute("UPDATE events SET genotypes = ? WHERE seq = ?", (json.dumps(asked), seq))
+        con.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(VERSION),))
 
 
-def _jsonable(metrics: Any) -> str:
-    return json.dumps(dict(metrics), default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+def _has_table(con: sqlite3.Connection, name: str) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def row_of(task_id: str, e: Evaluation, worker_key: str | None = None) -> dict[str, Any]:
+    figures = e.measurement.to_dict()
+    if e.attempts:
+        figures["attempts"] = e.attempts
     return {"task_id": task_id, "genotype": str(e.genotype), "loss": e.loss, "error": e.error,
-            "metrics": _jsonable(e.metrics), "state": e.state.value, "epochs": e.epochs,
-            "seconds": e.seconds if math.isfinite(e.seconds) else 0.0, "worker_key": worker_key}
+            "metrics": json.dumps(figures), "state": e.state.value, "epochs": e.epochs,
+            "seconds": e.seconds, "worker_key": worker_key}
 
 
 def evaluation_of_row(genotype: str, loss: float | None, error: str, metrics: str, state: str, epochs: int,
                       seconds: float, worker_key: str | None = None) -> Evaluation:
     data = json.loads(metrics)
-    if not state:  # a row of format 1
-        state = "ok" if loss is not None else ("lost" if data.get("gave_up") else "failed")
-    return Evaluation(parse_genotype(genotype), loss, error, data, EvalState(state), epochs, seconds)
+    measurement = Measurement.from_dict(data)
+    if not measurement.seconds and seconds:
+        measurement = replace(measurement, seconds=seconds)
+    attempts = data.get("attempts")
+    return Evaluation(parse_genotype(genotype), loss, epochs=epochs, error=error, state=EvalState(state),
+                      measurement=measurement, attempts=attempts if type(attempts) is int else 0)
 
 
 def select_many(con: sqlite3.Connection, task_ids: Iterable[str]) -> dict[str, Evaluation]:
