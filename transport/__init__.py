@@ -19,9 +19,9 @@ The wire protocol is written out in docs/protocol.md.
 """
 
 from transport.broker import Broker
-from transport.outcomes import BrokerStats, Done, Failed
 from transport.channel import WorkerChannel
 from transport.codec import decode, encode
+from transport.outcomes import BrokerStats, Done, Failed
 from transport.protocol import (
     PROTOCOL_VERSION,
     Heartbeat,

@@ -21,7 +21,8 @@ from __future__ import annotations
 import collections
 import errno
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import structlog
 import zmq
@@ -70,10 +71,10 @@ def handshake_reason(kind: int, value: int, *, side: str) -> str:
             f"public key")
 
 
-def monitor_events(monitor: zmq.Socket, limit: int = _DRAIN_BATCH) -> Iterator[tuple[int, int]]:
+def monitor_events(monitor: zmq.Socket[bytes], limit: int = _DRAIN_BATCH) -> Iterator[tuple[int, int]]:
     """(event, value) of the events waiting on a monitor socket, without blocking."""
     for _ in range(limit):
-        if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
+        if not int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
             return
         try:
             event = recv_monitor_message(monitor, zmq.NOBLOCK)
@@ -82,7 +83,7 @@ def monitor_events(monitor: zmq.Socket, limit: int = _DRAIN_BATCH) -> Iterator[t
         yield int(event["event"]), int(event["value"])
 
 
-def make_curve_server(name: str, sock: zmq.Socket, curve: CurveServer) -> None:
+def make_curve_server(name: str, sock: zmq.Socket[bytes], curve: CurveServer) -> None:
     """Make ``sock`` (before it binds) a CURVE server whose clients the ZAP handler checks."""
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
@@ -158,7 +159,7 @@ class SocketWatch:
         self.stats = stats
         self.curve = curve
         self.max_per_address = max_per_address
-        self._watched: list[tuple[str, zmq.Socket, zmq.Socket]] = []  # (name, socket, its monitor)
+        self._watched: list[tuple[str, zmq.Socket[bytes], zmq.Socket[bytes]]] = []  # (name, socket, its monitor)
         self._peers: dict[int, str] = {}  # open connection: descriptor -> peer "ip:port"
         self._per_host: collections.Counter[str] = collections.Counter()
         self._keys: dict[int, str] = {}  # descriptor -> the CURVE key its messages came with
@@ -168,7 +169,7 @@ class SocketWatch:
         self._round = 0
         self.limiter = RateLimiter(per_key=1, total=_PEER_LINES, window_s=_PEER_WINDOW_S)
 
-    def watch(self, name: str, sock: zmq.Socket) -> zmq.Socket:
+    def watch(self, name: str, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
         """Monitor ``sock``; returns the monitor (for a poller)."""
         monitor = sock.get_monitor_socket(_CONNECTIONS | (HANDSHAKE_FAILED if self.curve else 0))
         monitor.setsockopt(zmq.LINGER, 0)
@@ -177,7 +178,7 @@ class SocketWatch:
         return monitor
 
     @property
-    def monitors(self) -> list[zmq.Socket]:
+    def monitors(self) -> list[zmq.Socket[bytes]]:
         return [monitor for _, _, monitor in self._watched]
 
     @property
@@ -327,7 +328,7 @@ class AllowList(ThreadAuthenticator):
     while no handler answers); stop it after they are closed.
     """
 
-    def __init__(self, context: zmq.Context, allowed: frozenset) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], allowed: frozenset[bytes]) -> None:
         super().__init__(context=context, log=_ZapLog())
         self._allowed_keys = frozenset(allowed)  # not _allowed: pyzmq uses that for IP addresses
         self._peer = "?"
@@ -344,10 +345,10 @@ class AllowList(ThreadAuthenticator):
         self.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
 
     @property
-    def allowed(self) -> frozenset:
+    def allowed(self) -> frozenset[bytes]:
         return self._allowed_keys
 
-    def set_allowed(self, allowed: frozenset) -> None:
+    def set_allowed(self, allowed: frozenset[bytes]) -> None:
         """Admit these keys from the next handshake on (one reference swap: thread-safe)."""
         self._allowed_keys = frozenset(allowed)
 

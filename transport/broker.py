@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 import zmq
 
-from transport.auth import AllowList, SocketWatch, ZAP_DOMAIN, default_connection_cap, fd_limits, make_curve_server
+from transport.auth import ZAP_DOMAIN, AllowList, SocketWatch, default_connection_cap, fd_limits, make_curve_server
 from transport.codec import pack_checked
 from transport.endpoints import is_loopback_endpoint
 from transport.inbox import Inbox
@@ -37,12 +38,17 @@ from transport.keys import CurveServer, KeyFileError
 from transport.leases import BrokerStats, Done, Failed, Leases
 from transport.protocol import Result
 
-__all__ = ["Broker", "BrokerStats", "Done", "Failed", "ZAP_DOMAIN"]
+__all__ = ["BindError", "Broker", "BrokerStats", "Done", "Failed", "ZAP_DOMAIN"]
 
 log = structlog.get_logger(__name__)
 
 _DRAIN_BATCH = 512  # messages read per socket per round, so timers stay on time under a flood
 _POLLIN = int(zmq.POLLIN)  # a plain int: IntFlag arithmetic costs microseconds per call on the hot path
+
+
+class BindError(zmq.ZMQError):
+    """The broker's sockets could not be set up or bound (address in use, a bad endpoint): ZeroMQ's error,
+    same errno and message, under a name of the transport's, so the head handles it without importing zmq."""
 
 
 class Broker:
@@ -55,7 +61,8 @@ class Broker:
     handshake by then is closed (``ZMQ_HANDSHAKE_IVL``). ``max_connections_per_address``:
     more connections from one peer address are closed at once (default: a quarter of the
     file descriptor limit, at least 16). ``counters_every_s``: how often ``broker.counters``
-    is logged (``math.inf``: only when asked, :meth:`log_counters`).
+    is logged (``math.inf``: only when asked, :meth:`log_counters`). Sockets that cannot be set up or
+    bound raise :class:`BindError` (a ``zmq.ZMQError``), the broker closed.
     """
 
     def __init__(
@@ -68,7 +75,7 @@ class Broker:
         lease_s: float = 3600.0,
         max_attempts: int = 3,
         max_message_bytes: int = 1 << 20,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         curve: CurveServer | None = None,
         handshake_s: float = 5.0,
@@ -97,8 +104,9 @@ class Broker:
         self._held: list[Done | Failed] = []  # outcomes made outside poll(), returned by the next one
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
-        self._router: zmq.Socket | None = None
-        self._pull: zmq.Socket | None = None
+        self._router: zmq.Socket[bytes]  # both set by _bind()
+        self._pull: zmq.Socket[bytes]
+        self._sockets: list[zmq.Socket[bytes]] = []  # those opened so far, for close()
         self._curve = curve
         self._auth: AllowList | None = None
         self._watch = SocketWatch(self.stats, curve=curve is not None, max_per_address=self.max_connections_per_address)
@@ -106,6 +114,9 @@ class Broker:
                             allowed=None if curve is None else curve.allowed)
         try:
             self._bind(ventilator, sink)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise BindError(exc.errno, exc.strerror) from exc
         except BaseException:
             self.close()
             raise
@@ -119,6 +130,7 @@ class Broker:
             self._auth = AllowList(self._ctx, self._curve.allowed)
         # ROUTER, bind, ventilator endpoint: workers' DEALERs connect; frames [identity, payload]
         self._router = self._ctx.socket(zmq.ROUTER)
+        self._sockets.append(self._router)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished worker raises
         self._secure("ventilator", self._router)
@@ -126,12 +138,13 @@ class Broker:
         self.ventilator_endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         # PULL, bind, sink endpoint: workers' PUSH sockets connect; one frame per message
         self._pull = self._ctx.socket(zmq.PULL)
+        self._sockets.append(self._pull)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._secure("sink", self._pull)
         self._pull.bind(sink)
         self.sink_endpoint: str = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def _secure(self, name: str, sock: zmq.Socket) -> None:
+    def _secure(self, name: str, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, round(self.handshake_s * 1000)))
         if self._curve is not None:
@@ -157,7 +170,7 @@ class Broker:
 
     # ------------------------------------------------------------------ public API
 
-    def submit(self, task_id: str, genotype: str, spec: dict, *, lease_s: float | None = None) -> None:
+    def submit(self, task_id: str, genotype: str, spec: dict[str, Any], *, lease_s: float | None = None) -> None:
         """Queue a task for hand-out (at the back of the queue).
 
         A task id that is queued or in flight is a no-op. A task id that completed or
@@ -196,7 +209,7 @@ class Broker:
         finally:
             self._polling = False
 
-    def _round(self, outcomes: list) -> None:
+    def _round(self, outcomes: list[Done | Failed]) -> None:
         self._drain(outcomes)
         now = self._clock()
         if self._reload_due:  # asked for by a signal handler while poll() ran
@@ -273,9 +286,8 @@ class Broker:
         self._watch.drain(self._clock(), self._auth)  # count what the last round missed
         self._flush_logs(math.inf, force=True)
         self._watch.close()
-        for sock in (self._router, self._pull):
-            if sock is not None:
-                sock.close(linger=0)
+        for sock in self._sockets:
+            sock.close(linger=0)
         if self._auth is not None:
             self._auth.stop()  # after the CURVE sockets are gone: nothing is left to admit
         if self._own_context:
@@ -303,7 +315,7 @@ class Broker:
         self._watch.flush(now, force=force)
         self._leases.identities.flush(now, force=force)
 
-    def _reload(self, now: float, outcomes: list) -> bool:
+    def _reload(self, now: float, outcomes: list[Done | Failed]) -> bool:
         if self._curve is None or self._auth is None:
             log.warning("auth.reload_failed", reason="plain mode: there is no allow-list to reload")
             return False
@@ -326,7 +338,7 @@ class Broker:
                  added=sorted(k.decode("ascii") for k in new.allowed - old), connections_closed=closed)
         return True
 
-    def _drain(self, outcomes: list) -> None:
+    def _drain(self, outcomes: list[Done | Failed]) -> None:
         # the sink first: a Result and the Ready that follows it travel on different
         # sockets, and reading results first keeps the common order
         # (checking EVENTS first is cheaper than a recv that raises zmq.Again; POLLIN is a
@@ -335,7 +347,7 @@ class Broker:
         self._watch.drain(self._clock(), self._auth)  # connections first: a revoked key's, an over-cap one
         pull, router = self._pull, self._router
         for _ in range(_DRAIN_BATCH):
-            if not pull.get(zmq.EVENTS) & _POLLIN:
+            if not int(pull.get(zmq.EVENTS)) & _POLLIN:
                 break
             try:
                 frame = pull.recv(zmq.NOBLOCK, copy=False)
@@ -343,7 +355,7 @@ class Broker:
                 break
             self._guarded(self._on_sink_frame, frame, outcomes)
         for _ in range(_DRAIN_BATCH):
-            if not router.get(zmq.EVENTS) & _POLLIN:
+            if not int(router.get(zmq.EVENTS)) & _POLLIN:
                 break
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -365,7 +377,7 @@ class Broker:
 
     # ------------------------------------------------------------------ frames
 
-    def _guarded(self, handler: Callable, *args: Any) -> None:
+    def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         """Run a frame handler; nothing raised by one frame may escape poll()."""
         try:
             handler(*args)
@@ -380,7 +392,7 @@ class Broker:
             msg, identity, sender = got
             self._leases.ready(msg.worker_id, msg.slots, identity, now, sender)
 
-    def _on_sink_frame(self, frame: zmq.Frame, outcomes: list) -> None:
+    def _on_sink_frame(self, frame: zmq.Frame, outcomes: list[Done | Failed]) -> None:
         now = self._clock()
         got = self._inbox.sink(frame, self._pull, now)
         if got is None:

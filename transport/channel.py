@@ -37,7 +37,8 @@ import secrets
 import socket
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import structlog
 import zmq
@@ -101,7 +102,7 @@ class WorkerChannel:
         *,
         worker_id: str | None = None,
         heartbeat_s: float = 1.0,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         reconnect_ivl_ms: int = 100,
         reconnect_ivl_max_ms: int = 5000,
         curve: CurveClient | None = None,
@@ -120,7 +121,7 @@ class WorkerChannel:
         self._reconnect = (int(reconnect_ivl_ms), int(reconnect_ivl_max_ms))
         self._curve = curve
         # [name, socket, endpoint, monitor, retry_at]: the DEALER and the result PUSH, watched for refusals
-        self._watched: list[list] = []
+        self._watched: list[list[Any]] = []
         self._handshake_log = RateLimiter(per_key=1, total=16, window_s=_HANDSHAKE_LOG_EVERY_S)
         self.handshake_failures = 0  # handshakes of the DEALER or the result PUSH that failed
         self._next_handshake_check = 0.0
@@ -128,8 +129,9 @@ class WorkerChannel:
         self._closed = False
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
-        self._dealer: zmq.Socket | None = None
-        self._push: zmq.Socket | None = None
+        self._dealer: zmq.Socket[bytes]  # both set below
+        self._push: zmq.Socket[bytes]
+        self._sockets: list[zmq.Socket[bytes]] = []  # those opened so far, for close()
         self._log = log.bind(worker_id=self.worker_id)
         self._beat_thread: threading.Thread | None = None
         self._beat_lock = threading.Lock()
@@ -139,12 +141,14 @@ class WorkerChannel:
         try:
             # DEALER, connect, ventilator endpoint: sends [Ready], receives [Task] (no delimiter frame)
             self._dealer = self._ctx.socket(zmq.DEALER)
+            self._sockets.append(self._dealer)
             self._configure(self._dealer, linger_ms=0, sndhwm=_READY_HWM)
             self._watch("ventilator", self._dealer, ventilator)
             self._dealer.connect(ventilator)
 
             # PUSH, connect, sink endpoint: sends [Result]; queues them while the head is away
             self._push = self._ctx.socket(zmq.PUSH)
+            self._sockets.append(self._push)
             self._configure(self._push, linger_ms=_RESULT_LINGER_MS, sndhwm=1000)
             self._push.setsockopt(zmq.SNDTIMEO, _RESULT_SEND_TIMEOUT_MS)
             self._watch("sink", self._push, sink)
@@ -155,7 +159,7 @@ class WorkerChannel:
         self._log.info("channel.connected", ventilator=ventilator, sink=sink, heartbeat_s=self.heartbeat_s,
                        curve=curve is not None, public_key=curve.public_key.decode("ascii") if curve else None)
 
-    def _configure(self, sock: zmq.Socket, *, linger_ms: int, sndhwm: int) -> None:
+    def _configure(self, sock: zmq.Socket[bytes], *, linger_ms: int, sndhwm: int) -> None:
         sock.setsockopt(zmq.LINGER, linger_ms)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
         sock.setsockopt(zmq.RECONNECT_IVL, self._reconnect[0])
@@ -257,10 +261,8 @@ class WorkerChannel:
             sock.disable_monitor()  # before closing the monitor socket, or libzmq may hang
             monitor.close(linger=0)
         self._watched = []
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-        if self._push is not None:
-            self._push.close()  # its own LINGER
+        for sock in self._sockets:
+            sock.close()  # its own LINGER: 0 for the DEALER, up to 2 s for a queued result on the PUSH
         if self._own_context:
             self._ctx.term()
         self._log.info("channel.closed")
@@ -283,7 +285,7 @@ class WorkerChannel:
         except zmq.Again:  # a few Ready are already queued for an unreachable head
             self._log.debug("ready.skipped", reason="send queue full")
 
-    def _watch(self, name: str, sock: zmq.Socket, endpoint: str) -> None:
+    def _watch(self, name: str, sock: zmq.Socket[bytes], endpoint: str) -> None:
         monitor = sock.get_monitor_socket(HANDSHAKE_FAILED)
         monitor.setsockopt(zmq.LINGER, 0)
         self._watched.append([name, sock, endpoint, monitor, None])
@@ -331,7 +333,8 @@ class WorkerChannel:
                 self._log.warning("frame.rejected", socket="ventilator", reason=str(exc))
                 continue
             if not isinstance(msg, Task):
-                self._log.warning("frame.rejected", socket="ventilator", reason=f"a {msg.TYPE} message from the ventilator")
+                self._log.warning("frame.rejected", socket="ventilator",
+                                  reason=f"a {msg.TYPE} message from the ventilator")
                 continue
             self._log.info("task.received", task_id=msg.task_id, attempt=msg.attempt, genotype=msg.genotype)
             return msg

@@ -67,7 +67,7 @@ def pack_checked(type_name: str, fields: dict[str, Any]) -> bytes:
     return msgpack.packb(wire, use_bin_type=True)
 
 
-def decode(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+def decode(data: bytes | bytearray | memoryview, *, max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """Decode and validate one message; raise ProtocolError for anything else.
 
     ``data`` may be bytes, bytearray or memoryview.  ``max_bytes`` (None: no limit)

@@ -49,7 +49,7 @@ class Identities:
         """Does a sink message from ``sender`` keep a worker registered to ``registered`` alive?"""
         return not self.bind or registered == sender.key
 
-    def may_report(self, holders: set, sender: Sender, worker_id: str, task_id: str, message: str,
+    def may_report(self, holders: set[str | None], sender: Sender, worker_id: str, task_id: str, message: str,
                    now: float) -> bool:
         """May ``sender`` send a Result or Heartbeat about a task handed to ``holders``?"""
         if not self.bind or sender.key in holders:

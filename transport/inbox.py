@@ -11,6 +11,7 @@ socket and sender (``frame.rejected.suppressed``, ``auth.revoked_message.suppres
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -31,7 +32,7 @@ _SRCFD = int(zmq.SRCFD)
 
 def _peer_address(frame: zmq.Frame) -> str:
     try:
-        return frame.get("Peer-Address")
+        return str(frame.get("Peer-Address"))
     except Exception:  # not every transport / libzmq build has it
         return "?"
 
@@ -40,7 +41,7 @@ class Inbox:
     """Turns frames into (message, sender) or a logged, counted rejection."""
 
     def __init__(self, stats: BrokerStats, watch: SocketWatch, *, max_message_bytes: int,
-                 allowed: frozenset | None) -> None:
+                 allowed: Iterable[bytes | str] | None) -> None:
         """``allowed``: the CURVE keys (Z85 bytes) admitted now; None in plain mode."""
         self.stats = stats
         self.watch = watch
@@ -50,7 +51,7 @@ class Inbox:
             self.set_allowed(allowed)
         self.limiter = RateLimiter(per_key=5, total=20, window_s=1.0)
 
-    def set_allowed(self, allowed: frozenset) -> None:
+    def set_allowed(self, allowed: Iterable[bytes | str]) -> None:
         self.allowed = frozenset(k.decode("ascii") if isinstance(k, bytes) else k for k in allowed)
 
     def ventilator(self, frames: list[zmq.Frame], now: float) -> tuple[Ready, bytes, Sender] | None:
@@ -70,7 +71,7 @@ class Inbox:
         who = self._sender("ventilator", frames[1], "?", now)
         return None if who is None else (msg, frames[0].bytes, who)
 
-    def sink(self, frame: zmq.Frame, pull: zmq.Socket, now: float) -> tuple[Heartbeat | Result, Sender] | None:
+    def sink(self, frame: zmq.Frame, pull: zmq.Socket[bytes], now: float) -> tuple[Heartbeat | Result, Sender] | None:
         """A Heartbeat or Result with its sender, from one PULL frame (and any parts after it)."""
         address = _peer_address(frame)
         parts, more = 1, frame.more

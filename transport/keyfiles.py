@@ -23,8 +23,9 @@ import shlex
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 import zmq
 import zmq.auth
@@ -111,7 +112,7 @@ def generate_many(directory: PathLike, names: Sequence[str]) -> list[tuple[Path,
     scratch = tempfile.mkdtemp(prefix=".evovae-keys-", dir=folder)  # mode 0700
     placed: list[Path] = []
     try:
-        for name, (public_path, secret_path) in zip(names, targets):
+        for name, (public_path, secret_path) in zip(names, targets, strict=True):
             new_public, new_secret = zmq.auth.create_certificates(scratch, name)
             os.chmod(new_secret, 0o600)
             os.chmod(new_public, 0o644)
@@ -254,7 +255,7 @@ def read_public_key(path: PathLike) -> bytes:
     return public
 
 
-def load_allowlist(directory_or_files: PathLike | Iterable[PathLike]) -> frozenset:
+def load_allowlist(directory_or_files: PathLike | Iterable[PathLike]) -> frozenset[bytes]:
     """The client public keys (Z85) to admit: every ``*.key`` file of a directory, or the
     given files. KeyFileError if a file is not a public certificate, if a directory or file
     is writable by group or others, or if no key is found."""

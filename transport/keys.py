@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 import structlog
 import zmq
@@ -86,9 +87,9 @@ class CurveServer:
 
     public_key: bytes
     secret_key: bytes
-    allowed: frozenset
-    allow_from: tuple = ()  # the directories / files the allow-list was read from (for reloaded())
-    extra: frozenset = frozenset()  # keys admitted besides those files (allowing()); kept by reloaded()
+    allowed: frozenset[bytes]
+    allow_from: tuple[PathLike, ...] = ()  # the directories / files the allow-list was read from (for reloaded())
+    extra: frozenset[bytes] = frozenset()  # keys admitted besides those files (allowing()); kept by reloaded()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_from", tuple(str(p) for p in self.allow_from))
@@ -176,7 +177,7 @@ def head_curve(
     if bool(server_key_secret) != bool(allow):
         raise KeyFileError("CURVE needs both --server-key-secret FILE (the head's secret key) and --allow DIR "
                            "(the workers' public keys)")
-    if server_key_secret:
+    if server_key_secret and allow:  # both or neither (checked above)
         return CurveServer.from_files(server_key_secret, allow)
     exposed = [e for e in (bind, sink) if not is_loopback_endpoint(e)]
     if exposed and not insecure:

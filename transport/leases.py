@@ -33,7 +33,7 @@ import collections
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import structlog
 
@@ -54,20 +54,20 @@ _ORPHANED = "orphaned"  # its worker asked for new work without a result; lost a
 class _TaskState:
     task_id: str
     genotype: str
-    spec: dict
+    spec: dict[str, Any]
     lease_s: float
     submitted_at: float
     attempt: int = 1
     state: str = _QUEUED
     worker_id: str | None = None
     worker_key: str | None = None  # the key of the worker running this attempt
-    holders: set = dataclasses.field(default_factory=set)  # keys handed any attempt of this task
+    holders: set[str | None] = dataclasses.field(default_factory=set)  # keys handed any attempt of this task
     dispatched_at: float = 0.0
     last_heartbeat: float = 0.0
     lease_deadline: float = 0.0
     orphan_deadline: float = 0.0
     progress: float = 0.0
-    history: list = dataclasses.field(default_factory=list)
+    history: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _WorkerState:
     last_seen: float
     key: str | None = None  # the CURVE key of its first Ready (None in plain mode)
     slots: int = 1
-    task: tuple | None = None  # (task_id, attempt) last handed to it, until its result or Ready
+    task: tuple[str, int] | None = None  # (task_id, attempt) last handed to it, until its result or Ready
 
 
 def _check_settings(heartbeat_s: float, liveness: int, lease_s: float, max_attempts: int) -> None:
@@ -128,7 +128,8 @@ class Leases:
 
     # ------------------------------------------------------------------ tasks
 
-    def submit(self, task_id: str, genotype: str, spec: dict, now: float, *, lease_s: float | None = None) -> None:
+    def submit(self, task_id: str, genotype: str, spec: dict[str, Any], now: float, *,
+               lease_s: float | None = None) -> None:
         """Queue a task (at the back). Queued or in flight: a no-op. Done or Failed earlier:
         queued again with fresh attempts (the caller needs its result again). ProtocolError
         (a ValueError) when the task could not go on the wire."""
@@ -330,7 +331,14 @@ class Leases:
 
     # ------------------------------------------------------------------ internals
 
+    @overload
+    def _touch(self, worker_id: str, identity: bytes, now: float, sender: Sender) -> _WorkerState: ...
+    @overload
+    def _touch(self, worker_id: str, identity: None, now: float, sender: Sender) -> _WorkerState | None: ...
+
     def _touch(self, worker_id: str, identity: bytes | None, now: float, sender: Sender) -> _WorkerState | None:
+        """The worker, seen now; None for a sink message (no ``identity``) that does not count
+        for a tracked worker. With the ventilator ``identity`` of a Ready, always the worker."""
         w = self._workers.get(worker_id)
         if w is not None and identity is None and not self.identities.speaks_for(w.key, sender):
             return None  # a sink message from another key does not keep this worker alive
@@ -358,7 +366,7 @@ class Leases:
             return None
         return t
 
-    def _retry(self, t: _TaskState, reason: str, outcomes: list) -> None:
+    def _retry(self, t: _TaskState, reason: str, outcomes: list[Failed]) -> None:
         t.history.append(f"attempt {t.attempt} on {t.worker_id}: {reason}")
         fields = {"task_id": t.task_id, "attempt": t.attempt, "worker_id": t.worker_id, "reason": reason}
         del self._inflight[t.task_id]
@@ -380,7 +388,9 @@ class Leases:
         log.warning("task.resent", next_attempt=t.attempt, **fields)
 
     def _drop_worker(self, worker_id: str | None, reason: str) -> None:
-        w = self._workers.pop(worker_id, None) if worker_id is not None else None
+        if worker_id is None:
+            return
+        w = self._workers.pop(worker_id, None)
         if w is None:
             return
         was_idle = worker_id in self._idle

@@ -52,7 +52,7 @@ class Dispatch:
     task_id: str
     attempt: int
     genotype: str
-    spec: dict = dataclasses.field(hash=False)
+    spec: dict[str, Any] = dataclasses.field(hash=False)
     lease_s: float
     worker_id: str
     identity: bytes

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Union
+from typing import Any
 
 from transport.endpoints import sink_endpoint  # re-exported: its old home
 
@@ -162,7 +163,7 @@ def _check_scalar(where: str, value: Any, *, max_str: int) -> Any:
 _NOT_SCALAR = object()
 
 
-def _check_map(where: str, value: Any, *, max_items: int) -> dict:
+def _check_map(where: str, value: Any, *, max_items: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"{where} must be a map (dict), got {_describe(value)}")
     if len(value) > max_items:
@@ -176,7 +177,7 @@ def _check_map(where: str, value: Any, *, max_items: int) -> dict:
     return value
 
 
-def _check_spec(where: str, value: Any) -> dict:
+def _check_spec(where: str, value: Any) -> dict[str, Any]:
     _check_map(where, value, max_items=MAX_SPEC_ITEMS)
     out = {}
     for key, item in value.items():
@@ -189,7 +190,7 @@ def _check_spec(where: str, value: Any) -> dict:
     return out
 
 
-def _check_metrics(where: str, value: Any) -> dict:
+def _check_metrics(where: str, value: Any) -> dict[str, Any]:
     _check_map(where, value, max_items=MAX_METRICS_ITEMS)
     out = {}
     for key, item in value.items():
@@ -254,7 +255,7 @@ class Task:
     task_id: str
     attempt: int
     genotype: str
-    spec: dict = field(hash=False)
+    spec: dict[str, Any] = field(hash=False)
     lease_s: float
 
     TYPE = "task"
@@ -304,7 +305,7 @@ class Result:
     task_id: str
     attempt: int
     ok: bool
-    metrics: dict = field(hash=False)
+    metrics: dict[str, Any] = field(hash=False)
     error: str = ""
 
     TYPE = "result"
@@ -318,7 +319,7 @@ class Result:
         _check_str("result: field 'error'", self.error, min_len=0, max_len=MAX_ERROR_LEN)
 
 
-Message = Union[Ready, Task, Heartbeat, Result]
+Message = Ready | Task | Heartbeat | Result
 
 #: wire type name -> message class
 MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ready, Task, Heartbeat, Result)}
@@ -329,7 +330,7 @@ def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def wire_metrics(metrics: Mapping[str, Any]) -> dict:
+def wire_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Bend a worker's measurements into the shape ``Result.metrics`` accepts.
 
     For the worker side (e.g. ``wire_metrics(train_result.metrics())``), not used by
@@ -345,7 +346,7 @@ def wire_metrics(metrics: Mapping[str, Any]) -> dict:
     Anything else is passed through, so the Result constructor still rejects values
     the protocol cannot carry (ProtocolError).
     """
-    out: dict = {}
+    out: dict[str, Any] = {}
 
     def put(prefix: str, value: Any) -> None:
         if isinstance(value, Mapping):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Hashable
+from collections.abc import Hashable
 
 __all__ = ["RateLimiter", "SUMMARY_LINES"]
 
@@ -68,7 +68,7 @@ class RateLimiter:
             self._suppressed = {}
         if len(counts) > SUMMARY_LINES:
             rest = sum(n for _, n in counts[SUMMARY_LINES - 1:])
-            counts = counts[: SUMMARY_LINES - 1] + [("others", rest)]
+            counts = [*counts[: SUMMARY_LINES - 1], ("others", rest)]
         return counts
 
     def next_summary(self) -> float:
