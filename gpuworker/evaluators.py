@@ -73,13 +73,14 @@ def fake_loss(genotype: Genotype, epochs: int = 2) -> float:
 
 
 def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Collection[str] = (),
-                   stop: threading.Event | None = None) -> Evaluator:
+                   stop: threading.Event | None = None, per_epoch: bool = False) -> Evaluator:
     """A worker that computes :func:`fake_loss` after sleeping.
 
     ``durations``: ``fixed`` sleeps ``sleep_s``; ``pareto`` sleeps ``sleep_s``
     times a Pareto(alpha=1.5) draw fixed by the genotype (heavy-tailed, capped
-    at 50x). A genotype in ``poison`` kills the worker process (SIGKILL), as a
-    genotype that crashes the GPU driver would.
+    at 50x). ``per_epoch``: the sleep is per epoch asked (a 9-epoch task takes nine
+    times a 1-epoch one), as real training does. A genotype in ``poison`` kills the
+    worker process (SIGKILL), as a genotype that crashes the GPU driver would.
     """
     if durations not in ("fixed", "pareto"):
         raise ValueError(f"durations must be fixed or pareto, got {durations!r}")
@@ -88,9 +89,9 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
     def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
         if str(genotype) in poisoned:
             os.kill(os.getpid(), signal.SIGKILL)
-        duration = sleep_s
+        duration = sleep_s * (spec.epochs if per_epoch else 1)
         if durations == "pareto":
-            duration = sleep_s * min(50.0, _unit(genotype, "duration") ** (-1 / 1.5))
+            duration *= min(50.0, _unit(genotype, "duration") ** (-1 / 1.5))
         started = time.perf_counter()
         end = started + duration
         waiter = stop or threading.Event()

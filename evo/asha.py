@@ -1,0 +1,203 @@
+"""Asynchronous successive halving (ASHA, Li et al. 2018, arXiv 1810.05934) as a schedule for any proposer.
+
+A new candidate trains ``fidelities[0]`` epochs. Whenever a worker is free, the schedule first looks for a
+promotion, from the highest rung down: a genotype whose result at rung k is among the best
+``floor(n_k / eta)`` of the ``n_k`` results rung k has seen so far, and that was not promoted from it yet, is
+trained at ``fidelities[k + 1]``. Only when nothing can be promoted does the proposer propose a new genotype.
+Nothing waits for a rung to fill, so every free worker gets work. Decisions depend on the order results
+arrive in; the journal keeps that order, so a resumed search replays them exactly.
+
+The proposers (random, the paper's evolution as (mu + 1), aging evolution, TPE) see every result. A genotype
+is known by the highest rung it reached: the schedule keeps ``latest`` (each genotype's result at its highest
+rung) and ranks genotypes by :func:`promotion_rank` (higher rung first, then the loss at it), the order
+Optuna's TPE gives its pruned trials. A population-based proposer breeds from that ranking.
+
+Promoted candidates are trained from scratch at the higher fidelity (workers are stateless): they pay every
+rung they reach, and the epoch account says so. ``max_evaluations`` (from ``--generations``) bounds the
+proposals (new genotypes), not the promotions; ``budget_epochs`` bounds every epoch asked.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Sequence
+
+from .evaluation import Candidate, Evaluation
+from .genotype import Genotype
+from .multifidelity import check_fidelities
+from .selection import rank
+from .space import SearchSpace
+from .steady_state import SteadyStateEngine
+from .strategy import AsyncStrategy, StopReason
+from .variation import MutationRates, mutate
+
+__all__ = ["AsyncHalving", "HalvingEvolution", "HalvingRandom", "HalvingRegularized", "promotion_rank"]
+
+
+def promotion_rank(evaluations: Sequence[Evaluation], fidelities: Sequence[int]) -> list[Evaluation]:
+    """Successful evaluations, best first: a higher rung before a lower one, then by loss, ties by genotype."""
+    level = {epochs: k for k, epochs in enumerate(fidelities)}
+    return sorted((e for e in evaluations if e.ok),
+                  key=lambda e: (-level.get(e.epochs, -1), e.loss, str(e.genotype)))
+
+
+class AsyncHalving(AsyncStrategy):
+    """The ASHA schedule, for an asynchronous proposer (put it first among the bases): the proposer's
+    ``_propose()`` gives new genotypes; ``_learn(evaluation)`` tells it each result."""
+
+    def _init_halving(self, fidelities: Sequence[int], eta: int) -> None:
+        check_fidelities(tuple(fidelities))
+        if type(eta) is not int or eta < 2:
+            raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
+        self.fidelities = tuple(fidelities)
+        self.eta = eta
+        self.epochs = self.fidelities[0]
+        self.final_epochs = self.fidelities[-1]
+        self._rung_results: list[dict[Genotype, Evaluation]] = [{} for _ in self.fidelities]
+        self._promoted: list[set[Genotype]] = [set() for _ in self.fidelities]
+        self.latest: dict[Genotype, Evaluation] = {}  # each genotype's result at the highest rung it reached
+        self.proposed = 0                             # new genotypes handed out (promotions not counted)
+        self.promotions = 0
+
+    # -- the schedule -------------------------------------------------------------------------
+    def _next_promotion(self) -> tuple[int, Genotype] | None:
+        """(rung, genotype) of the next promotion, from the highest rung down; None when there is none."""
+        for k in range(len(self.fidelities) - 2, -1, -1):
+            results = self._rung_results[k]
+            top = len(results) // self.eta
+            if not top:
+                continue
+            for e in rank(results.values())[:top]:
+                if e.genotype not in self._promoted[k]:
+                    return k, e.genotype
+        return None
+
+    def _proposals_spent(self, extra: int = 0) -> bool:
+        return self.max_evaluations is not None and self.proposed + extra >= self.max_evaluations
+
+    def _ask(self, n: int | None) -> list[Candidate]:
+        out: list[Candidate] = []
+        spent = 0
+        while len(out) < (1 if n is None else n) and not (self.exhausted or self._budget_hit):
+            promotion = self._next_promotion()
+            if promotion is not None:
+                k, genotype = promotion
+                self._promoted[k].add(genotype)  # promoted now, or never: the budget only shrinks
+                if not self._fits_budget(spent + self.fidelities[k + 1]):
+                    continue
+                self.promotions += 1
+                candidate = Candidate(genotype, self.fidelities[k + 1])
+            else:
+                if self._proposals_spent(sum(c.epochs == self.fidelities[0] for c in out)):
+                    break
+                if not self._fits_budget(spent + self.fidelities[0]):
+                    self._budget_hit = True  # not even a new candidate fits what is left
+                    break
+                genotype = self._propose_unseen({c.genotype for c in out})
+                if genotype is None:
+                    self.exhausted = True
+                    break
+                self.proposed += 1
+                candidate = Candidate(genotype, self.fidelities[0])
+            spent += candidate.epochs
+            out.append(candidate)
+        if not out and not self._outstanding and self._window and self._finished():
+            self._close_window()
+        return out
+
+    def _absorb(self, evaluation: Evaluation) -> None:
+        k = self.fidelities.index(evaluation.epochs)
+        self._rung_results[k][evaluation.genotype] = evaluation
+        previous = self.latest.get(evaluation.genotype)
+        if previous is None or self.fidelities.index(previous.epochs) <= k:
+            self.latest[evaluation.genotype] = evaluation
+        self._learn(evaluation)
+        self.population = tuple(promotion_rank(list(self.latest.values()), self.fidelities)[:self.mu])
+
+    def _learn(self, evaluation: Evaluation) -> None:
+        """Tell the proposer a result (the default: nothing to learn)."""
+
+    # -- the end -------------------------------------------------------------------------------
+    def _budget_spent(self) -> bool:
+        return self._budget_hit
+
+    def _finished(self) -> bool:
+        if self.exhausted or self._budget_spent():
+            return True
+        return self._end_reached() is not None
+
+    def _end_reached(self) -> StopReason | None:
+        if self._proposals_spent() and self._next_promotion() is None:
+            return StopReason.EVALUATIONS
+        return None
+
+    def snapshot(self) -> dict:
+        return {**super().snapshot(), "proposed": self.proposed, "promotions": self.promotions}
+
+
+class HalvingRandom(AsyncHalving):
+    """Random proposals under ASHA (Li et al.'s own baseline)."""
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
+                 fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
+                 budget_epochs: int | None = None, report_every: int = 10) -> None:
+        super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
+                         max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
+        self._init_halving(fidelities, eta)
+
+    def _propose(self) -> Genotype:
+        return self.space.sample(self.rng)
+
+
+class HalvingEvolution(AsyncHalving, SteadyStateEngine):
+    """The paper's evolution as (mu + 1) under ASHA: parents from the ``mu`` best genotypes by
+    :func:`promotion_rank`; crossover and mutation as ``--strategy evolution``."""
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
+                 fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
+                 budget_epochs: int | None = None, report_every: int = 10, crossover_rate: float = 0.5,
+                 mutation_rate: float = 0.8, mutation: MutationRates = MutationRates()) -> None:
+        super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
+                         max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every,
+                         crossover_rate=crossover_rate, mutation_rate=mutation_rate, mutation=mutation)
+        self._init_halving(fidelities, eta)
+
+    def _propose(self) -> Genotype:
+        if len(self.latest) < self.mu or not self.population:
+            return self.space.sample(self.rng)
+        return super()._propose()
+
+
+class HalvingRegularized(AsyncHalving):
+    """Aging evolution under ASHA: a queue of the ``mu`` genotypes most recently proposed and measured, each
+    known by its result at its highest rung; a parent is the best of ``tournament_size`` drawn from it by
+    :func:`promotion_rank`, mutated; the oldest leaves."""
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, tournament_size: int = 3,
+                 seed: int = 0, fidelities: Sequence[int] = (1, 3, 9), eta: int = 3,
+                 max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
+                 mutation: MutationRates = MutationRates()) -> None:
+        super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
+                         max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
+        if type(tournament_size) is not int or not 1 <= tournament_size <= mu:
+            raise ValueError(f"tournament_size must be an integer in [1, population {mu}], got {tournament_size!r}")
+        self._init_halving(fidelities, eta)
+        self.tournament_size = tournament_size
+        self.mutation = mutation
+        self._queue: deque[Genotype] = deque()
+
+    def _propose(self) -> Genotype:
+        alive = [self.latest[g] for g in self._queue if self.latest[g].ok]
+        if len(self._seen) < self.mu or not alive:
+            return self.space.sample(self.rng)
+        picks = self.rng.choice(len(self._queue), size=min(self.tournament_size, len(self._queue)), replace=False)
+        contenders = promotion_rank([self.latest[self._queue[int(i)]] for i in sorted(picks)], self.fidelities)
+        parent = contenders[0] if contenders else promotion_rank(alive, self.fidelities)[0]
+        return mutate(parent.genotype, self.space, self.rng, self.mutation)
+
+    def _learn(self, evaluation: Evaluation) -> None:
+        if evaluation.epochs != self.fidelities[0]:
+            return  # a promotion's result: the genotype is in the queue already (or aged out)
+        self._queue.append(evaluation.genotype)
+        if len(self._queue) > self.mu:
+            self._queue.popleft()
+
