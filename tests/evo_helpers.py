@@ -11,8 +11,10 @@ from evo.evaluation import Candidate, Evaluation
 from evo.genotype import Genotype
 from evo.measurement import Measurement
 from evo.space import SearchSpace
+from evo.spec import TrainSpec
 from evo.strategies import StrategyOptions, make_strategy
 from evo.strategy import Report, Strategy
+from gpuworker.result import TrainResult
 
 evo.adapters.register_all()  # TPE is built by evo.adapters, registered by name as the composition layer does
 
@@ -66,8 +68,15 @@ def evaluate(candidate: Candidate) -> Evaluation:
     g, epochs = candidate.genotype, candidate.epochs
     if diverges(g):
         return Evaluation.failed(g, "diverged", Measurement(seconds=0.1 * epochs), epochs=epochs)
-    return Evaluation.succeeded(g, synthetic_loss(g, epochs), Measurement(epochs=epochs, seconds=0.1 * epochs),
-                                epochs=epochs)
+    loss = synthetic_loss(g, epochs)
+    return Evaluation.succeeded(g, loss, Measurement(loss=loss, epochs=epochs, seconds=0.1 * epochs), epochs=epochs)
+
+
+def train(genotype: Genotype, spec: TrainSpec) -> TrainResult:
+    """What a trainer reports for ``genotype`` trained as ``spec`` says (the outcome of :func:`evaluate`), for an
+    InProcessEvaluator: it makes the same Evaluation of it, stamped with the task's epochs."""
+    e = evaluate(Candidate(genotype, spec.epochs))
+    return TrainResult(str(genotype), e.ok, e.measurement, e.error)
 
 
 def run_batches(strategy: Strategy, n: int | None = None, order_rng: np.random.Generator | None = None,

@@ -11,13 +11,14 @@ import pytest
 from distributed_helpers import Process, free_port_pair, wait_until
 
 from evo.engine import EvolutionEngine
-from evo.evaluation import Evaluation
+from evo.evaluation import Candidate, Evaluation
 from evo.head.journal import JournalError, ResultCache, RunJournal
 from evo.head.evaluators import InProcessEvaluator
 from evo.head.runner import Runner
 from evo.spec import TrainSpec, task_id
 from evo.steady_state import SteadyStateEngine
-from gpuworker.evaluators import fake_loss
+from evo.strategy import StopReason
+from gpuworker.evaluators import fake_evaluator, fake_loss
 
 SPEC = TrainSpec(dataset="synthetic", epochs=1)
 SEARCH = ["--population", "5", "--offspring", "5", "--generations", "6", "--seed", "3", "--dataset", "synthetic",
@@ -34,8 +35,18 @@ def _fake(sleep="0.05"):
     return ["--local-workers", "2", "--worker-arg=--fake", f"--worker-arg=--fake-sleep={sleep}"]
 
 
+_FAKE = fake_evaluator()
+
+
+def _fake_train(genotype, spec=SPEC):
+    """What the fake worker reports (a TrainResult), for the InProcessEvaluator."""
+    return _FAKE(genotype, spec, lambda fraction: None)
+
+
 def _fake_evaluation(genotype, spec=SPEC):
-    return Evaluation.succeeded(genotype, fake_loss(genotype, spec.epochs), epochs=spec.epochs)
+    """The evaluation an evaluator makes of the fake worker's report."""
+    result = _fake_train(genotype, spec)
+    return Evaluation.of(Candidate(genotype, spec.epochs), result.ok, result.measurement, result.error)
 
 
 # -- the journal in-process ---------------------------------------------------------------
@@ -45,50 +56,67 @@ def test_replay_restores_the_engine_exactly(tmp_path):
     config = {"seed": 5}
     journal = RunJournal.create(tmp_path / "run", config)
     engine = EvolutionEngine(mu=4, lam=4, seed=5, epochs=1, generations=3)
-    Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=journal).run(engine)
+    Runner(SPEC, journal=journal).run(engine, InProcessEvaluator(_fake_train))
     journal.close()
 
     reopened = RunJournal.open(tmp_path / "run")
     assert reopened.config == config
     fresh = EvolutionEngine(mu=4, lam=4, seed=5, epochs=1, generations=5)
-    runner = Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=reopened)
+    runner = Runner(SPEC, journal=reopened)
     assert runner.replay(fresh) == 12  # one tell per result
     assert fresh.snapshot() == engine.snapshot()
-    runner.run(fresh)
+    assert runner.run(fresh, InProcessEvaluator(_fake_train)) is StopReason.GENERATIONS
     assert runner.evaluated == 8 and runner.reused == 0  # only the two new generations were paid for
 
     straight = EvolutionEngine(mu=4, lam=4, seed=5, epochs=1, generations=5)
-    Runner(InProcessEvaluator(_fake_evaluation), SPEC).run(straight)
+    Runner(SPEC).run(straight, InProcessEvaluator(_fake_train))
     assert fresh.snapshot() == straight.snapshot()
+    curves = {len(e.measurement.curve) for e in fresh.evaluations}
+    assert curves == {SPEC.epochs} and all(e.measurement.fake for e in fresh.evaluations)   # one point per epoch
+
+
+def test_the_fake_worker_reports_a_measurement_with_one_curve_point_per_epoch():
+    from evo.genotype import parse_genotype
+    from gpuworker.result import TrainResult
+
+    g = parse_genotype("200,100|10|100,200")
+    result = _fake_train(g, SPEC.replace(epochs=4))
+    assert isinstance(result, TrainResult) and result.ok and result.error == "" and result.genotype == str(g)
+    m = result.measurement
+    assert m.curve == tuple(fake_loss(g, e) for e in range(1, 5)) and list(m.curve) == sorted(m.curve, reverse=True)
+    assert (m.loss, m.epochs, m.fake) == (m.curve[-1], 4, True) and m.recon + m.kl == pytest.approx(m.loss)
+    e = _fake_evaluation(g, SPEC.replace(epochs=4))
+    assert (e.ok, e.epochs, e.epochs_trained, e.loss) == (True, 4, 4, m.loss)
 
 
 def test_an_open_ask_is_completed_from_journaled_results(tmp_path):
     journal = RunJournal.create(tmp_path / "run", {})
     engine = EvolutionEngine(mu=4, lam=4, seed=1, epochs=1, generations=2)
-    Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=journal).run(engine)
+    Runner(SPEC, journal=journal).run(engine, InProcessEvaluator(_fake_train))
     engine.generations = 3
     batch = engine.ask()  # generation 2 goes out; two results come back; then the head dies
     ids = [task_id(c.genotype, SPEC) for c in batch]
     journal.record_ask(batch, ids)
-    journal.record_results([(t, _fake_evaluation(c.genotype), "worker") for t, c in list(zip(ids, batch))[:2]])
+    journal.record_results([(t, _fake_evaluation(c.genotype), None) for t, c in list(zip(ids, batch))[:2]],
+                           "worker")
     journal.close()
 
     fresh = EvolutionEngine(mu=4, lam=4, seed=1, epochs=1, generations=3)
-    runner = Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=RunJournal.open(tmp_path / "run"))
+    runner = Runner(SPEC, journal=RunJournal.open(tmp_path / "run"))
     runner.replay(fresh)
-    runner.run(fresh)
+    runner.run(fresh, InProcessEvaluator(_fake_train))
     assert runner.reused == 2 and runner.evaluated == len(batch) - 2
     straight = EvolutionEngine(mu=4, lam=4, seed=1, epochs=1, generations=3)
-    Runner(InProcessEvaluator(_fake_evaluation), SPEC).run(straight)
+    Runner(SPEC).run(straight, InProcessEvaluator(_fake_train))
     assert fresh.snapshot() == straight.snapshot()
 
 
 def test_a_changed_configuration_is_refused_on_replay(tmp_path):
     journal = RunJournal.create(tmp_path / "run", {})
-    Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=journal).run(
-        EvolutionEngine(mu=4, lam=4, seed=1, epochs=1, generations=2))
+    Runner(SPEC, journal=journal).run(EvolutionEngine(mu=4, lam=4, seed=1, epochs=1, generations=2),
+                                      InProcessEvaluator(_fake_train))
     with pytest.raises(JournalError, match="configuration or the code changed"):
-        Runner(InProcessEvaluator(_fake_evaluation), SPEC, journal=journal).replay(
+        Runner(SPEC, journal=journal).replay(
             EvolutionEngine(mu=4, lam=4, seed=2, epochs=1, generations=2))
 
 
@@ -127,11 +155,14 @@ def test_the_cache_keeps_measurements_but_not_transport_give_ups(tmp_path):
 
     cache = ResultCache(tmp_path / "cache.sqlite")
     good, bad, lost = (parse_genotype(t) for t in ("100|10|100", "200|10|200", "300|10|300"))
-    cache.put([("a", _fake_evaluation(good)), ("b", Evaluation.failed(bad, "diverged")),
-               ("c", Evaluation.lost(lost, "gave up after 3 attempts"))])
+    cache.put([("a", _fake_evaluation(good)), ("b", Evaluation.failed(bad, "diverged", epochs=SPEC.epochs)),
+               ("c", Evaluation.lost(lost, "gave up after 3 attempts", epochs=SPEC.epochs))])
     cache.close()
     again = ResultCache(tmp_path / "cache.sqlite")
-    assert again.get("a").loss == fake_loss(good, SPEC.epochs)
+    a = again.get("a")
+    assert a.loss == fake_loss(good, SPEC.epochs) and a.epochs == SPEC.epochs
+    assert a.measurement.curve == tuple(fake_loss(good, e) for e in range(1, SPEC.epochs + 1))
+    assert a.measurement.fake and a.measurement.epochs == SPEC.epochs and a.measurement.recon == a.loss - 10.0
     assert again.get("b").error == "diverged"
     assert again.get("c") is None
     assert again.hits == 2
@@ -142,8 +173,8 @@ def test_the_cache_keeps_measurements_but_not_transport_give_ups(tmp_path):
 
 def test_steady_state_completes_its_budget_without_duplicates():
     engine = SteadyStateEngine(mu=4, seed=2, epochs=1, max_evaluations=30, report_every=4)
-    runner = Runner(InProcessEvaluator(_fake_evaluation), SPEC, capacity=lambda: 3)
-    runner.run(engine)
+    runner = Runner(SPEC)
+    assert runner.run(engine, InProcessEvaluator(_fake_train), capacity=lambda: 3) is StopReason.EVALUATIONS
     assert engine.evaluation_count == 30 == runner.evaluated
     genotypes = [e.genotype for e in engine.evaluations]
     assert len(set(genotypes)) == 30

@@ -1,12 +1,13 @@
 """Compute as the budget: every strategy counts the epochs it asks for (failed runs in full), never hands out
 a candidate that would cross budget_epochs, and ends; the options that build strategies check their bounds."""
 import pytest
-from evo_helpers import ALL, OPTIONS, SMALL, build, evaluate
+from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, evaluate, run_workers
 
 from evo.evaluation import Evaluation
 from evo.head.progress import anytime
 from evo.space import SearchSpace
 from evo.strategies import STRATEGIES, StrategyOptions, budget_of, make_strategy
+from evo.strategy import StopReason
 
 BUDGETS = [1, 2, 7, 9, 20, 33, 60]
 
@@ -47,6 +48,62 @@ def test_generations_and_budget_end_the_search_at_whichever_comes_first(name):
     assert tight.asked_epochs <= spent // 2 < spent
     loose = _spend(build(name, generations=3, budget_epochs=spent * 10), 2)
     assert loose.asked_epochs == spent and loose.evaluation_count == free.evaluation_count
+
+
+def _count_end(name):
+    """The count-based end of a strategy: generations (generational), evaluations (asynchronous)."""
+    return StopReason.GENERATIONS if name in GENERATIONAL else StopReason.EVALUATIONS
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_stop_reason_is_none_until_the_strategy_is_done(name):
+    strategy = build(name, generations=1)
+    assert strategy.stop_reason is None
+    out = []
+    while batch := strategy.ask():                                 # everything it hands out before any tell
+        out += batch
+    strategy.tell([evaluate(c) for c in out[:-1]])
+    assert not strategy.done and strategy.stop_reason is None     # the last one is still out
+    strategy.tell([evaluate(out[-1])])
+    run_workers(strategy, 1)
+    assert strategy.done and strategy.stop_reason is _count_end(name)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_stop_reason_of_a_search_given_generations_or_evaluations(name):
+    strategy = _spend(build(name), 2)
+    assert strategy.stop_reason is _count_end(name)
+    assert StopReason(strategy.stop_reason.value) is strategy.stop_reason   # journaled as text, read back
+    if name in GENERATIONAL:
+        assert len(strategy.history) == OPTIONS[name].generations
+    else:
+        assert strategy.evaluation_count == OPTIONS[name].max_evaluations
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("budget", [1, 9, 20])
+def test_the_stop_reason_of_a_search_given_a_budget(name, budget):
+    strategy = _spend(build(name, space=SearchSpace(), generations=None, budget_epochs=budget), 2, budget=budget)
+    assert strategy.stop_reason is StopReason.BUDGET and strategy.stop_reason.value == "budget"
+    assert not strategy.exhausted and strategy.asked_epochs + strategy.final_epochs > budget
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_stop_reason_is_whichever_end_came_first(name):
+    spent = _spend(build(name, generations=3), 2).asked_epochs
+    assert _spend(build(name, generations=3, budget_epochs=spent // 2), 2).stop_reason is StopReason.BUDGET
+    assert _spend(build(name, generations=3, budget_epochs=spent * 10), 2).stop_reason is _count_end(name)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_stop_reason_of_a_space_that_ran_dry(name):
+    strategy = _spend(build(name, space=TINY), 2)                  # two genotypes in all
+    assert strategy.exhausted and strategy.stop_reason is StopReason.EXHAUSTED
+    assert strategy.stop_reason.value == "space exhausted"
+    assert {str(e.genotype) for e in strategy.evaluations} == {"50|10|50", "50|20|50"}
+    if not name.startswith("tpe"):                                  # (TPE takes seconds to run dry: once is enough)
+        budgeted = _spend(build(name, space=TINY, generations=None, budget_epochs=1000), 2)
+        assert budgeted.stop_reason is StopReason.EXHAUSTED         # the space, not the budget, ended it
 
 
 @pytest.mark.parametrize("name", ALL)

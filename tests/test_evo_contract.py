@@ -11,6 +11,7 @@ from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, build, evaluate, hist
 
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import parse_genotype
+from evo.measurement import Measurement
 from evo.strategy import AsyncStrategy, GenerationalStrategy, Report
 
 STRANGER = parse_genotype("50|10|50")  # in SMALL; the tests check it is not outstanding first
@@ -117,13 +118,24 @@ def test_tell_takes_only_evaluations(name):
     assert strategy.outstanding == batch
 
 
+def test_an_evaluation_cannot_leave_its_epochs_out():
+    g = STRANGER
+    with pytest.raises(TypeError, match="epochs"):
+        Evaluation.succeeded(g, 123.0)                             # no default: the fidelity must be said
+    with pytest.raises(TypeError, match="epochs"):
+        Evaluation(g, 123.0)
+    for epochs in (0, -1, 2.0, True, None):
+        with pytest.raises(ValueError, match=r"epochs \(its fidelity\) must be an integer >= 1"):
+            Evaluation.succeeded(g, 123.0, epochs=epochs)
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_an_evaluation_without_epochs_is_the_outstanding_candidates(name):
+def test_an_evaluation_of_the_outstanding_candidate_is_told_at_its_epochs(name):
     strategy = build(name)
     batch = strategy.ask(2)
-    bare = Evaluation.succeeded(batch[0].genotype, 123.0)          # epochs 0: whatever it was asked at
-    assert bare.epochs == 0
-    strategy.tell([bare])
+    told_now = Evaluation.of(batch[0], True, Measurement(loss=123.0))  # what an evaluator makes of a report
+    assert told_now.epochs == batch[0].epochs and told_now.candidate == batch[0]
+    strategy.tell([told_now])
     assert strategy.evaluations[0].epochs == batch[0].epochs and strategy.evaluations[0].loss == 123.0
     assert strategy.outstanding == batch[1:]
 

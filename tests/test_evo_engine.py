@@ -10,6 +10,7 @@ from evo_helpers import SMALL, TINY, brute_force_best, one_mutation
 from evo.engine import EvolutionEngine
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import GenotypeError, parse_genotype
+from evo.measurement import Measurement
 from evo.space import SearchSpace
 
 
@@ -101,11 +102,11 @@ def test_tell_with_an_extra_evaluation_raises_and_tells_nothing():
     stranger = next(g for g in (parse_genotype(t) for t in ("850|20|1000", "1000|60|700,750"))
                     if g not in genotypes(batch))
     with pytest.raises(ValueError) as info:
-        engine.tell(succeed(batch) + [Evaluation.succeeded(stranger, 100.0)])
+        engine.tell(succeed(batch) + [Evaluation.succeeded(stranger, 100.0, epochs=2)])
     assert str(stranger) in str(info.value) and "not outstanding" in str(info.value)
     assert engine.outstanding == batch and engine.evaluation_count == 0
     with pytest.raises(ValueError):                      # replacing one with a stranger
-        engine.tell(succeed(batch[:-1]) + [Evaluation.succeeded(stranger, 100.0)])
+        engine.tell(succeed(batch[:-1]) + [Evaluation.succeeded(stranger, 100.0, epochs=2)])
     assert engine.evaluation_count == 0
     assert tell_one_generation(engine, succeed(batch)).evaluated == 5
 
@@ -116,7 +117,7 @@ def test_tell_with_a_duplicate_evaluation_raises():
         engine.tell(succeed(batch + [batch[0]]))
     assert str(batch[0]) in str(info.value)
     with pytest.raises(ValueError):                      # same genotype with a different loss
-        engine.tell(succeed(batch) + [Evaluation.succeeded(batch[0].genotype, 1.0)])
+        engine.tell(succeed(batch) + [Evaluation.succeeded(batch[0].genotype, 1.0, epochs=2)])
     assert engine.evaluation_count == 0 and engine.population == ()
 
 
@@ -139,12 +140,12 @@ def test_evaluations_at_other_epochs_are_refused():
     with pytest.raises(ValueError, match="@5 is not outstanding"):
         engine.tell([Evaluation.succeeded(batch[0].genotype, 100.0, epochs=5)])
     engine.tell([Evaluation.succeeded(batch[0].genotype, 100.0, epochs=2)])
-    bare = Evaluation.succeeded(batch[1].genotype, 101.0)           # epochs 0: the candidate it was asked as
-    engine.tell([bare])
+    stamped = Evaluation.of(batch[1], True, Measurement(loss=101.0))   # at the epochs of the candidate asked
+    engine.tell([stamped])
     assert [e.epochs for e in engine.evaluations] == [2, 2] and engine.evaluations[1].loss == 101.0
     assert engine.seen[batch[1].genotype].candidate == batch[1]
-    with pytest.raises(ValueError, match=r"is not outstanding: ask for it first"):   # not twice, even bare
-        engine.tell([bare])
+    with pytest.raises(ValueError, match=r"is not outstanding: ask for it first"):   # not twice
+        engine.tell([stamped])
 
 
 @pytest.mark.parametrize("kwargs", [dict(mu=0), dict(mu=-3), dict(lam=0), dict(crossover_rate=1.5),
@@ -334,7 +335,7 @@ def test_all_failed_generation_zero_restarts_from_fresh_random_genotypes():
     for seed in range(3):
         engine = EvolutionEngine(SMALL, mu=6, lam=4, seed=seed)
         first = genotypes(engine.ask())
-        report = tell_one_generation(engine, [Evaluation.failed(g, "out of memory") for g in first])
+        report = tell_one_generation(engine, [Evaluation.failed(g, "out of memory", epochs=2) for g in first])
         assert report.population == () and report.best is None and report.median_loss is None
         assert report.failed == 6 and engine.best is None
         fresh = genotypes(engine.ask())
@@ -349,7 +350,7 @@ def test_all_failed_initial_population_is_not_asked_again():
     initial = [parse_genotype(t) for t in ("850|20|1000", "200,500|20|1000,650,50")]
     engine = EvolutionEngine(SearchSpace(), mu=4, seed=0, initial=initial)
     first = genotypes(engine.ask())
-    engine.tell([Evaluation.failed(g, "crash") for g in first])
+    engine.tell([Evaluation.failed(g, "crash", epochs=2) for g in first])
     again = genotypes(engine.ask())
     assert len(again) == 4 and not set(again) & set(first)
 

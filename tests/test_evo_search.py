@@ -2,23 +2,26 @@
 import json
 
 import pytest
-from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, evaluate, run_batches, run_workers, told
+from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, run_batches, run_workers, told, train
 
 from evo.engine import EvolutionEngine
-from evo.evaluation import Candidate, Evaluation
+from evo.evaluation import Candidate, EvalState, Evaluation
 from evo.head.evaluators import InProcessEvaluator
 from evo.head.progress import format_report, search_summary
-from evo.head.runner import Runner, epochs_trained
+from evo.head.runner import Runner
+from evo.head.tasks import Finished, Task
+from evo.measurement import Measurement
 from evo.random_search import RandomSearch
 from evo.spec import TrainSpec
-from evo.strategy import Report
+from evo.strategy import Report, StopReason
+from gpuworker.result import TrainResult
 
 SPEC = TrainSpec(dataset="synthetic", epochs=2)
 
 
 class Trainer:
-    """evaluate_one for the InProcessEvaluator: the helpers' outcome at the spec's epochs, counting calls and
-    the most tasks that were ever pending at once."""
+    """train for the InProcessEvaluator: the helpers' outcome at the spec's epochs, counting calls and the most
+    tasks that were ever pending at once."""
 
     def __init__(self):
         self.calls: list[str] = []
@@ -28,13 +31,13 @@ class Trainer:
     def __call__(self, genotype, spec):
         self.calls.append(f"{genotype}@{spec.epochs}")
         self.most_pending = max(self.most_pending, self.evaluator.pending + 1)   # this one was just taken out
-        return evaluate(Candidate(genotype, spec.epochs))
+        return train(genotype, spec)
 
 
 def _run(strategy, capacity=1, **kw):
     trainer = Trainer()
-    runner = Runner(trainer.evaluator, SPEC, capacity=lambda: capacity, poll_s=0.0, **kw)
-    runner.run(strategy)
+    runner = Runner(SPEC, poll_s=0.0, **kw)
+    runner.stopped = runner.run(strategy, trainer.evaluator, capacity=lambda: capacity)
     return runner, trainer
 
 
@@ -89,16 +92,60 @@ def test_a_space_that_runs_dry_ends_the_run():
     search = RandomSearch(TINY, mu=2, batch=2, seed=0, generations=4)
     runner, trainer = _run(search)
     assert sorted(trainer.calls) == ["50|10|50@2", "50|20|50@2"] and search.done
+    assert runner.stopped is StopReason.EXHAUSTED
     assert [r.evaluated for r in search.history] == [2, 0]          # the round that found nothing new
 
 
 def test_epochs_trained_is_the_trainers_count_else_the_fidelity():
     g = SMALL.sample(__import__("numpy").random.default_rng(0))
-    assert epochs_trained(Evaluation.succeeded(g, 100.0, {"epochs": 3}, epochs=5)) == 3    # stopped early
-    assert epochs_trained(Evaluation.succeeded(g, 100.0, epochs=5)) == 5
-    assert epochs_trained(Evaluation.failed(g, "diverged", {"epochs": 1}, epochs=5)) == 1
-    assert epochs_trained(Evaluation.failed(g, "diverged", epochs=5)) == 0
-    assert epochs_trained(Evaluation.lost(g, "worker died", epochs=5, attempts=3)) == 0
+    assert Evaluation.succeeded(g, 100.0, Measurement(epochs=3), epochs=5).epochs_trained == 3   # stopped early
+    assert Evaluation.succeeded(g, 100.0, epochs=5).epochs_trained == 5
+    assert Evaluation.failed(g, "diverged", Measurement(epochs=1), epochs=5).epochs_trained == 1
+    assert Evaluation.failed(g, "diverged", epochs=5).epochs_trained == 0
+    assert Evaluation.lost(g, "worker died", epochs=5, attempts=3).epochs_trained == 0
+
+
+def test_the_in_process_evaluator_stamps_each_evaluation_with_its_tasks_epochs():
+    """The fidelity of an evaluation is the epochs of the task's spec, whatever the trainer says it trained."""
+    g, h, k = (SMALL.sample(__import__("numpy").random.default_rng(seed)) for seed in (0, 1, 2))
+    reports = {g: TrainResult(str(g), True, Measurement(loss=95.0, epochs=3, seconds=1.5)),   # stopped early
+               h: TrainResult(str(h), False, Measurement(epochs=1), "diverged in epoch 1"),
+               k: TrainResult(str(k), True, Measurement(loss=float("nan"), epochs=5))}     # ok, but no loss
+    evaluator = InProcessEvaluator(lambda genotype, spec: reports[genotype])
+    tasks = [Task.of(g, SPEC.replace(epochs=5)), Task.of(h, SPEC.replace(epochs=7)), Task.of(k, SPEC)]
+    evaluator.submit(tasks + tasks[:1])                              # a pending id again is ignored
+    assert evaluator.pending == 3
+    finished = []
+    while evaluator.pending:
+        finished += evaluator.poll(0.0)
+    assert evaluator.poll(0.0) == []
+    assert all(isinstance(f, Finished) and f.worker_key is None for f in finished)
+    assert [f.task_id for f in finished] == [t.task_id for t in tasks]
+    a, b, c = (f.evaluation for f in finished)
+    assert (a.state, a.loss, a.epochs, a.epochs_trained, a.seconds) == (EvalState.OK, 95.0, 5, 3, 1.5)
+    assert a.candidate == tasks[0].candidate == Candidate(g, 5)
+    assert (b.state, b.epochs, b.epochs_trained, b.error) == (EvalState.FAILED, 7, 1, "diverged in epoch 1")
+    assert (c.state, c.epochs, c.loss) == (EvalState.FAILED, SPEC.epochs, None) and "no finite positive loss" in c.error
+
+
+def test_task_of_gives_a_candidate_at_other_epochs_the_search_spec_at_its_epochs():
+    runner = Runner(SPEC)
+    g = SMALL.sample(__import__("numpy").random.default_rng(0))
+    same, other = runner.task_of(Candidate(g, SPEC.epochs)), runner.task_of(Candidate(g, 9))
+    assert same == Task.of(g, SPEC) and same.spec is SPEC
+    assert other.spec == SPEC.replace(epochs=9) and other.candidate == Candidate(g, 9)
+    assert other.task_id != same.task_id
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_run_returns_why_the_strategy_stopped(name):
+    strategy = build(name)
+    runner, _ = _run(strategy, 2)
+    assert runner.stopped is strategy.stop_reason is \
+        (StopReason.GENERATIONS if name in GENERATIONAL else StopReason.EVALUATIONS)
+    budgeted = build(name, generations=None, budget_epochs=20)
+    runner, _ = _run(budgeted, 2)
+    assert runner.stopped is StopReason.BUDGET and budgeted.asked_epochs <= 20
 
 
 @pytest.mark.parametrize("name", ALL)

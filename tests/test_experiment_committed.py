@@ -87,6 +87,7 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
     from evo.experiments.presets import ExperimentConfig, Preset
     from evo.genotype import parse_genotype
     from evo.strategies import make_strategy
+    from evo.strategy import StopReason
 
     results = json.loads((run / "results.json").read_text())
     preset = {**results["preset"], "search_epochs": tuple(results["preset"]["search_epochs"]),
@@ -107,6 +108,7 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
             batch = strategy.ask()
             assert [str(c.genotype) for c in batch] == by_generation.get(strategy.generation, []), plan.name
             strategy.tell([Evaluation.succeeded(c.genotype, losses[str(c.genotype)], epochs=c.epochs) for c in batch])
+        assert strategy.stop_reason is StopReason.GENERATIONS, plan.name   # it ran the generations it was given
         assert strategy.best.loss == search["best"]["loss"] and str(strategy.best.genotype) == search["best"]["genotype"]
         assert [g["best_loss"] for g in search["generations"]] == [r.best.loss for r in strategy.history]
         assert len(strategy.evaluations) == len(search["evaluations"]) and all(

@@ -7,12 +7,13 @@ import torch
 from PIL import Image
 
 from evo.genotype import parse_genotype
+from evo.measurement import Measurement
 from evo.spec import TrainSpec
 from evo.cli.export import main_export, main_reconstruct, main_sample
 from gpuworker.export import ModelDirError, export_best, load_model, save_model, train_and_save
 from gpuworker.figures import grid_size, manifold_images, reconstruction_rows
 from gpuworker.model import VAE
-from gpuworker.train import TrainResult
+from gpuworker.result import TrainResult
 
 SPEC = TrainSpec(dataset="synthetic", epochs=1, val_size=200, train_subset=500)
 GENOTYPE = parse_genotype("100,50|10|50,100")
@@ -63,10 +64,13 @@ def test_saved_directory_holds_a_tensor_only_state_dict_and_a_description(saved)
 def test_round_trip_gives_the_same_outputs(tmp_path):
     torch.manual_seed(3)
     model = VAE(GENOTYPE, 256)
-    result = TrainResult(str(GENOTYPE), True, loss=1.0, recon=0.5, kl=0.5, curve=(1.0,), params=model.parameter_count())
+    result = TrainResult(str(GENOTYPE), True, Measurement(loss=1.0, recon=0.5, kl=0.5, curve=(1.0,),
+                                                          params=model.parameter_count(), test_loss=1.25))
     save_model(tmp_path / "m", model, GENOTYPE, SPEC, result)
     loaded, info = load_model(tmp_path / "m")
     assert not loaded.training and info["genotype"] == str(GENOTYPE)
+    assert info["losses"]["validation"] == {"loss": 1.0, "recon": 0.5, "kl": 0.5}
+    assert info["losses"]["validation_curve"] == [1.0] and info["losses"]["test"] == {"loss": 1.25}
     model.eval()
     x, z = torch.rand(5, 256), torch.randn(5, 10)
     with torch.no_grad():
@@ -79,7 +83,7 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
 
 def test_save_refuses_a_model_of_another_genotype_or_shape(tmp_path):
     model = VAE(GENOTYPE, 256)
-    result = TrainResult(str(GENOTYPE), True, loss=1.0)
+    result = TrainResult(str(GENOTYPE), True, Measurement(loss=1.0))
     with pytest.raises(ValueError, match="built from"):
         save_model(tmp_path / "a", model, parse_genotype("100|10|100"), SPEC, result)
     with pytest.raises(ValueError, match="pixels"):

@@ -6,12 +6,11 @@ import sys
 import pytest
 
 from evo.engine import EvolutionEngine
-from evo.evaluation import Evaluation
 from evo.head.journal import RunJournal
 from evo.head.evaluators import InProcessEvaluator
 from evo.head.runner import Runner
 from evo.spec import TrainSpec
-from gpuworker.evaluators import fake_loss
+from gpuworker.evaluators import fake_evaluator
 from gpuworker.export import load_model
 
 SPEC = TrainSpec(dataset="synthetic", epochs=1, train_subset=800, val_size=400)
@@ -23,8 +22,8 @@ def test_export_takes_the_best_of_a_run_on_its_own_data(tmp_path):
               "batch_size": 128, "lr": 1e-3}
     journal = RunJournal.create(tmp_path / "run", config)
     engine = EvolutionEngine(mu=3, lam=3, seed=4, epochs=1, generations=2)
-    Runner(InProcessEvaluator(lambda g, spec: Evaluation.succeeded(g, fake_loss(g, spec.epochs))), SPEC,
-           journal=journal).run(engine)
+    fake = fake_evaluator()
+    Runner(SPEC, journal=journal).run(engine, InProcessEvaluator(lambda g, spec: fake(g, spec, lambda _: None)))
     journal.close()
     best_two = [str(e.genotype) for e in sorted(engine.evaluations, key=lambda e: e.loss)[:2]]
 

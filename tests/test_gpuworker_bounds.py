@@ -25,6 +25,7 @@ def trained(request, tmp_path_factory):
     data = splits(spec)
     model, result = train(parse_genotype("64|1|64"), spec, data, torch.device("cpu"))
     assert result.ok, result.error
+    assert result.measurement.epochs == 3 and len(result.measurement.curve) == 3   # trained the epochs asked
     return model.eval(), data.test[:ROWS]
 
 

@@ -4,10 +4,13 @@ import math
 import pytest
 import torch
 
+from evo.evaluation import Candidate, Evaluation
 from evo.genotype import parse_genotype
+from evo.measurement import Measurement
 from evo.spec import TrainSpec
 from gpuworker.data import DataError, Splits, splits
 from gpuworker.model import VAE, negative_elbo
+from gpuworker.result import TrainResult
 from gpuworker.train import evaluate, measure, train
 
 SYNTH = TrainSpec(dataset="synthetic", epochs=2, val_size=500, train_subset=2000)
@@ -41,22 +44,24 @@ def test_training_on_synthetic_data_learns_and_reports_everything():
     g = parse_genotype("200|10|200")
     progress = []
     result = evaluate(g, SYNTH, device="cpu", progress=progress.append, test=True)
-    assert result.ok, result.error
-    assert len(result.curve) == 2 and result.curve[1] < result.curve[0]
-    assert result.loss == result.curve[-1] == pytest.approx(result.recon + result.kl)
-    assert result.params == g.parameter_count(256)
-    assert set(result.test) == {"loss", "recon", "kl"} and math.isfinite(result.test["loss"])
+    assert isinstance(result, TrainResult) and result.ok, result.error
+    m = result.measurement
+    assert isinstance(m, Measurement) and result.genotype == str(g)
+    assert len(m.curve) == 2 and m.curve[1] < m.curve[0] and len(m.train_curve) == 2
+    assert m.loss == m.curve[-1] == pytest.approx(m.recon + m.kl)
+    assert m.params == g.parameter_count(256) and m.device == "cpu" and not m.fake
+    assert set(m.test) == {"loss", "recon", "kl"} and math.isfinite(m.test["loss"]) and m.test_loss == m.test["loss"]
     assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
     untrained = VAE(g, 256)
     torch.manual_seed(0)
-    assert result.loss < measure(untrained, splits(SYNTH).val)[0]
+    assert m.loss < measure(untrained, splits(SYNTH).val)[0]
 
 
 def test_training_is_deterministic_for_a_seed():
     g = parse_genotype("100|10|100")
     a, b = evaluate(g, SYNTH), evaluate(g, SYNTH)
-    assert a.curve == b.curve
-    assert evaluate(g, SYNTH.replace(seed=1)).curve != a.curve
+    assert a.measurement.curve == b.measurement.curve
+    assert evaluate(g, SYNTH.replace(seed=1)).measurement.curve != a.measurement.curve
 
 
 def test_a_diverging_run_is_a_failed_result_not_an_exception():
@@ -64,7 +69,7 @@ def test_a_diverging_run_is_a_failed_result_not_an_exception():
     poisoned = data.train.clone()
     poisoned[0, 0] = float("nan")
     _, result = train(parse_genotype("100|10|100"), SYNTH, Splits(poisoned, data.val, data.test, data.shape), torch.device("cpu"))
-    assert not result.ok and result.loss is None
+    assert not result.ok and result.measurement.loss is None
     assert "diverged in epoch 1" in result.error
 
 
@@ -96,7 +101,7 @@ def test_table_one_genotypes_train_on_real_fashion_mnist(text):
     spec = TrainSpec(dataset="fashion-mnist", epochs=1, train_subset=512, val_size=512)
     result = evaluate(parse_genotype(text), spec, device="cpu")
     assert result.ok, result.error
-    assert 100 < result.loss < 600  # nats per image: between a good VAE and an untrained one
+    assert 100 < result.measurement.loss < 600  # nats per image: between a good VAE and an untrained one
 
 
 def test_gaussian_reconstruction_is_the_unit_variance_negative_log_density():
@@ -110,12 +115,14 @@ def test_gaussian_reconstruction_is_the_unit_variance_negative_log_density():
 def test_every_result_carries_epochs_seconds_and_flat_test_figures():
     g = parse_genotype("100|10|100")
     result = evaluate(g, SYNTH.replace(report_test=True, iw_samples=5))
-    metrics = result.metrics()
+    metrics = result.measurement.to_dict()                      # what the wire carries
     assert result.ok and metrics["epochs"] == 2 and metrics["seconds"] > 0
     assert {"test_loss", "test_recon", "test_kl", "test_iw_loss"} <= set(metrics) and "test" not in metrics
     assert metrics["test_loss"] == pytest.approx(metrics["test_recon"] + metrics["test_kl"])
     assert metrics["test_iw_loss"] < metrics["test_loss"] + 1.0  # a bound at least as tight, up to noise
-    plain = evaluate(g, SYNTH).metrics()
+    assert Measurement.from_dict(metrics) == result.measurement  # and what the head reads back
+    assert set(result.measurement.test) == {"loss", "recon", "kl", "iw_loss"}
+    plain = evaluate(g, SYNTH).measurement.to_dict()
     assert not any(key.startswith("test_") for key in plain) and plain["curve"] == metrics["curve"]
 
 
@@ -125,10 +132,15 @@ def test_a_diverged_run_reports_the_epoch_it_diverged_in():
     poisoned[0, 0] = float("nan")
     _, result = train(parse_genotype("100|10|100"), SYNTH.replace(epochs=3), Splits(poisoned, data.val, data.test,
                                                                                    data.shape), torch.device("cpu"))
-    assert not result.ok and result.epochs == 1 and result.metrics()["epochs"] == 1
+    assert not result.ok and result.measurement.epochs == 1 and result.measurement.to_dict()["epochs"] == 1
+    assert result.measurement.curve == ()                       # the diverged epoch's loss is not a point
+    evaluation = Evaluation.of(Candidate(parse_genotype("100|10|100"), 3), result.ok, result.measurement,
+                               result.error)
+    assert (evaluation.ok, evaluation.epochs, evaluation.epochs_trained) == (False, 3, 1)
+    assert "diverged in epoch 1" in evaluation.error
 
 
 def test_a_model_too_large_to_build_is_a_failed_result_with_no_epochs():
     huge = parse_genotype(f"{2**40}|10|100")
     model, result = train(huge, SYNTH, splits(SYNTH), torch.device("cpu"))
-    assert model is None and not result.ok and result.epochs == 0 and result.error
+    assert model is None and not result.ok and result.measurement.epochs == 0 and result.error

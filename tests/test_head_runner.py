@@ -5,7 +5,7 @@ import dataclasses
 import sqlite3
 
 import pytest
-from evo_helpers import ALL, OPTIONS, build, evaluate, told
+from evo_helpers import ALL, OPTIONS, build, evaluate, told, train
 
 from evo.evaluation import Candidate
 from evo.genotype import parse_genotype
@@ -22,8 +22,8 @@ class HeadDied(Exception):
 
 
 class Trainer:
-    """evaluate_one: the helpers' deterministic outcome at the spec's epochs; the head dies when asked to
-    train for the ``die_at``-th time."""
+    """train for the InProcessEvaluator: the helpers' deterministic outcome at the spec's epochs; the head dies
+    when asked to train for the ``die_at``-th time."""
 
     def __init__(self, die_at=None):
         self.calls: list[str] = []
@@ -33,7 +33,7 @@ class Trainer:
         if self.die_at is not None and len(self.calls) + 1 == self.die_at:
             raise HeadDied(f"died training {genotype}@{spec.epochs}")
         self.calls.append(f"{genotype}@{spec.epochs}")
-        return evaluate(Candidate(genotype, spec.epochs))
+        return train(genotype, spec)
 
 
 class Sink(InProcessEvaluator):
@@ -44,8 +44,7 @@ class Sink(InProcessEvaluator):
         finished = []
         while self.pending:
             finished += super().poll(timeout_s)
-        self.worker_keys.update((tid, f"key-of-{tid[:6]}") for tid, _ in finished)
-        return finished
+        return [f._replace(worker_key=f"key-of-{f.task_id[:6]}") for f in finished]
 
 
 class DiesAfterResults(RunJournal):
@@ -55,8 +54,8 @@ class DiesAfterResults(RunJournal):
     die_after = None
     batches = 0
 
-    def record_results(self, items, worker_keys=None):
-        super().record_results(items, worker_keys)
+    def record_results(self, items, source):
+        super().record_results(items, source)
         self.batches += 1
         if self.batches == self.die_after:
             raise HeadDied("died after journaling results")
@@ -71,10 +70,10 @@ def _search(name, run_dir, trainer, capacity=1, resume=False, evaluator=InProces
     """One head process: create or reopen the run, replay it into a fresh strategy, run it to the end."""
     journal = journal_type.open(run_dir) if resume else journal_type.create(run_dir, _config(name, **changes))
     strategy = build(name, **changes)
-    runner = Runner(evaluator(trainer), SPEC, journal=journal, capacity=lambda: capacity, poll_s=0.0)
+    runner = Runner(SPEC, journal=journal, poll_s=0.0)
     try:
-        runner.replay(strategy)
-        runner.run(strategy)
+        runner.replay(strategy)                      # before any evaluator exists
+        runner.stopped = runner.run(strategy, evaluator(trainer), capacity=lambda: capacity)
     finally:
         journal.close()
     return strategy, runner
@@ -164,6 +163,16 @@ def test_results_received_but_not_told_are_reused_not_run_again(tmp_path, name, 
     assert runner.replayed + runner.reused == len(first.calls)
     assert first.calls + second.calls == [str(e.candidate) for e in reference.evaluations]
     _same_search(resumed, reference)
+    assert runner.stopped is resumed.stop_reason is not None
+    journal = RunJournal.open(tmp_path / "run")      # every result journaled with the key of its worker
+    try:
+        results = journal.results()
+        assert len(results) == resumed.evaluation_count
+        assert all(journal.worker_key(tid) == f"key-of-{tid[:6]}" for tid in results)
+        asked = {t: text for kind, tids, texts, _ in journal.events() if kind == "ask" for t, text in zip(tids, texts, strict=True)}
+        assert {tid: str(e.candidate) for tid, e in results.items()} == asked   # each at the epochs it was asked
+    finally:
+        journal.close()
 
 
 @pytest.mark.parametrize("name, change", [
@@ -178,7 +187,7 @@ def test_a_changed_configuration_is_refused_and_the_journal_left_as_it_was(tmp_p
     journal = RunJournal.open(tmp_path / "run")
     try:
         with pytest.raises(JournalError, match="configuration or the code changed since the run started"):
-            Runner(InProcessEvaluator(Trainer()), SPEC, journal=journal).replay(build(name, **change))
+            Runner(SPEC, journal=journal).replay(build(name, **change))
     finally:
         journal.close()
     assert _events(tmp_path / "run") == before
@@ -194,7 +203,7 @@ def test_a_journaled_result_that_no_longer_gives_the_journaled_population_is_ref
     journal = RunJournal.open(tmp_path / "run")
     try:
         with pytest.raises(JournalError, match="population after tell 4 differs"):   # generation 0 ends there
-            Runner(InProcessEvaluator(Trainer()), SPEC, journal=journal).replay(build("evolution"))
+            Runner(SPEC, journal=journal).replay(build("evolution"))
     finally:
         journal.close()
 
@@ -205,12 +214,12 @@ def test_a_second_run_with_the_same_cache_trains_nothing(tmp_path, name):
     first_trainer = Trainer()
     journal = RunJournal.create(tmp_path / "first", _config(name))
     first = build(name)
-    Runner(InProcessEvaluator(first_trainer), SPEC, journal=journal, cache=cache, poll_s=0.0).run(first)
+    Runner(SPEC, journal=journal, cache=cache, poll_s=0.0).run(first, InProcessEvaluator(first_trainer))
     journal.close()
     journal = RunJournal.create(tmp_path / "second", _config(name))
     second = build(name)
-    runner = Runner(InProcessEvaluator(Trainer(die_at=1)), SPEC, journal=journal, cache=cache, poll_s=0.0)
-    runner.run(second)                                # die_at=1: any training would raise
+    runner = Runner(SPEC, journal=journal, cache=cache, poll_s=0.0)
+    runner.run(second, InProcessEvaluator(Trainer(die_at=1)))   # die_at=1: any training would raise
     assert journal.counts()["results_cache"] == first.evaluation_count
     journal.close()
     cache.close()
@@ -221,11 +230,11 @@ def test_a_second_run_with_the_same_cache_trains_nothing(tmp_path, name):
 def test_the_cache_is_consulted_per_task_so_a_bigger_search_trains_only_what_is_new(tmp_path):
     cache = ResultCache(tmp_path / "cache.sqlite")
     small = build("evolution", generations=2)
-    Runner(InProcessEvaluator(Trainer()), SPEC, cache=cache, poll_s=0.0).run(small)
+    Runner(SPEC, cache=cache, poll_s=0.0).run(small, InProcessEvaluator(Trainer()))
     trainer = Trainer()
     bigger = build("evolution", generations=4)
-    runner = Runner(InProcessEvaluator(trainer), SPEC, cache=cache, poll_s=0.0)
-    runner.run(bigger)
+    runner = Runner(SPEC, cache=cache, poll_s=0.0)
+    runner.run(bigger, InProcessEvaluator(trainer))
     cache.close()
     assert runner.cache_hits == small.evaluation_count
     assert trainer.calls == [str(e.candidate) for e in bigger.evaluations[small.evaluation_count:]]
@@ -237,28 +246,31 @@ def test_evaluate_specs_returns_journaled_results_without_training_again(tmp_pat
     ids = [task_id(g, spec) for g, spec in items]
     journal = RunJournal.create(tmp_path / "run", {})
     trainer = Trainer()
-    runner = Runner(InProcessEvaluator(trainer), SPEC, journal=journal, poll_s=0.0)
-    results = runner.evaluate_specs(items)
+    runner = Runner(SPEC, journal=journal, poll_s=0.0)
+    results = runner.evaluate_specs(items, InProcessEvaluator(trainer))
     assert sorted(results) == sorted(ids) and len(trainer.calls) == 3
     assert results[ids[1]].loss == evaluate(Candidate(items[1][0], 5)).loss
-    again = runner.evaluate_specs(items[1:])
+    assert [results[t].epochs for t in ids] == [2, 5, 3]            # each stamped with its spec's epochs
+    again = runner.evaluate_specs(items[1:], InProcessEvaluator(Trainer(die_at=1)))
     assert len(trainer.calls) == 3 and runner.reused == 2 and again == {t: results[t] for t in ids[1:]}
     journal.close()
 
     journal = RunJournal.open(tmp_path / "run")      # after a restart, too
-    later = Runner(InProcessEvaluator(Trainer(die_at=1)), SPEC, journal=journal, poll_s=0.0)
-    assert later.evaluate_specs(items) == results and later.reused == 3 and later.evaluated == 0
+    later = Runner(SPEC, journal=journal, poll_s=0.0)
+    assert later.evaluate_specs(items, InProcessEvaluator(Trainer(die_at=1))) == results
+    assert later.reused == 3 and later.evaluated == 0
     extra = (parse_genotype("1000|60|700,750"), SPEC)
     trainer = Trainer()
-    later.evaluator = InProcessEvaluator(trainer)
-    assert len(later.evaluate_specs(items + [extra])) == 4 and trainer.calls == ["1000|60|700,750@2"]
+    assert len(later.evaluate_specs(items + [extra], InProcessEvaluator(trainer))) == 4
+    assert trainer.calls == ["1000|60|700,750@2"]
     journal.close()
 
 
 def test_evaluate_specs_uses_the_cache_and_fills_it(tmp_path):
     cache = ResultCache(tmp_path / "cache.sqlite")
     items = [(parse_genotype("850|20|1000"), SPEC)]
-    Runner(InProcessEvaluator(Trainer()), SPEC, cache=cache, poll_s=0.0).evaluate_specs(items)
-    runner = Runner(InProcessEvaluator(Trainer(die_at=1)), SPEC, cache=cache, poll_s=0.0)
-    assert runner.evaluate_specs(items)[task_id(*items[0])].ok and runner.cache_hits == 1
+    Runner(SPEC, cache=cache, poll_s=0.0).evaluate_specs(items, InProcessEvaluator(Trainer()))
+    runner = Runner(SPEC, cache=cache, poll_s=0.0)
+    assert runner.evaluate_specs(items, InProcessEvaluator(Trainer(die_at=1)))[task_id(*items[0])].ok
+    assert runner.cache_hits == 1
     cache.close()

@@ -31,9 +31,10 @@ def test_a_table_trains_with_the_gaussian_likelihood_and_learns(files):
                      val_size=60, epochs=20, batch_size=32, report_test=True, iw_samples=20)
     result = evaluate(parse_genotype("100|5|100"), spec)
     assert result.ok, result.error
+    m = result.measurement
     independent = 30 * (0.5 + 0.5 * np.log(2 * np.pi))   # a model that knows nothing: N(0, 1) per feature
-    assert result.curve[-1] < result.curve[0] and result.loss < independent - 5, (result.loss, independent)
-    assert result.test["iw_loss"] <= result.test["loss"] + 0.5 and result.epochs == 20
+    assert m.curve[-1] < m.curve[0] and m.loss < independent - 5, (m.loss, independent)
+    assert m.test["iw_loss"] <= m.test["loss"] + 0.5 and m.epochs == 20
 
 
 @pytest.mark.slow
@@ -41,7 +42,8 @@ def test_digits_from_png_train_with_bernoulli(files):
     raw = read_own(files["png"])
     spec = TrainSpec(dataset=str(files["png"]), data_sha256=raw.sha256, val_size=200, epochs=3)
     result = evaluate(parse_genotype("200|10|200"), spec, test=True)
-    assert result.ok and result.curve[-1] < result.curve[0] and 10 < result.loss < 64 * np.log(2)
+    m = result.measurement
+    assert result.ok and m.curve[-1] < m.curve[0] and 10 < m.loss < 64 * np.log(2)
 
 
 @pytest.mark.slow
