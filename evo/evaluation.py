@@ -123,10 +123,10 @@ class Evaluation:
     @property
     def epochs_trained(self) -> int:
         """The epochs this evaluation actually trained: the trainer's count (a diverged run stops early; a
-        continued one counts from epoch 0), else its fidelity when it succeeded; a lost one is not known to
-        have trained at all."""
+        run continued from a checkpoint trained only the epochs after it), else its fidelity when it
+        succeeded; a lost one is not known to have trained at all."""
         if self.measurement.epochs:
-            return self.measurement.epochs
+            return self.measurement.epochs - self.measurement.resumed_from
         return self.epochs if self.ok else 0
 
     @property

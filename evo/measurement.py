@@ -58,7 +58,9 @@ class Measurement:
     """The figures of one training run (all optional: a failed run has some, a lost one none).
 
     ``loss``, ``recon``, ``kl``: the validation negative ELBO after the last epoch and its two parts.
-    ``epochs``: epochs actually trained (a diverged run stops early; a continued run counts from epoch 0).
+    ``epochs``: the epochs the model has trained (a diverged run stops early), counted from epoch 0;
+    ``resumed_from``: the epochs of the checkpoint a continued run started from (0: from scratch), so this run
+    trained ``epochs - resumed_from``.
     ``seconds``: training time (the epochs and their validation, not the test measurement).
     ``curve``, ``train_curve``: validation and training loss per epoch. ``params``: the model's parameters.
     ``device``: where it trained. ``test_*``: the test split, when measured (``test_iw_loss``: the negative
@@ -69,6 +71,7 @@ class Measurement:
     recon: float | None = None
     kl: float | None = None
     epochs: int = 0
+    resumed_from: int = 0
     seconds: float = 0.0
     curve: tuple[float, ...] = ()
     train_curve: tuple[float, ...] = ()
@@ -86,6 +89,7 @@ class Measurement:
         for key in ("curve", "train_curve"):
             object.__setattr__(self, key, _curve(key, getattr(self, key)))
         object.__setattr__(self, "epochs", _count("epochs", self.epochs))
+        object.__setattr__(self, "resumed_from", _count("resumed_from", self.resumed_from))
         object.__setattr__(self, "params", _count("params", self.params))
         object.__setattr__(self, "seconds", _seconds(self.seconds))
         if not isinstance(self.device, str):
@@ -99,12 +103,12 @@ class Measurement:
         return {key: value for key, value in found.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat, msgpack- and JSON-friendly values: the keys of protocol v1's ``Result.metrics`` (a figure not
-        measured is left out; curves are lists)."""
+        """Flat, msgpack- and JSON-friendly values: the keys of protocol v1's ``Result.metrics`` (a figure that
+        was not measured, None, is left out, as are ``fake`` and ``device`` when unset; curves are lists)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or (f.name == "fake" and not value) or (f.name == "device" and not value):
+            if value is None or (f.name in ("fake", "device", "resumed_from") and not value):
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out

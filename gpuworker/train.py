@@ -24,6 +24,7 @@ from evo.measurement import Measurement
 from evo.spec import TrainSpec
 
 from .bounds import negative_iw_bound
+from .checkpoints import Checkpoint, CheckpointStore
 from .data import Splits, splits
 from .model import VAE, negative_elbo
 from .result import TrainResult
@@ -115,25 +116,38 @@ def measure_test(model: VAE, data: Splits, iw_samples: int = 0, *, seed: int = 0
 
 
 def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.device,
-          progress: Progress | None = None) -> tuple[VAE | None, TrainResult]:
+          progress: Progress | None = None,
+          checkpoints: CheckpointStore | None = None) -> tuple[VAE | None, TrainResult]:
     """Train ``genotype`` on ``data`` as ``spec`` says. Never raises for a training failure: a loss that
     stops being finite, a runtime error or running out of memory returns a failed result with the reason
-    (and the model as far as it got: None if it could not even be built)."""
+    (and the model as far as it got: None if it could not even be built).
+
+    With ``checkpoints``, a run continues from the store's latest checkpoint of the same genotype and spec at
+    fewer epochs (the result is the one a run from scratch gives; ``measurement.resumed_from`` says where it
+    started) and leaves its own final state there for a later promotion."""
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     model: VAE | None = None
     curve: list[float] = []
     train_curve: list[float] = []
+    start = 0
 
     def failed(error: str, epochs: int) -> tuple[VAE | None, TrainResult]:
         figures = Measurement(curve=tuple(curve), train_curve=tuple(train_curve),
                               params=genotype.parameter_count(data.input_dim),
-                              seconds=time.perf_counter() - started, device=str(device), epochs=epochs)
+                              seconds=time.perf_counter() - started, device=str(device), epochs=epochs,
+                              resumed_from=start)
         return model, TrainResult(str(genotype), False, figures, error)
 
     try:
         model = VAE(genotype, data.input_dim, spec.likelihood).to(device)
-        val = _epochs(model, spec, data, device, progress, curve, train_curve)
+        # The fused Adam kernel (CPU and CUDA) cuts the optimiser step to a third of the for-each one.
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
+        shuffle = torch.Generator(device=device).manual_seed(spec.seed)
+        resumed = checkpoints.latest_before(genotype, spec, device) if checkpoints is not None else None
+        if resumed is not None:
+            start = _restore(resumed.state, model, optimizer, shuffle, device, curve, train_curve)
+        val = _epochs(model, optimizer, shuffle, spec, data, device, progress, curve, train_curve, start)
     except (RuntimeError, ValueError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -143,23 +157,48 @@ def train(genotype: Genotype, spec: TrainSpec, data: Splits, device: torch.devic
     if not (math.isfinite(val[0]) and math.isfinite(train_curve[-1])):
         return failed(f"training diverged in epoch {len(curve)}: validation loss {val[0]}, training loss "
                       f"{train_curve[-1]} (not finite)", len(curve))
+    if checkpoints is not None:
+        checkpoints.save(genotype, spec, Checkpoint(len(curve), _state(model, optimizer, shuffle, device, curve,
+                                                                       train_curve)))
     return model, TrainResult(str(genotype), True, Measurement(
         loss=val[0], recon=val[1], kl=val[2], curve=tuple(curve), train_curve=tuple(train_curve),
         params=model.parameter_count(), seconds=time.perf_counter() - started, device=str(device),
-        epochs=len(curve)))
+        epochs=len(curve), resumed_from=start))
 
 
-def _epochs(model: VAE, spec: TrainSpec, data: Splits, device: torch.device, progress: Progress | None,
-            curve: list[float], train_curve: list[float]) -> tuple[float, float, float]:
-    """The epochs of Algorithm 1, appending to ``curve`` and ``train_curve``; stops after the first epoch
-    whose loss is not finite. Returns the last validation (loss, recon, KL)."""
-    # The fused Adam kernel (CPU and CUDA) cuts the optimiser step to a third of the for-each one.
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, fused=True)
-    shuffle = torch.Generator(device=device).manual_seed(spec.seed)
+def _state(model: VAE, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, device: torch.device,
+           curve: list[float], train_curve: list[float]) -> dict:
+    """Everything the next epoch depends on: weights, Adam's moments, both RNGs, and the curves so far."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+             "shuffle": shuffle.get_state(), "curve": list(curve), "train_curve": list(train_curve)}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore(state: dict, model: VAE, optimizer: torch.optim.Optimizer, shuffle: torch.Generator,
+             device: torch.device, curve: list[float], train_curve: list[float]) -> int:
+    """Load a checkpoint's state; returns the epochs it had trained."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"].cpu())
+    shuffle.set_state(state["shuffle"].cpu() if device.type == "cpu" else state["shuffle"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    curve += [float(v) for v in state["curve"]]
+    train_curve += [float(v) for v in state["train_curve"]]
+    return len(curve)
+
+
+def _epochs(model: VAE, optimizer: torch.optim.Optimizer, shuffle: torch.Generator, spec: TrainSpec,
+            data: Splits, device: torch.device, progress: Progress | None, curve: list[float],
+            train_curve: list[float], start: int = 0) -> tuple[float, float, float]:
+    """Epochs ``start + 1`` to ``spec.epochs`` of Algorithm 1, appending to ``curve`` and ``train_curve``;
+    stops after the first epoch whose loss is not finite. Returns the last validation (loss, recon, KL)."""
     images, n = data.train, len(data.train)
     steps = math.ceil(n / spec.batch_size)
     val = (math.nan, math.nan, math.nan)
-    for epoch in range(spec.epochs):
+    for epoch in range(start, spec.epochs):
         order = torch.randperm(n, device=device, generator=shuffle)
         total = images.new_zeros(())
         for step in range(steps):
@@ -187,7 +226,7 @@ def _epochs(model: VAE, spec: TrainSpec, data: Splits, device: torch.device, pro
 
 def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str | None = None,
              data_root: str | None = None, download: bool = False, progress: Progress | None = None,
-             test: bool = False) -> TrainResult:
+             test: bool = False, checkpoints: CheckpointStore | None = None) -> TrainResult:
     """Train and validate one genotype; never raises for a training failure.
 
     The test split is measured when ``test`` or ``spec.report_test`` is set (and the importance-weighted
@@ -196,7 +235,7 @@ def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str 
     """
     device = choose_device(str(device) if device else None)
     data = splits(spec, device, data_root, download)
-    model, result = train(genotype, spec, data, device, progress)
+    model, result = train(genotype, spec, data, device, progress, checkpoints)
     if model is not None and result.ok and (test or spec.report_test):
         tick = (lambda: progress(1.0)) if progress is not None else None
         try:

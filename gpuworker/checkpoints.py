@@ -1,0 +1,90 @@
+"""Checkpoints that let a promoted candidate continue instead of training again from scratch.
+
+Training is prefix-stable: a run of E2 epochs passes through exactly the state a run of E1 < E2 epochs ends
+in (the same spec, seed and data). A :class:`CheckpointStore` keeps that state - the model's weights, Adam's
+moments, the global and the shuffling RNG states, the curves so far - under a key of the genotype and the
+spec without its epochs, one file per epoch count. A task at E2 epochs that finds a checkpoint at E1 < E2
+loads it and trains E2 - E1 epochs; its result is bit for bit the one a from-scratch run gives on the same
+device (tests/test_gpuworker_checkpoints.py). A worker without the checkpoint (another node, a store that
+was cleared) trains from scratch and gets the same result: workers stay stateless for correctness, the store
+only saves compute. Files are written to a temporary name and renamed, so a killed worker leaves no half
+checkpoint; a checkpoint that cannot be read is ignored (and removed) and the run starts from scratch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from evo.genotype import Genotype
+from evo.spec import TrainSpec
+
+__all__ = ["Checkpoint", "CheckpointStore"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The training state after ``epochs`` epochs."""
+
+    epochs: int
+    state: dict[str, Any]
+
+
+class CheckpointStore:
+    """Checkpoints under ``root/KEY/EPOCHS.pt`` (KEY: the genotype and the spec, epochs left out)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @staticmethod
+    def key(genotype: Genotype, spec: TrainSpec) -> str:
+        """What a prefix of training depends on: the genotype and every field of the spec but its epochs
+        (and the test measurement, which comes after training)."""
+        prefix = spec.replace(epochs=1, report_test=False, iw_samples=0).canonical
+        return hashlib.sha256(f"{genotype}\n{prefix}".encode()).hexdigest()[:24]
+
+    def _dir(self, genotype: Genotype, spec: TrainSpec) -> Path:
+        return self.root / self.key(genotype, spec)
+
+    def latest_before(self, genotype: Genotype, spec: TrainSpec, device: torch.device) -> Checkpoint | None:
+        """The checkpoint with the most epochs below ``spec.epochs``, if any can be read."""
+        directory = self._dir(genotype, spec)
+        if not directory.is_dir():
+            return None
+        found = sorted((int(p.stem), p) for p in directory.glob("*.pt") if p.stem.isdigit())
+        for epochs, path in reversed(found):
+            if epochs >= spec.epochs:
+                continue
+            try:
+                state = torch.load(path, map_location=device, weights_only=True)
+            except Exception as exc:  # unreadable (a disk error, a foreign file): start from scratch
+                log.warning("checkpoint.unreadable", path=str(path), error=f"{type(exc).__name__}: {exc}")
+                path.unlink(missing_ok=True)
+                continue
+            return Checkpoint(epochs, state)
+        return None
+
+    def save(self, genotype: Genotype, spec: TrainSpec, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` (atomically); the ones with fewer epochs are superseded and removed. A store
+        that cannot be written (a full disk) is logged and skipped: it only saves compute."""
+        directory = self._dir(genotype, spec)
+        path = directory / f"{checkpoint.epochs}.pt"
+        partial = directory / f".{checkpoint.epochs}.{os.getpid()}.partial"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save(checkpoint.state, partial)
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            log.warning("checkpoint.not_saved", path=str(path), error=exc.strerror or str(exc))
+            return
+        for older in directory.glob("*.pt"):
+            if older.stem.isdigit() and int(older.stem) < checkpoint.epochs:
+                older.unlink(missing_ok=True)
