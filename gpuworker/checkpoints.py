@@ -82,7 +82,10 @@ class CheckpointStore:
             torch.save(checkpoint.state, partial)
             os.replace(partial, path)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass  # the directory itself could not be made
             log.warning("checkpoint.not_saved", path=str(path), error=exc.strerror or str(exc))
             return
         for older in directory.glob("*.pt"):
