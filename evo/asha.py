@@ -12,9 +12,13 @@ is known by the highest rung it reached: the schedule keeps ``latest`` (each gen
 rung) and ranks genotypes by :func:`promotion_rank` (higher rung first, then the loss at it), the order
 Optuna's TPE gives its pruned trials. A population-based proposer breeds from that ranking.
 
-Promoted candidates are trained from scratch at the higher fidelity (workers are stateless): they pay every
-rung they reach, and the epoch account says so. ``max_evaluations`` (from ``--generations``) bounds the
-proposals (new genotypes), not the promotions; ``budget_epochs`` bounds every epoch asked.
+With ``continue_promotions`` (the default) a promoted candidate continues from the checkpoint its lower rung
+left (gpuworker/checkpoints.py: the result is the from-scratch one) and is charged only the epochs in between:
+9 -> 27 costs 18, not 27. A worker without the checkpoint trains from scratch (same result, more compute):
+the strategy's account (``asked_epochs``, the budget) charges the increment, the Runner's ``epochs_trained``
+counts what was trained. Without it, a promotion pays every rung again. ``max_evaluations`` (from
+``--generations``) bounds the proposals (new genotypes), not the promotions; ``budget_epochs`` bounds every
+epoch charged.
 """
 from __future__ import annotations
 
@@ -44,12 +48,13 @@ class AsyncHalving(AsyncStrategy):
     """The ASHA schedule, for an asynchronous proposer (put it first among the bases): the proposer's
     ``_propose()`` gives new genotypes; ``_learn(evaluation)`` tells it each result."""
 
-    def _init_halving(self, fidelities: Sequence[int], eta: int) -> None:
+    def _init_halving(self, fidelities: Sequence[int], eta: int, continue_promotions: bool = True) -> None:
         check_fidelities(tuple(fidelities))
         if type(eta) is not int or eta < 2:
             raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
         self.fidelities = tuple(fidelities)
         self.eta = eta
+        self.continue_promotions = bool(continue_promotions)
         self.epochs = self.fidelities[0]
         self.final_epochs = self.fidelities[-1]
         self._rung_results: list[dict[Genotype, Evaluation]] = [{} for _ in self.fidelities]
@@ -57,6 +62,12 @@ class AsyncHalving(AsyncStrategy):
         self.latest: dict[Genotype, Evaluation] = {}  # each genotype's result at the highest rung it reached
         self.proposed = 0                             # new genotypes handed out (promotions not counted)
         self.promotions = 0
+
+    def cost(self, candidate: Candidate) -> int:
+        k = self.fidelities.index(candidate.epochs) if candidate.epochs in self.fidelities else 0
+        if self.continue_promotions and k > 0:
+            return candidate.epochs - self.fidelities[k - 1]
+        return candidate.epochs
 
     # -- the schedule -------------------------------------------------------------------------
     def _next_promotion(self) -> tuple[int, Genotype] | None:
@@ -82,10 +93,10 @@ class AsyncHalving(AsyncStrategy):
             if promotion is not None:
                 k, genotype = promotion
                 self._promoted[k].add(genotype)  # promoted now, or never: the budget only shrinks
-                if not self._fits_budget(spent + self.fidelities[k + 1]):
+                candidate = Candidate(genotype, self.fidelities[k + 1])
+                if not self._fits_budget(spent + self.cost(candidate)):
                     continue
                 self.promotions += 1
-                candidate = Candidate(genotype, self.fidelities[k + 1])
             else:
                 if self._proposals_spent(sum(c.epochs == self.fidelities[0] for c in out)):
                     break
@@ -98,7 +109,7 @@ class AsyncHalving(AsyncStrategy):
                     break
                 self.proposed += 1
                 candidate = Candidate(genotype, self.fidelities[0])
-            spent += candidate.epochs
+            spent += self.cost(candidate)
             out.append(candidate)
         if not out and not self._outstanding and self._window and self._finished():
             self._close_window()
@@ -139,10 +150,10 @@ class HalvingRandom(AsyncHalving):
 
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
-                 budget_epochs: int | None = None, report_every: int = 10) -> None:
+                 budget_epochs: int | None = None, report_every: int = 10, continue_promotions: bool = True) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
-        self._init_halving(fidelities, eta)
+        self._init_halving(fidelities, eta, continue_promotions)
 
     def _propose(self) -> Genotype:
         return self.space.sample(self.rng)
@@ -155,11 +166,12 @@ class HalvingEvolution(AsyncHalving, SteadyStateEngine):
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
                  budget_epochs: int | None = None, report_every: int = 10, crossover_rate: float = 0.5,
-                 mutation_rate: float = 0.8, mutation: MutationRates = MutationRates()) -> None:
+                 mutation_rate: float = 0.8, mutation: MutationRates = MutationRates(),
+                 continue_promotions: bool = True) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every,
                          crossover_rate=crossover_rate, mutation_rate=mutation_rate, mutation=mutation)
-        self._init_halving(fidelities, eta)
+        self._init_halving(fidelities, eta, continue_promotions)
 
     def _propose(self) -> Genotype:
         if len(self.latest) < self.mu or not self.population:
@@ -175,12 +187,12 @@ class HalvingRegularized(AsyncHalving):
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, tournament_size: int = 3,
                  seed: int = 0, fidelities: Sequence[int] = (1, 3, 9), eta: int = 3,
                  max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
-                 mutation: MutationRates = MutationRates()) -> None:
+                 mutation: MutationRates = MutationRates(), continue_promotions: bool = True) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
         if type(tournament_size) is not int or not 1 <= tournament_size <= mu:
             raise ValueError(f"tournament_size must be an integer in [1, population {mu}], got {tournament_size!r}")
-        self._init_halving(fidelities, eta)
+        self._init_halving(fidelities, eta, continue_promotions)
         self.tournament_size = tournament_size
         self.mutation = mutation
         self._queue: deque[Genotype] = deque()

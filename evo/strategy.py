@@ -107,7 +107,7 @@ class Strategy(ABC):
         for c in batch:
             self._outstanding[c] = None
             self._seen.setdefault(c.genotype, None)
-            self.asked_epochs += c.epochs
+            self.asked_epochs += self.cost(c)
         return batch
 
     def tell(self, evaluations: Iterable[Evaluation]) -> list[Report]:
@@ -177,6 +177,11 @@ class Strategy(ABC):
             "asked_epochs": self.asked_epochs,
             "rng": self.rng.bit_generator.state,
         }
+
+    def cost(self, candidate: Candidate) -> int:
+        """The training epochs ``candidate`` is charged: its epochs (a schedule that continues promoted
+        candidates from checkpoints charges only the epochs in between)."""
+        return candidate.epochs
 
     # -- what a strategy defines ----------------------------------------------------------
     @abstractmethod

@@ -102,3 +102,13 @@ def test_a_local_proposer_under_asha_proposes_shallower_networks_late_than_early
     depth = [len(g.encoder) + len(g.decoder) for g in new]
     half = len(depth) // 2
     assert np.mean(depth[half:]) < np.mean(depth[:half])
+
+
+@pytest.mark.parametrize("continuing", [True, False])
+def test_a_continued_promotion_is_charged_the_epochs_in_between(continuing):
+    strategy = build("random", budget_epochs=None, max_evaluations=27, continue_promotions=continuing)
+    asks, _ = run_workers(strategy, 4)
+    counts = {e: sum(c.epochs == e for batch in asks for c in batch) for e in (1, 3, 9)}
+    per_promotion = {3: 2, 9: 6} if continuing else {3: 3, 9: 9}
+    assert strategy.asked_epochs == counts[1] + sum(counts[e] * per_promotion[e] for e in (3, 9))
+    assert strategy.cost(asks[0][0]) == 1

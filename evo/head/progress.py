@@ -1,9 +1,9 @@
 """What a person reads while a search runs, and what a search's result file holds."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from ..evaluation import Evaluation
+from ..evaluation import Candidate, Evaluation
 from ..strategy import Report, Strategy
 
 __all__ = ["anytime", "evaluation_item", "format_report", "search_summary"]
@@ -20,13 +20,15 @@ def format_report(report: Report, extra: str = "") -> str:
     return f"{line}  {extra}" if extra else line
 
 
-def anytime(evaluations: Iterable[Evaluation], final_epochs: int) -> list[list[float]]:
+def anytime(evaluations: Iterable[Evaluation], final_epochs: int,
+            cost: Callable[[Candidate], int] = lambda c: c.epochs) -> list[list[float]]:
     """The anytime curve of a search: after each evaluation (in the order told), ``[cumulative epochs,
-    best loss so far at final_epochs]`` (None until one exists). Epochs count what each evaluation was asked
-    to train, whatever its outcome: the compute the strategy chose to spend."""
+    best loss so far at final_epochs]`` (None until one exists). Epochs count what each evaluation was
+    charged (``cost``, the strategy's: its epochs, or those after the checkpoint a promotion continues
+    from), whatever its outcome: the compute the strategy chose to spend."""
     curve, epochs, best = [], 0, None
     for e in evaluations:
-        epochs += e.epochs
+        epochs += cost(e.candidate)
         if e.ok and e.epochs == final_epochs and (best is None or e.loss < best):
             best = e.loss
         curve.append([epochs, best])
@@ -55,5 +57,5 @@ def search_summary(strategy: Strategy) -> dict[str, Any]:
         ],
         "population": [evaluation_item(e) for e in strategy.population],
         "evaluations": [evaluation_item(e) for e in strategy.evaluations],
-        "anytime": anytime(strategy.evaluations, strategy.final_epochs),
+        "anytime": anytime(strategy.evaluations, strategy.final_epochs, strategy.cost),
     }
