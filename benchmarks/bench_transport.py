@@ -25,7 +25,7 @@ from pathlib import Path
 
 from evo.engine import EvolutionEngine
 from evo.head.evaluators import DistributedEvaluator
-from evo.cli.log_setup import configure
+from evo.cmdline.log_setup import configure
 from evo.head.journal import RunJournal
 from evo.random_search import RandomSearch
 from evo.head.runner import Runner

@@ -1,14 +1,21 @@
-"""Every strategy by name, built from one set of options: what the CLI and the experiments construct."""
+"""Every strategy by name, built from one set of options: what the CLI and the experiments construct.
+
+The engine builds its own strategies; a strategy built on an outside library (TPE, on Optuna) lives in
+evo.adapters, which the engine never imports: the adapters hand their factory in with
+:func:`register_strategy` (``evo.adapters.register_all()``, called by the composition layer, evo.cli and
+evo.experiments), and :func:`make_strategy` says what to call when a name was never registered.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .genotype import Genotype
 from .space import SearchSpace
 from .strategy import Strategy
 
-__all__ = ["STRATEGIES", "StrategyOptions", "budget_of", "make_strategy"]
+__all__ = ["EXTERNAL", "STRATEGIES", "StrategyFactory", "StrategyOptions", "budget_of", "make_strategy",
+           "register_strategy"]
 
 #: name -> what it is (for --help and docs)
 STRATEGIES = {
@@ -74,9 +81,32 @@ class StrategyOptions:
         return None if self.generations is None else budget_of(self.population, self.offspring, self.generations)
 
 
+#: A strategy the engine does not build itself: options and space in, a fresh strategy out.
+StrategyFactory = Callable[["StrategyOptions", SearchSpace], Strategy]
+
+#: The strategies built outside the pure engine, by name, and the call that registers each.
+EXTERNAL = {"tpe": "evo.adapters.register_all()"}
+
+_factories: dict[str, StrategyFactory] = {}
+
+
+def register_strategy(name: str, factory: StrategyFactory) -> None:
+    """Make ``factory`` build the strategy ``name`` (one of :data:`EXTERNAL`); registering again replaces it."""
+    if name not in EXTERNAL:
+        raise ValueError(f"only a strategy built outside the engine is registered ({', '.join(EXTERNAL)}), "
+                         f"not {name!r}")
+    _factories[name] = factory
+
+
 def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> Strategy:
-    """A fresh strategy for ``options`` (TPE imports Optuna only when asked for)."""
+    """A fresh strategy for ``options``; one of :data:`EXTERNAL` through the factory registered for it."""
     o = options
+    if o.strategy in EXTERNAL:
+        factory = _factories.get(o.strategy)
+        if factory is None:
+            raise ValueError(f"strategy {o.strategy!r} is built outside the engine and was never registered: "
+                             f"call {EXTERNAL[o.strategy]} first (the evovae command and the experiments do)")
+        return factory(o, space)
     common = dict(mu=o.population, seed=o.seed, budget_epochs=o.budget_epochs)
     if o.strategy == "random":
         from .random_search import RandomSearch
@@ -85,14 +115,6 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
         from .regularized import RegularizedEvolution
         return RegularizedEvolution(space, tournament_size=o.tournament_size, epochs=o.epochs,
                                     max_evaluations=o.max_evaluations, report_every=o.offspring, **common)
-    if o.strategy == "tpe" and o.mode == "generational":  # batches of lambda proposals: deterministic
-        from .adapters.tpe import MultiFidelityTPE
-        return MultiFidelityTPE(space, lam=o.offspring, fidelities=o.fidelities or (o.epochs,), eta=o.eta,
-                                generations=o.generations, startup_trials=o.startup_trials, **common)
-    if o.strategy == "tpe":
-        from .adapters.tpe import TPESearch
-        return TPESearch(space, epochs=o.epochs, max_evaluations=o.max_evaluations, report_every=o.offspring,
-                         startup_trials=o.startup_trials, **common)
     rates = dict(crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate)
     if o.mode == "steady-state":
         from .steady_state import SteadyStateEngine

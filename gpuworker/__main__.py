@@ -1,7 +1,7 @@
-"""``python -m gpuworker --connect tcp://HEAD:5557``: run one worker."""
+"""``python -m gpuworker --connect tcp://HEAD:5557``: run one worker (the same command as ``evovae worker``)."""
 import sys
 
-from evo.cli.worker import main
+from gpuworker.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

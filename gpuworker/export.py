@@ -316,7 +316,7 @@ def train_and_save(genotype: Genotype | str, spec: TrainSpec, path_dir: str | Pa
 
 def _pool_init(threads: int, log_format: str, log_level: str) -> None:
     """Set up a spawned retraining process: torch threads and structlog (to stderr)."""
-    from evo.cli.log_setup import configure
+    from evo.cmdline.log_setup import configure
 
     configure(log_format, log_level, role="retrain")
     set_threads(threads)

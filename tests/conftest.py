@@ -1,6 +1,6 @@
 """Suite-wide pytest hooks: every test starts from the same logging set-up, and the fast lane stays fast.
 
-Logging: ``evo.cli.log_setup.configure`` (run in-process by every test that calls a command's ``main``)
+Logging: ``evo.cmdline.log_setup.configure`` (run in-process by every test that calls a command's ``main``)
 configures structlog for the whole process, writing to the ``sys.stderr`` of that moment (pytest's capture of
 that one test) and caching each logger on first use. Left alone, every later test would log through it: into
 a closed capture file (``ValueError: I/O operation on closed file``), at that test's level, and past

@@ -256,7 +256,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_created(place, capsys, deadlin
 
 
 def test_the_types_take_settings_values_and_normalise_text():
-    from evo.cli import validate as v
+    from evo.cmdline import validate as v
 
     assert v.whole(1, 5)(3) == 3 == v.whole(1, 5)(" 3 ") and v.number(0, 1)(1) == 1.0
     assert v.whole_list(1, increasing=True)(" 1, 3,9") == "1,3,9" and v.genotype()(" 850 | 20|1000") == "850|20|1000"

@@ -1,5 +1,5 @@
 """The one cluster builder (evo.head.cluster), its command-line options (evo.cli.distribution) and the
-signal helper (evo.cli.signals): real sockets, real worker processes, real signals."""
+signal helper (evo.cmdline.signals): real sockets, real worker processes, real signals."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ import pytest
 
 from distributed_helpers import free_port_pair, pid_alive, wait_until
 from evo.cli.distribution import add_distribution_options, cluster_options
-from evo.cli.signals import stop_signals
+from evo.cmdline.signals import stop_signals
 from evo.genotype import parse_genotype
 from evo.head.cluster import Cluster, ClusterError, ClusterOptions, available_cores, cores_per_worker
 from evo.head.runner import Runner

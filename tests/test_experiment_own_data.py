@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from distributed_helpers import PYTHON, REPO, free_port_pair, wait_until
-from evo.cli.data_options import DEFAULT_VAL_SIZE, add_data_options, data_fields, default_val_size, spec_from_args
 from evo.cli.distribution import add_distribution_options, cluster_options
 from evo.experiments.compare import COMPARE_PRESETS
 from evo.genotype import parse_genotype
 from evo.head.cluster import Cluster, ClusterError, ClusterOptions
 from evo.spec import TrainSpec, task_id
+from gpuworker.data_options import DEFAULT_VAL_SIZE, add_data_options, data_fields, default_val_size, spec_from_args
 from own_data_helpers import DIGITS_TRAIN, digits_u8, write_cancer_csv, write_digits_npz
 
 

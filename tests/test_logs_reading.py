@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from evo.cli.logs import main as logs_main
+from evo.logs.command import main as logs_main
 from evo.logs import parse_line
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """``evovae logs summarize`` on log lines written the way every evovae process writes them.
 
-The lines come from structlog configured by evo.cli.log_setup.configure (JSON, ISO UTC timestamps,
+The lines come from structlog configured by evo.cmdline.log_setup.configure (JSON, ISO UTC timestamps,
 ``role`` bound), with the events and fields the head and the workers log, the counters from the real
 ``BrokerStats``: a head killed with kill -9 (``broker.counters`` but no ``broker.closed``), a resumed
 head, a sender of garbage frames, a forged result, refused handshakes. Fast: no processes, no sockets.
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from evo.cli.log_setup import configure
-from evo.cli.logs import main as logs_main
+from evo.cmdline.log_setup import configure
+from evo.logs.command import main as logs_main
 from evo.logs import read_logs, summarize
 from evo.logs.accounting import HEAD_HANDLERS
 from evo.logs.workers import OWN_LINE_HANDLERS

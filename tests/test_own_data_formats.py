@@ -25,7 +25,7 @@ def spec_of(raw, **kw):
 
 
 def test_the_readers_need_no_torch():
-    code = ("import sys, gpuworker.data as d, gpuworker.data.images, gpuworker.data.tables, evo.cli.data_options;"
+    code = ("import sys, gpuworker.data as d, gpuworker.data.images, gpuworker.data.tables, gpuworker.data_options;"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

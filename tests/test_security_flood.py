@@ -30,7 +30,7 @@ SERVED_WITHIN_S = 10.0
 
 HEAD = """
 import json, resource, sys
-from evo.cli.log_setup import configure
+from evo.cmdline.log_setup import configure
 from transport.broker import Broker
 configure("json", "info")  # JSON lines on stderr, as the head writes them
 from transport.keys import CurveServer

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from evo.cli.app import _parser
-from evo.cli.settings import SettingsError, apply_settings
+from evo.cmdline.settings import SettingsError, apply_settings
 
 import pytest
 
@@ -48,7 +48,7 @@ def test_cli_reports_a_bad_file_in_one_line_with_status_2(tmp_path):
 
 
 def test_worker_takes_its_head_from_the_file(tmp_path):
-    from evo.cli.worker import build_parser
+    from gpuworker.cli import build_parser
 
     path = tmp_path / "worker.toml"
     path.write_text('[worker]\nconnect = "tcp://head:5557"\nheartbeat = 0.5\nfake = true\n')

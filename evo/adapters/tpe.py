@@ -15,13 +15,13 @@ import optuna
 
 from ..evaluation import Evaluation
 from ..genotype import Genotype
+from ..multifidelity import Rungs, check_fidelities
 from ..selection import select_survivors
 from ..space import SearchSpace
-from ..evaluation import Candidate
-from ..multifidelity import Rungs, check_fidelities
-from ..strategy import AsyncStrategy, GenerationalStrategy
+from ..strategies import StrategyOptions
+from ..strategy import AsyncStrategy, GenerationalStrategy, Strategy
 
-__all__ = ["MultiFidelityTPE", "TPESearch", "make_study", "suggest_genotype"]
+__all__ = ["MultiFidelityTPE", "TPESearch", "make_study", "make_tpe", "suggest_genotype"]
 
 
 def make_study(seed: int, startup_trials: int) -> optuna.study.Study:
@@ -169,3 +169,17 @@ class MultiFidelityTPE(Rungs, GenerationalStrategy):
                 else:
                     continue
             del self._trials[e.genotype]
+
+
+def make_tpe(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> Strategy:
+    """The TPE search ``options`` describe (``make_strategy``'s factory for ``tpe``, registered by
+    ``evo.adapters.register_all``): batches of lambda proposals (deterministic), or with mode steady-state one
+    proposal per free worker."""
+    o = options
+    if o.mode == "generational":
+        return MultiFidelityTPE(space, mu=o.population, lam=o.offspring, seed=o.seed,
+                                fidelities=o.fidelities or (o.epochs,), eta=o.eta, generations=o.generations,
+                                budget_epochs=o.budget_epochs, startup_trials=o.startup_trials)
+    return TPESearch(space, mu=o.population, seed=o.seed, epochs=o.epochs, max_evaluations=o.max_evaluations,
+                     budget_epochs=o.budget_epochs, report_every=o.offspring, startup_trials=o.startup_trials)
+

@@ -6,11 +6,12 @@ import argparse
 import sys
 from typing import Any, Sequence
 
+from gpuworker.data_options import add_data_options
+
 from .search import UsageError, spec_of
+from ..cmdline import validate as v
 from ..genotype import GenotypeError
 from ..strategies import STRATEGIES
-from . import validate as v
-from .data_options import add_data_options
 from .distribution import add_distribution_options
 
 __all__ = ["main"]
@@ -19,13 +20,13 @@ __all__ = ["main"]
 #: Subcommands that parse their own options: name -> ("module:function", help). The function takes argv
 #: (without the subcommand) and returns an exit status; it is imported only when that subcommand runs.
 DELEGATED = {
-    "worker": ("evo.cli.worker:main", "serve evaluation tasks from a search head (evovae worker --help)"),
+    "worker": ("gpuworker.cli:main", "serve evaluation tasks from a search head (evovae worker --help)"),
     "keys": ("evo.cli.keys:main", "generate and show CURVE key files (evovae keys --help)"),
     "experiment": ("evo.cli.experiment:main", "reproduce the paper's experiments into a report (Markdown + PNG)"),
     "export": ("evo.cli.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
     "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),
     "reconstruct": ("evo.cli.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
-    "logs": ("evo.cli.logs:main", "summarize a search's JSON logs, or trace one task across head and workers"),
+    "logs": ("evo.logs.command:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 
 
@@ -177,7 +178,7 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
 def _settings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any] | int:
     """``evovae search --config FILE``: the file's [search] table made the defaults; returns the parser's own
     defaults as they were before (a resumed search names what it ignores, also from the file), or 2."""
-    from .settings import SettingsError, apply_settings
+    from ..cmdline.settings import SettingsError, apply_settings
 
     search = _subparser(parser, "search")
     defaults = {a.dest: a.default for a in search._actions}
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "search" and args.config:
         args.config_values = {a.dest: a.default for a in _subparser(parser, "search")._actions
                               if a.default != defaults.get(a.dest)}
-    from .log_setup import configure
+    from ..cmdline.log_setup import configure
 
     configure(args.log_format, args.log_level, role=args.command)
     try:

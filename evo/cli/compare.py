@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from gpuworker.data_options import add_data_options, check_split, data_fields
+
+from ..cmdline import validate as v
 from ..experiments.compare import ARMS, COMPARE_PRESETS, base_spec, run_compare, summarize
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
 from ..spec import is_builtin
-from . import validate as v
-from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     from ..head.cluster import Cluster, ClusterError
-    from .log_setup import configure
+    from ..cmdline.log_setup import configure
 
     new = None
     try:  # the data, then the cluster's options and keys, are checked before the run directory is created
@@ -223,7 +224,7 @@ def _refused(message: str, new: Path | None) -> int:
 def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster, new: Path | None) -> int:
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
-    from .signals import stop_signals
+    from ..cmdline.signals import stop_signals
 
     started = time.perf_counter()
     with stop_signals() as stop:

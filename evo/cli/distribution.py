@@ -14,7 +14,7 @@ import contextlib
 import io
 
 from ..head.cluster import DEFAULT_BIND, ClusterError, ClusterOptions
-from . import validate as v
+from ..cmdline import validate as v
 
 __all__ = ["add_distribution_options", "check_worker_args", "cluster_options", "worker_data_args"]
 
@@ -57,7 +57,7 @@ def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: 
 def worker_data_args(args: argparse.Namespace) -> tuple[str, ...]:
     """The local workers' data options from a command's namespace: ``--dataset`` (and ``--columns``,
     ``--image-size`` where set); none when the command declares no data options. Call it once the data
-    options are resolved (:func:`~evo.cli.data_options.data_fields`, or a resumed run's stored values), so
+    options are resolved (:func:`~gpuworker.data_options.data_fields`, or a resumed run's stored values), so
     the workers check the run's data. The likelihood is not among them: a worker takes it from each task."""
     if not getattr(args, "dataset", None):
         return ()
@@ -73,7 +73,7 @@ def check_worker_args(worker_args: tuple[str, ...] | list[str]) -> None:
     that would refuse them is found now, not when every local worker has exited."""
     if not worker_args:
         return
-    from .worker import build_parser
+    from gpuworker.cli import build_parser
 
     said = io.StringIO()
     with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):

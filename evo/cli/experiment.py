@@ -10,9 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from gpuworker.data_options import add_data_options, check_split, data_fields
+
+from ..cmdline import validate as v
 from ..experiments.presets import DATA_FIELDS, PRESETS, ExperimentConfig
-from . import validate as v
-from .data_options import add_data_options, check_split, data_fields
 from .distribution import add_distribution_options, cluster_options
 
 __all__ = ["main"]
@@ -139,7 +140,7 @@ def _error(message: str) -> int:
 
 def _paper(args: argparse.Namespace) -> int:
     from ..head.cluster import Cluster
-    from .log_setup import configure
+    from ..cmdline.log_setup import configure
 
     from gpuworker.train import check_device
 
@@ -174,7 +175,7 @@ def _run(args: argparse.Namespace, run, cluster) -> int:
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
     from ..head.store import JournalError
-    from .signals import stop_signals
+    from ..cmdline.signals import stop_signals
 
     print(f"run directory {run.path}", flush=True)
     with stop_signals() as stop:

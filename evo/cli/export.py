@@ -9,12 +9,12 @@ from typing import Sequence
 
 
 
+from ..cmdline import validate as v
 from ..genotype import GenotypeError, parse_genotype
 from ..spec import TrainSpec
-from . import validate as v
-from .data_options import DATA_KEYS, DataOptionError, add_data_options, spec_from_args
 
 from gpuworker.data import splits
+from gpuworker.data_options import DATA_KEYS, DataOptionError, add_data_options, spec_from_args
 from gpuworker.export import ModelDirError, export_best, load_model
 from gpuworker.train import check_device, set_threads
 
@@ -27,7 +27,7 @@ def _log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _configure(args: argparse.Namespace, role: str) -> None:
-    from .log_setup import configure
+    from ..cmdline.log_setup import configure
 
     configure(args.log_format, args.log_level, role=role)
 

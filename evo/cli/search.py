@@ -21,6 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from gpuworker.data_options import spec_from_args
+
 from ..evaluation import Evaluation, evaluation_from_metrics
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..head.journal import JournalError, ResultCache, RunJournal
@@ -29,7 +31,6 @@ from ..head.runner import Runner
 from ..multifidelity import parse_fidelities
 from ..space import SearchSpace
 from ..spec import TrainSpec
-from .data_options import spec_from_args
 from .distribution import worker_data_args
 from ..strategies import StrategyOptions, make_strategy
 from ..strategy import Strategy
@@ -48,7 +49,7 @@ class UsageError(Exception):
 
 
 def spec_of(args: argparse.Namespace) -> TrainSpec:
-    try:  # own data is read, fingerprinted and split here, as the workers will (evo/cli/data_options.py)
+    try:  # own data is read, fingerprinted and split here, as the workers will (gpuworker/data_options.py)
         return spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed)
     except ValueError as exc:
@@ -364,7 +365,7 @@ def _run(args, runner: Runner, strategy: Strategy, options, evaluator=None) -> i
 
     from ..head.cluster import Cluster, ClusterError
     from ..head.evaluators import SearchStopped
-    from .signals import stop_signals
+    from ..cmdline.signals import stop_signals
 
     with stop_signals() as stop:
         try:

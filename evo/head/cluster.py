@@ -157,9 +157,7 @@ class Cluster:
         self.close()
 
     def _open(self) -> None:
-        import zmq
-
-        from transport.broker import Broker
+        from transport.broker import BindError, Broker
         from transport.keys import local_worker_keys
 
         o = self.options
@@ -172,7 +170,7 @@ class Cluster:
                                  max_attempts=o.max_attempts, curve=curve)
         except ValueError as exc:
             raise ClusterError(str(exc)) from None
-        except zmq.ZMQError as exc:  # address in use, bad endpoint
+        except BindError as exc:  # address in use, bad endpoint
             raise ClusterError(f"cannot bind {o.bind} / {o.sink}: {exc} (is another search running? "
                                "pick another --bind)") from None
         self.workers = LocalWorkers(o.local_workers, self.broker.ventilator_endpoint, self.broker.sink_endpoint,

@@ -12,9 +12,9 @@ accounting     the per-event tallies: event name -> handler tables, who counts a
 summary        ``summarize``: the tallies as one JSON-ready dict
 trace          ``trace``: the records about one task or genotype
 render         text for people: ``format_summary``, ``format_trace``
+command        the command line, ``evovae logs summarize|trace`` and ``python -m evo.logs``
 =============  ================================================================================
 
-The command line (``evovae logs summarize|trace``, ``python -m evo.logs``) is evo/cli/logs.py;
 docs/logging.md has the schema.
 """
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""``python -m evo.logs summarize|trace ...``: the ``evovae logs`` command (evo/cli/logs.py).
-
-The command is imported only when run, so walking this package loads the standard library only."""
+"""``python -m evo.logs summarize|trace ...``: the ``evovae logs`` command (evo/logs/command.py)."""
 import sys
 
-
-def main() -> int:
-    from evo.cli.logs import main as logs_main
-
-    return logs_main()
-
+from .command import main
 
 if __name__ == "__main__":
     sys.exit(main())

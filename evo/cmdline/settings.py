@@ -74,7 +74,7 @@ def apply_settings(parser: argparse.ArgumentParser, argv: Sequence[str], section
         elif action.type is not None and not isinstance(value, bool):
             try:
                 value = action.type(value)
-            except (TypeError, ValueError) as exc:  # evo.cli.validate's OptionError says what the option takes
+            except (TypeError, ValueError) as exc:  # evo.cmdline.validate's OptionError says what the option takes
                 why = f": {exc}" if str(exc).startswith("expected") else ""
                 raise SettingsError(f"{known.config}: [{section}] {dest} = {value!r} is not valid{why}") from None
         if action.choices is not None and not isinstance(value, list) and value not in action.choices:

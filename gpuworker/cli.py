@@ -2,7 +2,9 @@
 
 Parses the options (and a ``--config`` TOML ``[worker]`` table), sets up
 logging, CURVE keys and signals, builds the evaluator and runs
-:func:`gpuworker.worker.run_worker`.
+:func:`gpuworker.worker.run_worker`. It lives in the worker's own package, made of
+the command-line kit both processes share (evo.cmdline), so the worker never
+imports the head's command line; ``evovae worker`` delegates here (evo/cli/app.py).
 """
 from __future__ import annotations
 
@@ -12,13 +14,11 @@ from typing import Sequence
 
 import structlog
 
-from transport.protocol import sink_endpoint
-
+from evo.cmdline import validate as v
+from gpuworker.data_options import DataOptionError, add_data_options, check_worker_data
 from gpuworker.evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
-
-from . import validate as v
-from .data_options import DataOptionError, add_data_options, check_worker_data
 from gpuworker.worker import run_worker
+from transport.protocol import sink_endpoint
 
 __all__ = ["build_parser", "curve_of", "main"]
 
@@ -91,7 +91,7 @@ def _sink_of(connect: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .settings import SettingsError, apply_settings
+    from evo.cmdline.settings import SettingsError, apply_settings
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -103,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(parser, argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
         return args
-    from .log_setup import configure
-
+    from evo.cmdline.log_setup import configure
     from transport.channel import default_worker_id
 
     worker_id = args.worker_id or default_worker_id()
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         log.info("auth.enabled", mechanism="CURVE", public_key=curve.public_key.decode("ascii"),
                  server_key=curve.server_key.decode("ascii"))
-    from .signals import stop_signals
+    from evo.cmdline.signals import stop_signals
 
     with stop_signals() as stop:
         return _serve(args, sink, curve, worker_id, stop)

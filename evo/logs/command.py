@@ -1,4 +1,5 @@
-"""``evovae logs summarize|trace``: the command line of the log tools (evo/logs/)."""
+"""``evovae logs summarize|trace`` and ``python -m evo.logs``: the command line of the log tools, standard
+library only like the rest of evo/logs (``evovae logs`` delegates here, evo/cli/app.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import os
 import sys
 from typing import Sequence, TextIO
 
-from ..logs import LogError, format_summary, format_trace, read_logs, summarize, trace
+from . import LogError, format_summary, format_trace, read_logs, summarize, trace
 
 __all__ = ["build_parser", "main"]
 

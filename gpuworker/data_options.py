@@ -1,4 +1,5 @@
-"""The data options of every command that trains, serves or exports: declared once, read once.
+"""The data options of every command that trains, serves or exports - the head's (evo/cli) and the worker's
+(gpuworker/cli.py): declared once, read once, here beside the data they read.
 
 ``add_data_options(parser)`` declares ``--dataset`` (a built-in name or the path of a NumPy file, a folder
 of images or a CSV/Parquet table), ``--columns``, ``--image-size``, ``--likelihood``, ``--data-root`` and
@@ -14,8 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
-from .validate import data_root
+from evo.cmdline.validate import data_root
+from evo.spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
 
 __all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split", "check_worker_data",
            "data_fields", "default_val_size", "spec_from_args"]
@@ -67,7 +68,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, dataset_default: str | 
 
 
 def _check_root(args: argparse.Namespace) -> None:
-    root = getattr(args, "data_root", None)  # never created, also not with --download (validate.data_root)
+    root = getattr(args, "data_root", None)  # never created, also not with --download (evo.cmdline.validate.data_root)
     if root and not Path(root).expanduser().is_dir():
         raise DataOptionError(f"--data-root {root}: no such directory; create it first, or leave the option out")
 
@@ -100,7 +101,7 @@ def data_fields(args: argparse.Namespace, *, val_size: int = DEFAULT_VAL_SIZE) -
     except ValueError as exc:
         raise DataOptionError(str(exc).replace("columns ", "--columns ", 1).replace("image_size ", "--image-size ", 1)
                               ) from None
-    from gpuworker.data import DataError, read_own
+    from .data import DataError, read_own
 
     try:
         raw = read_own(path, probe.columns, probe.image_size)
@@ -144,7 +145,7 @@ def check_split(spec: TrainSpec, data_root: str | None = None) -> None:
     created. Nothing to do for a built-in set (the head has no torch to load it)."""
     if spec.builtin:
         return
-    from gpuworker.data import DataError, prepare
+    from .data import DataError, prepare
 
     try:
         prepare(spec, data_root)
@@ -161,7 +162,7 @@ def check_worker_data(args: argparse.Namespace) -> str:
     if not is_builtin(args.dataset):
         fields = data_fields(args)
         return f"{fields['dataset']} (SHA-256 {fields['data_sha256'][:12]}...)"
-    from gpuworker.data import DataError, default_root, load_images
+    from .data import DataError, default_root, load_images
 
     root = str(args.data_root or default_root())
     try:

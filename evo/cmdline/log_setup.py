@@ -1,4 +1,4 @@
-"""structlog set-up shared by every evovae process.
+"""structlog set-up shared by every evovae process (head, workers, retraining pools).
 
 Console lines when a person watches (stderr is a TTY), JSON lines otherwise or
 when asked; both carry an ISO UTC timestamp, the level and the event name.
