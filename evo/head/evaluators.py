@@ -21,7 +21,7 @@ from ..measurement import Measurement
 from ..spec import TrainSpec
 from .tasks import Finished, Task
 
-__all__ = ["DistributedEvaluator", "InProcessEvaluator", "SearchStopped", "TrainOutcome"]
+__all__ = ["DistributedEvaluator", "InProcessEvaluator", "SearchStopped", "SimulatedEvaluator", "TrainOutcome"]
 
 log = structlog.get_logger(__name__)
 
@@ -139,3 +139,69 @@ class DistributedEvaluator:
                  attempt=result.attempt, worker_id=result.worker_id, ok=evaluation.ok, loss=evaluation.loss,
                  error=evaluation.error or None)
         return Finished(tid, evaluation, outcome.peer_key)
+
+
+class SimulatedEvaluator:
+    """``workers`` workers simulated in this process: every task is trained for real, one after another, but
+    results are delivered in the order ``workers`` parallel workers would deliver them, on a simulated clock
+    (after Syne Tune's simulated back-end), so a search's decisions at that concurrency are made with real
+    losses on one machine. A task starts on the first simulated worker free when it is submitted and takes
+    ``duration(evaluation)`` simulated seconds (by default the training seconds measured; pass e.g.
+    ``lambda e: e.epochs_trained`` for a clock in epochs). ``clock`` is the simulated time now, ``busy`` the
+    simulated seconds each worker trained; ``capacity()`` is ``workers``."""
+
+    def __init__(self, train: Callable[[Genotype, TrainSpec], TrainOutcome], workers: int,
+                 duration: Callable[[Evaluation], float] = lambda e: e.seconds) -> None:
+        if type(workers) is not int or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        self._train = train
+        self._duration = duration
+        self.workers = workers
+        self.clock = 0.0
+        self.busy = [0.0] * workers
+        self._free_at = [0.0] * workers
+        self._queue: list[Task] = []                                  # submitted, no worker free yet
+        self._running: dict[str, tuple[float, int, Finished]] = {}    # task id -> (finish time, worker, result)
+
+    def capacity(self) -> int:
+        return self.workers
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._running)
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        known = {t.task_id for t in self._queue} | set(self._running)
+        for task in tasks:
+            if task.task_id not in known:
+                known.add(task.task_id)
+                self._queue.append(task)
+        self._start()
+
+    def _start(self) -> None:
+        """Give queued tasks to the simulated workers free now (the earliest free first), training each."""
+        while self._queue:
+            worker = min(range(self.workers), key=lambda w: (self._free_at[w], w))
+            if self._free_at[worker] > self.clock:
+                return
+            task = self._queue.pop(0)
+            outcome = self._train(task.genotype, task.spec)
+            evaluation = Evaluation.of(task.candidate, outcome.ok, outcome.measurement, outcome.error)
+            took = max(0.0, float(self._duration(evaluation)))
+            self._free_at[worker] = self.clock + took
+            self.busy[worker] += took
+            self._running[task.task_id] = (self.clock + took, worker, Finished(task.task_id, evaluation))
+
+    def poll(self, timeout_s: float) -> list[Finished]:
+        """The next result in simulated time (the clock moves to it); ties in submission order."""
+        if not self._running:
+            return []
+        tid = min(self._running, key=lambda t: self._running[t][0])
+        finish, _, finished = self._running.pop(tid)
+        self.clock = max(self.clock, finish)
+        self._start()
+        return [finished]
+
+    def utilization(self) -> list[float]:
+        """Each simulated worker's busy fraction of the simulated time so far."""
+        return [b / self.clock if self.clock else 0.0 for b in self.busy]

@@ -1,0 +1,77 @@
+"""The simulated N-worker evaluator: real results, delivered in the order N parallel workers would."""
+from __future__ import annotations
+
+import pytest
+
+from evo.asha import HalvingRandom
+from evo.evaluation import Candidate
+from evo.genotype import parse_genotype
+from evo.head.evaluators import SimulatedEvaluator
+from evo.head.runner import Runner
+from evo.head.tasks import Task
+from evo.measurement import Measurement
+from evo.multifidelity import MultiFidelityEvolution
+from evo.space import SearchSpace
+from evo.spec import TrainSpec
+from evo_helpers import synthetic_loss
+from gpuworker.result import TrainResult
+
+SPEC = TrainSpec(dataset="synthetic", epochs=1)
+
+
+def trainer(calls: list | None = None):
+    """A stand-in trainer whose task takes as many seconds as its epochs (and some genotypes longer)."""
+    def train(genotype, spec):
+        if calls is not None:
+            calls.append(str(genotype))
+        slow = 3.0 if genotype.latent == 20 else 1.0
+        return TrainResult(str(genotype), True, Measurement(loss=synthetic_loss(genotype, spec.epochs),
+                                                            epochs=spec.epochs, seconds=slow * spec.epochs))
+    return train
+
+
+def task(text: str, epochs: int = 1) -> Task:
+    return Task.of(parse_genotype(text), SPEC.replace(epochs=epochs))
+
+
+def test_results_come_in_the_order_two_workers_would_deliver_them():
+    calls: list = []
+    sim = SimulatedEvaluator(trainer(calls), workers=2)
+    sim.submit([task("50|20|50"), task("50|10|50"), task("100|10|50")])  # 3 s, 1 s, then 1 s on the free one
+    assert calls == ["50|20|50", "50|10|50"] and sim.pending == 3         # the third waits for a worker
+    order = []
+    while sim.pending:
+        (finished,) = sim.poll(0)
+        order.append((str(finished.evaluation.genotype), sim.clock))
+    assert order == [("50|10|50", 1.0), ("100|10|50", 2.0), ("50|20|50", 3.0)]
+    assert sim.busy == [3.0, 2.0] and sim.utilization() == pytest.approx([1.0, 2 / 3])
+    assert calls == ["50|20|50", "50|10|50", "100|10|50"]  # each trained once, for real
+
+
+def test_the_evaluation_is_stamped_with_its_tasks_epochs_and_a_known_id_is_not_queued_twice():
+    sim = SimulatedEvaluator(trainer(), workers=1)
+    sim.submit([task("50|10|50", 3), task("50|10|50", 3)])
+    assert sim.pending == 1
+    (finished,) = sim.poll(0)
+    assert finished.evaluation.candidate == Candidate(parse_genotype("50|10|50"), 3) and sim.clock == 3.0
+
+
+def test_bad_worker_counts_are_refused():
+    for bad in (0, -1, 2.0, None):
+        with pytest.raises(ValueError, match="workers"):
+            SimulatedEvaluator(trainer(), workers=bad)
+
+
+def utilization(strategy, workers: int) -> float:
+    sim = SimulatedEvaluator(trainer(), workers=workers, duration=lambda e: e.epochs_trained)
+    Runner(SPEC, poll_s=0).run(strategy, sim, sim.capacity)
+    return sum(sim.busy) / (workers * sim.clock)
+
+
+def test_asha_keeps_sixteen_simulated_workers_busier_than_generational_rungs():
+    space = SearchSpace(max_layers=2)
+    asha = HalvingRandom(space, mu=10, seed=1, fidelities=(1, 3, 9), eta=3, budget_epochs=900,
+                         continue_promotions=False)
+    rungs = MultiFidelityEvolution(space, mu=10, lam=10, seed=1, fidelities=(1, 3, 9), eta=3, budget_epochs=900)
+    busy_asha, busy_rungs = utilization(asha, 16), utilization(rungs, 16)
+    assert busy_asha > 0.9 > busy_rungs, (busy_asha, busy_rungs)
