@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .genotype import Genotype
+from .multifidelity import check_fidelities
 from .space import SearchSpace
 from .strategy import Strategy
+from .variation import MutationRates
 
-__all__ = ["EXTERNAL", "STRATEGIES", "StrategyFactory", "StrategyOptions", "budget_of", "make_strategy",
+__all__ = ["EXTERNAL", "MODES", "MODE_STRATEGIES", "OPERATORS", "OptionError", "STRATEGIES", "StrategyFactory", "StrategyOptions", "budget_of", "make_strategy",
            "register_strategy"]
 
 #: name -> what it is (for --help and docs)
@@ -35,9 +37,50 @@ def budget_of(mu: int, lam: int, generations: int) -> int:
     return mu + lam * max(0, generations - 1)
 
 
+class OptionError(ValueError):
+    """An option a search refuses: ``option`` is its name (a :class:`StrategyOptions` field), ``message`` why.
+    The command line says it as ``--option``, the Python API as the parameter; ``str()`` is ``option: message``."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
+
+
+#: how a strategy schedules training (with ``fidelities``: how candidates climb the rungs)
+MODES = {
+    "generational": "a generation at a time (the paper's); with fidelities, successive halving inside each",
+    "steady-state": "one candidate per free worker as results arrive, one fidelity",
+    "asha": "asynchronous successive halving: a candidate climbs a rung as soon as it is in the top 1/eta of "
+            "the results there so far; no barrier",
+}
+
+#: which strategies run under which mode
+MODE_STRATEGIES = {
+    "generational": ("evolution", "random", "tpe"),
+    "steady-state": ("evolution", "tpe"),
+    "asha": ("evolution", "random", "regularized", "tpe"),
+}
+
+#: the mutation operator sets (evo/variation.py): the paper's, and local steps that can also shrink a network
+OPERATORS = ("paper", "local")
+
+
+def _whole(option: str, value: object, low: int) -> None:
+    if type(value) is not int or value < low:
+        raise OptionError(option, f"must be an integer >= {low}, got {value!r}")
+
+
+def _rate(option: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise OptionError(option, f"must be a probability in [0, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class StrategyOptions:
-    """What a search is (the journal stores these; the same options and seed give the same search)."""
+    """What a search is (the journal stores these; the same options and seed give the same search). Every
+    value is checked here, each refusal an :class:`OptionError` naming its option, so a strategy built from
+    checked options refuses nothing. ``mode`` ``steady-state`` is the regularized strategy's own schedule."""
 
     strategy: str = "evolution"
     population: int = 10
@@ -54,23 +97,55 @@ class StrategyOptions:
     mutation_rate: float = 0.8
     initial: tuple[Genotype, ...] = field(default=())
     seed: int = 0
+    operators: str = "paper"
+    continue_promotions: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.mode not in ("generational", "steady-state"):
-            raise ValueError(f"mode must be generational or steady-state, got {self.mode!r}")
+            raise OptionError("strategy", f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.mode not in MODES:
+            raise OptionError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for option, low in (("population", 1), ("offspring", 1), ("epochs", 1), ("eta", 2), ("tournament_size", 1),
+                            ("startup_trials", 1), ("seed", 0)):
+            _whole(option, getattr(self, option), low)
+        for option in ("generations", "budget_epochs"):
+            if getattr(self, option) is not None:
+                _whole(option, getattr(self, option), 1)
+        _rate("crossover_rate", self.crossover_rate)
+        _rate("mutation_rate", self.mutation_rate)
         if self.generations is None and self.budget_epochs is None:
-            raise ValueError("a search needs an end: give generations, budget_epochs or both")
-        if self.fidelities and self.strategy not in ("evolution", "tpe"):
-            raise ValueError("fidelities apply to --strategy evolution and tpe only")
-        if self.fidelities and self.mode != "generational":
-            raise ValueError("fidelities need mode generational (promotion happens per generation)")
+            raise OptionError("generations", "a search needs an end: give generations, budget_epochs or both")
+        if self.operators not in OPERATORS:
+            raise OptionError("operators", f"must be one of {', '.join(OPERATORS)}, got {self.operators!r}")
+        if not isinstance(self.continue_promotions, bool):
+            raise OptionError("continue_promotions", f"must be true or false, got {self.continue_promotions!r}")
+        if self.fidelities:
+            try:
+                check_fidelities(self.fidelities)
+            except ValueError as exc:
+                raise OptionError("fidelities", str(exc).removeprefix("fidelities ")) from None
+        # the strategy and the mode together (a regularized search is asynchronous in any mode but asha)
+        allowed = MODE_STRATEGIES[self.mode]
+        if self.strategy == "regularized" and self.mode == "generational":
+            pass
+        elif self.strategy not in allowed:
+            kind = "generational only" if self.strategy == "random" else "asynchronous already"
+            raise OptionError("mode", f"{self.mode} is a form of the strategies {', '.join(allowed)}; "
+                                      f"{self.strategy} is {kind}")
+        if self.mode == "asha" and len(self.fidelities) < 2:
+            raise OptionError("fidelities", "asha needs two or more rungs (e.g. 1,3,9)")
+        if self.fidelities and self.strategy not in ("evolution", "tpe", "random", "regularized"):
+            raise OptionError("fidelities", f"do not apply to strategy {self.strategy}")
+        if self.fidelities and self.mode == "steady-state":
+            raise OptionError("fidelities", "need mode generational or asha (steady-state trains one fidelity)")
+        if self.fidelities and self.mode == "generational" and self.strategy not in ("evolution", "tpe"):
+            raise OptionError("fidelities", "apply to the generational strategies evolution and tpe, or to any "
+                                            "strategy with mode asha")
         if self.initial and (self.strategy != "evolution" or self.mode != "generational"):
-            raise ValueError("initial genotypes seed the generational evolution only")
-        if self.mode != "generational" and self.strategy not in ("evolution", "tpe"):
-            raise ValueError(f"mode steady-state is a form of --strategy evolution or tpe; {self.strategy} is "
-                             + ("asynchronous already" if self.strategy == "regularized" else "generational only"))
+            raise OptionError("initial", "initial genotypes seed the generational evolution only")
+        if self.strategy == "regularized" and self.tournament_size > self.population:
+            raise OptionError("tournament_size", f"{self.tournament_size} is larger than the population "
+                                                 f"{self.population} (the queue it draws from)")
 
     @property
     def final_epochs(self) -> int:
@@ -108,14 +183,26 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
                              f"call {EXTERNAL[o.strategy]} first (the evovae command and the experiments do)")
         return factory(o, space)
     common = dict(mu=o.population, seed=o.seed, budget_epochs=o.budget_epochs)
+    mutation = MutationRates(operators=o.operators)
+    if o.mode == "asha":
+        from . import asha
+        halving = dict(fidelities=o.fidelities, eta=o.eta, max_evaluations=o.max_evaluations,
+                       report_every=o.offspring, continue_promotions=o.continue_promotions, **common)
+        if o.strategy == "random":
+            return asha.HalvingRandom(space, **halving)
+        if o.strategy == "regularized":
+            return asha.HalvingRegularized(space, tournament_size=o.tournament_size, mutation=mutation, **halving)
+        return asha.HalvingEvolution(space, crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate,
+                                     mutation=mutation, **halving)
     if o.strategy == "random":
         from .random_search import RandomSearch
         return RandomSearch(space, batch=o.offspring, epochs=o.epochs, generations=o.generations, **common)
     if o.strategy == "regularized":
         from .regularized import RegularizedEvolution
         return RegularizedEvolution(space, tournament_size=o.tournament_size, epochs=o.epochs,
-                                    max_evaluations=o.max_evaluations, report_every=o.offspring, **common)
-    rates = dict(crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate)
+                                    max_evaluations=o.max_evaluations, report_every=o.offspring,
+                                    mutation=mutation, **common)
+    rates = dict(crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate, mutation=mutation)
     if o.mode == "steady-state":
         from .steady_state import SteadyStateEngine
         return SteadyStateEngine(space, epochs=o.epochs, max_evaluations=o.max_evaluations,

@@ -42,7 +42,8 @@ from evo.spec import TRAINER_VERSION, TrainSpec
 
 from .data import Splits, splits
 from .model import VAE
-from .train import TrainResult, choose_device, measure_test, set_threads, train
+from .result import TrainResult
+from .train import choose_device, measure_test, set_threads, train
 
 __all__ = [
     "DATASET_SHAPES",
@@ -99,13 +100,6 @@ def _product(shape: Sequence[int]) -> int:
     return out
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if value == value and abs(value) != float("inf") else None
-
-
 def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: TrainSpec, result: TrainResult, *,
                input_shape: Sequence[int] | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``weights.pt`` (the state_dict) and ``model.json`` into ``path_dir``; return the info written.
@@ -126,6 +120,7 @@ def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: Train
         raise ValueError(f"input shape {shape} has {_product(shape)} pixels, the model takes {model.input_dim}")
     path = Path(path_dir)
     path.mkdir(parents=True, exist_ok=True)
+    figures = result.measurement  # finite or None, curves cut before a non-finite point
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     partial = path / f".{WEIGHTS}.{os.getpid()}.partial"
     torch.save(state, partial)
@@ -142,16 +137,15 @@ def save_model(path_dir: str | Path, model: VAE, genotype: Genotype, spec: Train
                          "standardisation": None},
         "losses": {
             "unit": _UNITS[spec.likelihood],
-            "validation": {"loss": _finite_or_none(result.loss), "recon": _finite_or_none(result.recon),
-                           "kl": _finite_or_none(result.kl)},
-            "validation_curve": [_finite_or_none(v) for v in result.curve],
-            "train_curve": [_finite_or_none(v) for v in result.train_curve],
-            "test": {k: _finite_or_none(v) for k, v in result.test.items()},
+            "validation": {"loss": figures.loss, "recon": figures.recon, "kl": figures.kl},
+            "validation_curve": list(figures.curve),
+            "train_curve": list(figures.train_curve),
+            "test": figures.test,
         },
         "ok": result.ok,
         "error": result.error,
-        "seconds": result.seconds,
-        "device": result.device,
+        "seconds": figures.seconds,
+        "device": figures.device,
         "torch_version": torch.__version__,
         "weights": WEIGHTS,
         "weights_sha256": _sha256(partial),
@@ -296,9 +290,12 @@ def retrain(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str |
     data = splits(spec, device, data_root, download)
     model, result = train(genotype, spec, data, device)
     if model is not None and result.ok:
-        result = replace(result, test=measure_test(model, data, spec.iw_samples, seed=spec.seed))
-    log.info("retrain.done", genotype=str(genotype), epochs=spec.epochs, ok=result.ok, val_loss=result.loss,
-             test_loss=result.test.get("loss"), seconds=round(result.seconds, 2))
+        test = measure_test(model, data, spec.iw_samples, seed=spec.seed)
+        figures = replace(result.measurement, **{f"test_{key}": value for key, value in test.items()})
+        result = replace(result, measurement=figures)
+    log.info("retrain.done", genotype=str(genotype), epochs=spec.epochs, ok=result.ok,
+             val_loss=result.measurement.loss, test_loss=result.measurement.test_loss,
+             seconds=round(result.measurement.seconds, 2))
     return model, result, data
 
 

@@ -63,8 +63,14 @@ CASES = [
     ("search-initial-too-many", ["search", "--population", "1", "--initial", "100|20|100", "200|20|100"],
      "more than --population 1"),
     ("search-tournament-too-big", ["search", "--strategy", "regularized", "--population", "2",
-                                   "--tournament-size", "5"], "--tournament-size 5 is larger than --population 2"),
-    ("search-steady-random", ["search", "--strategy", "random", "--mode", "steady-state"], "--mode steady-state"),
+                                   "--tournament-size", "5"], "--tournament-size: 5 is larger than the population 2"),
+    ("search-steady-random", ["search", "--strategy", "random", "--mode", "steady-state"],
+     "--mode: steady-state is a form of the strategies evolution, tpe; random is generational only"),
+    ("search-asha-one-rung", ["search", "--mode", "asha", "--fidelities", "3"],
+     "--fidelities: asha needs two or more rungs"),
+    ("search-asha-eta-equals-epochs", ["search", "--mode", "asha", "--epochs", "1"],
+     "--fidelities: asha needs two or more rungs"),
+    ("search-unknown-operators", ["search", "--operators", "tiny"], "argument --operators: invalid choice"),
     ("search-fidelities-steady", ["search", "--fidelities", "1,3", "--mode", "steady-state"], "--fidelities"),
     ("search-unknown-strategy", ["search", "--strategy", "annealing"], "argument --strategy: invalid choice"),
     ("search-negative-local-workers", ["search", "--local-workers", "-1"], "argument --local-workers"),
@@ -419,8 +425,8 @@ def test_the_final_line_of_a_resume_counts_the_replayed_evaluations(resumable, c
                  "--log-level", "warning"]) == 0
     out = capsys.readouterr().out.splitlines()
     done = json.loads((resumable / "result.json").read_text())
-    last = next(line for line in reversed(out) if line.startswith("evaluations:"))
+    last = next(line for line in reversed(out) if line.startswith("stopped:"))
     replayed = done["replayed_from_journal"]
-    assert replayed == 3 and done["evaluated_now"] == 1
-    assert last.startswith(f"evaluations: 1 run now, {replayed + done['reused_from_journal']} from the journal "
-                           f"({replayed} replayed, "), last
+    assert replayed == 3 and done["evaluated_now"] == 1 and done["stop_reason"] == "generations"
+    assert last.startswith(f"stopped: generations; evaluations: 1 run now, "
+                           f"{replayed + done['reused_from_journal']} from the journal ({replayed} replayed, "), last

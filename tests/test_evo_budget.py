@@ -6,7 +6,8 @@ from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, evaluate
 from evo.evaluation import Evaluation
 from evo.head.progress import anytime
 from evo.space import SearchSpace
-from evo.strategies import STRATEGIES, StrategyOptions, budget_of, make_strategy
+from evo.genotype import parse_genotype
+from evo.strategies import STRATEGIES, OptionError, StrategyOptions, budget_of, make_strategy
 from evo.strategy import StopReason
 
 BUDGETS = [1, 2, 7, 9, 20, 33, 60]
@@ -133,24 +134,43 @@ def test_budget_of_counts_the_evaluations_of_a_generational_search():
     assert StrategyOptions(generations=None, budget_epochs=40).max_evaluations is None
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(strategy="bayes"), "unknown strategy 'bayes'; choose one of evolution, random, regularized, tpe"),
-    (dict(mode="async"), "mode must be generational or steady-state"),
-    (dict(generations=None), "a search needs an end"),
-    (dict(strategy="random", fidelities=(1, 3)), "fidelities apply to --strategy evolution and tpe only"),
-    (dict(mode="steady-state", fidelities=(1, 3)), "fidelities need mode generational"),
-    (dict(strategy="regularized", mode="steady-state"), "regularized is asynchronous already"),
-    (dict(strategy="random", mode="steady-state"), "random is generational only"),
+@pytest.mark.parametrize("kwargs, option, message", [
+    (dict(strategy="bayes"), "strategy", "unknown strategy 'bayes'; choose one of evolution, random, regularized, tpe"),
+    (dict(mode="async"), "mode", "must be one of generational, steady-state, asha, got 'async'"),
+    (dict(generations=None), "generations", "a search needs an end"),
+    (dict(strategy="random", fidelities=(1, 3)), "fidelities", "apply to the generational strategies evolution and tpe"),
+    (dict(mode="steady-state", fidelities=(1, 3)), "fidelities", "need mode generational or asha"),
+    (dict(strategy="regularized", mode="steady-state"), "mode", "regularized is asynchronous already"),
+    (dict(strategy="random", mode="steady-state"), "mode", "random is generational only"),
+    (dict(mode="asha"), "fidelities", "asha needs two or more rungs"),
+    (dict(mode="asha", fidelities=(3,)), "fidelities", "asha needs two or more rungs"),
+    (dict(fidelities=(3, 1)), "fidelities", "strictly increasing"),
+    (dict(eta=1), "eta", "must be an integer >= 2"),
+    (dict(population=0), "population", "must be an integer >= 1"),
+    (dict(crossover_rate=1.5), "crossover_rate", "must be a probability"),
+    (dict(operators="tiny"), "operators", "must be one of paper, local"),
+    (dict(strategy="regularized", population=2, tournament_size=3), "tournament_size", "larger than the population"),
+    (dict(strategy="tpe", initial=(parse_genotype("100|10|100"),)), "initial", "seed the generational evolution"),
 ])
-def test_options_refuse_what_makes_no_search(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+def test_options_refuse_what_makes_no_search_naming_the_option(kwargs, option, message):
+    with pytest.raises(OptionError, match=message.replace("(", r"\(")) as caught:
         StrategyOptions(**kwargs)
+    assert caught.value.option == option and str(caught.value).startswith(f"{option}: ")
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random", "regularized", "tpe"])
+def test_every_proposer_runs_under_asha(strategy):
+    options = StrategyOptions(strategy=strategy, mode="asha", fidelities=(1, 3, 9), population=4, offspring=4,
+                              generations=None, budget_epochs=120, startup_trials=4, tournament_size=2)
+    built = make_strategy(options, SearchSpace(max_layers=2))
+    run_workers(built, 6)
+    assert built.stop_reason is StopReason.BUDGET and built.asked_epochs <= 120 and built.best.epochs == 9
 
 
 @pytest.mark.parametrize("budget", [0, -5, 2.5])
 def test_a_bad_budget_is_refused(budget):
-    with pytest.raises(ValueError, match="budget_epochs must be an integer >= 1"):
-        make_strategy(StrategyOptions(generations=None, budget_epochs=budget), SMALL)
+    with pytest.raises(OptionError, match="budget_epochs: must be an integer >= 1"):
+        StrategyOptions(generations=None, budget_epochs=budget)
 
 
 def test_every_strategy_name_builds():

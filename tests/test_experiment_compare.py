@@ -70,7 +70,7 @@ def test_training_is_prefix_stable_so_one_run_gives_every_fidelity():
     spec = TrainSpec(dataset="synthetic", epochs=3, train_subset=300, val_size=100)
     g = parse_genotype("100|10|100")
     long_run, short_run = evaluate(g, spec), evaluate(g, spec.replace(epochs=1))
-    assert short_run.curve == long_run.curve[:1] and len(long_run.curve) == 3
+    assert short_run.measurement.curve == long_run.measurement.curve[:1] and len(long_run.measurement.curve) == 3
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from evo.measurement import Measurement
 
-FULL = Measurement(loss=95.5, recon=70.0, kl=25.5, epochs=3, seconds=12.25, curve=(130.0, 101.0, 95.5),
+FULL = Measurement(loss=95.5, recon=70.0, kl=25.5, epochs=3, resumed_from=1, seconds=12.25, curve=(130.0, 101.0, 95.5),
                    train_curve=(140.0, 105.0, 97.0), params=123_456, device="cuda:0", test_loss=96.0,
                    test_recon=71.0, test_kl=25.0, test_iw_loss=94.0, fake=True)
 
@@ -28,7 +28,7 @@ def test_an_empty_measurement_has_nothing_measured():
 
 def test_to_dict_and_from_dict_round_trip():
     data = FULL.to_dict()
-    assert data == {"loss": 95.5, "recon": 70.0, "kl": 25.5, "epochs": 3, "seconds": 12.25,
+    assert data == {"loss": 95.5, "recon": 70.0, "kl": 25.5, "epochs": 3, "resumed_from": 1, "seconds": 12.25,
                     "curve": [130.0, 101.0, 95.5], "train_curve": [140.0, 105.0, 97.0], "params": 123_456,
                     "device": "cuda:0", "test_loss": 96.0, "test_recon": 71.0, "test_kl": 25.0,
                     "test_iw_loss": 94.0, "fake": True}

@@ -173,9 +173,14 @@ class MultiFidelityTPE(Rungs, GenerationalStrategy):
 
 def make_tpe(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> Strategy:
     """The TPE search ``options`` describe (``make_strategy``'s factory for ``tpe``, registered by
-    ``evo.adapters.register_all``): batches of lambda proposals (deterministic), or with mode steady-state one
-    proposal per free worker."""
+    ``evo.adapters.register_all``): batches of lambda proposals (deterministic), with mode steady-state one
+    proposal per free worker, with mode asha under asynchronous successive halving."""
     o = options
+    if o.mode == "asha":
+        from .tpe_asha import HalvingTPE
+        return HalvingTPE(space, mu=o.population, seed=o.seed, fidelities=o.fidelities, eta=o.eta,
+                          max_evaluations=o.max_evaluations, budget_epochs=o.budget_epochs, report_every=o.offspring,
+                          startup_trials=o.startup_trials, continue_promotions=o.continue_promotions)
     if o.mode == "generational":
         return MultiFidelityTPE(space, mu=o.population, lam=o.offspring, seed=o.seed,
                                 fidelities=o.fidelities or (o.epochs,), eta=o.eta, generations=o.generations,

@@ -11,7 +11,7 @@ from gpuworker.data_options import add_data_options
 from .search import UsageError, spec_of
 from ..cmdline import validate as v
 from ..genotype import GenotypeError
-from ..strategies import STRATEGIES
+from ..strategies import MODES, OPERATORS, STRATEGIES
 from .distribution import add_distribution_options
 
 __all__ = ["main"]
@@ -80,20 +80,31 @@ def _parser() -> argparse.ArgumentParser:
                         "asynchronous strategies evaluate as many genotypes as this many generations would")
     s.add_argument("--budget-epochs", type=v.whole(1, 10**12), default=None, metavar="N",
                    help="stop before the training epochs asked for would exceed N (every evaluation counts its "
-                        "epochs; a promoted one counts every rung it trained at)")
+                        "epochs; a promoted one counts every rung it trained at, or with --mode asha only the "
+                        "epochs after the checkpoint it continues from)")
     s.add_argument("--fidelities", type=v.whole_list(1, increasing=True, example="1,3,9"), default=None,
                    metavar="E1,E2,...",
-                   help="multi-fidelity (evolution or tpe): candidates trained E1 epochs, the best 1/eta promoted to "
-                        "E2, ... selection on the last only (e.g. 1,3,9); without it, --epochs for every evaluation "
-                        "(the default strategy picks its own rungs, see --strategy)")
+                   help="multi-fidelity (evolution or tpe; any strategy with --mode asha): candidates trained E1 "
+                        "epochs, the best 1/eta promoted to E2, ... selection on the last only (e.g. 1,3,9); "
+                        "without it, --epochs for every evaluation (the default strategy picks its own rungs, see "
+                        "--strategy)")
     s.add_argument("--eta", type=v.whole(2, 1000), default=3,
                    help="multi-fidelity: keep the best 1/eta at each rung (default 3)")
     s.add_argument("--tournament-size", type=v.whole(1, 10_000), default=3,
                    help="regularized: contenders drawn from the queue to pick a parent (default 3)")
     s.add_argument("--startup-trials", type=v.whole(1, 10_000), default=10,
                    help="tpe: random proposals before TPE models the results (default 10)")
-    s.add_argument("--mode", default="generational", choices=("generational", "steady-state"),
-                   help="generational (mu + lambda), as in the paper, or steady-state: breed as results arrive")
+    s.add_argument("--mode", default="generational", choices=tuple(MODES),
+                   help="; ".join(f"{k}: {v}" for k, v in MODES.items()) + " (asha: any --strategy, with "
+                        "--fidelities, by default E/eta^2, E/eta, E of --epochs E)")
+    s.add_argument("--operators", default="paper", choices=OPERATORS,
+                   help="evolution and regularized: the mutation operators - paper (append a layer or redraw a "
+                        "width, the paper's) or local (also remove or insert a layer, step a width or the latent "
+                        "by one or two grid points); default paper")
+    s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",
+                   help="asha: train a promoted candidate again from scratch instead of continuing it from its "
+                        "checkpoint (the result is the same; a continued promotion is charged only the epochs "
+                        "after its checkpoint)")
     s.add_argument("--crossover-rate", type=v.probability(), default=0.5, help="0 to 1 (default 0.5)")
     s.add_argument("--mutation-rate", type=v.probability(), default=0.8, help="0 to 1 (default 0.8)")
     s.add_argument("--initial", nargs="*", type=v.genotype(), default=[], metavar="GENOTYPE",
@@ -145,16 +156,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                           test=True)
     except DataError as exc:
         raise UsageError(str(exc)) from None
-    print(f"genotype {genotype}  parameters {result.params:,}  device {result.device}")
-    for epoch, loss in enumerate(result.curve, 1):
+    m = result.measurement
+    print(f"genotype {genotype}  parameters {m.params:,}  device {m.device}")
+    for epoch, loss in enumerate(m.curve, 1):
         print(f"epoch {epoch:3d}  validation loss {loss:.3f}")
     if not result.ok:
         print(f"failed: {result.error}")
         return 1
-    test = result.test
-    print(f"validation loss {result.loss:.3f} (recon {result.recon:.3f} + KL {result.kl:.3f}) nats per example")
-    print(f"test loss {test['loss']:.3f} (recon {test['recon']:.3f} + KL {test['kl']:.3f}) nats per example")
-    print(f"trained in {result.seconds:.1f}s")
+    print(f"validation loss {m.loss:.3f} (recon {m.recon:.3f} + KL {m.kl:.3f}) nats per example")
+    print(f"test loss {m.test_loss:.3f} (recon {m.test_recon:.3f} + KL {m.test_kl:.3f}) nats per example")
+    print(f"trained in {m.seconds:.1f}s")
     return 0
 
 

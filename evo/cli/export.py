@@ -190,6 +190,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         return _fail(p.prog, "give either --run RUN_DIR or --genotype G (one or more), not both or neither")
     if args.run:
         from ..head.journal import JournalError, RunJournal
+        from ..search_config import SearchConfig
         from ..selection import rank
 
         try:
@@ -203,8 +204,9 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         if not best:
             return _fail(p.prog, f"{args.run} has no successful evaluation to export yet")
         args.genotype = [str(e.genotype) for e in best]
+        stored = SearchConfig.from_dict(journal.config).spec  # the run's training spec (any journal form)
         for key in ("batch_size", "lr", "seed", "train_subset", "val_size", "split_seed", *DATA_KEYS):
-            setattr(args, key, journal.config.get(key, getattr(args, key, None)))
+            setattr(args, key, getattr(stored, key))
     try:
         check_device(args.device)
         genotypes = [parse_genotype(g) for g in args.genotype]

@@ -99,8 +99,8 @@ class SearchRun:
         """The stopped search in ``run_dir``, to resume. ``generations``: more than it was started with
         (never fewer). JournalError or RunDirLocked (nothing changed) when it cannot be resumed."""
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise JournalError(f"{run_dir} is not an evovae run directory: no such directory")
+        if not (run_dir / RunJournal.FILE).is_file():  # checked before the lock file is made in it
+            raise JournalError(f"{run_dir} is not an evovae run directory: no {RunJournal.FILE} in it")
         lock = _lock(run_dir, [])
         try:
             journal = RunJournal.open(run_dir)
