@@ -76,8 +76,20 @@ class Workers:
                 p.kill()
 
 
-def runner_for(broker: Broker, spec: TrainSpec = SPEC, **kwargs) -> Runner:
-    return Runner(DistributedEvaluator(broker, status_every_s=3600), spec, **kwargs)
+class HeadPath:
+    """The head's path for a strategy: a Runner (with an optional journal) over a DistributedEvaluator."""
+
+    def __init__(self, broker: Broker, spec: TrainSpec = SPEC, capacity=lambda: 1, **kwargs) -> None:
+        self.runner = Runner(spec, **kwargs)
+        self.evaluator = DistributedEvaluator(broker, status_every_s=3600)
+        self.capacity = capacity
+
+    def run(self, strategy) -> None:
+        self.runner.run(strategy, self.evaluator, self.capacity)
+
+
+def runner_for(broker: Broker, spec: TrainSpec = SPEC, **kwargs) -> HeadPath:
+    return HeadPath(broker, spec, **kwargs)
 
 
 def run_batch(broker: Broker, count: int, seed: int, spec: TrainSpec = SPEC) -> float:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .genotype import Genotype
 
-__all__ = ["DATASETS", "LIKELIHOODS", "TRAINER_VERSION", "TrainSpec", "is_builtin", "task_id"]
+__all__ = ["DATASETS", "LIKELIHOODS", "TRAINER_VERSION", "TrainSpec", "is_builtin", "task_id", "prefix_id"]
 
 #: Bumped whenever the trainer changes what a (genotype, spec) evaluates to, so
 #: cached or journaled results of an older trainer are never reused.
@@ -189,3 +189,11 @@ def task_id(genotype: Genotype, spec: TrainSpec) -> str:
     always has the same id, so a duplicate or late result is recognised."""
     canonical = f'{{"genotype": {json.dumps(str(genotype))}, "spec": {spec.canonical}}}'
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def prefix_id(genotype: Genotype, spec: TrainSpec) -> str:
+    """What a prefix of training depends on: the genotype and every field of the spec but its epochs (and
+    the test measurement, which comes after training). Runs of one genotype that share it pass through the
+    same states, epoch by epoch: the key of a checkpoint a promotion can continue from."""
+    prefix = spec.replace(epochs=1, report_test=False, iw_samples=0).canonical
+    return hashlib.sha256(f"{genotype}\n{prefix}".encode()).hexdigest()[:24]

@@ -12,7 +12,6 @@ checkpoint; a checkpoint that cannot be read is ignored (and removed) and the ru
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import structlog
 import torch
 
 from evo.genotype import Genotype
-from evo.spec import TrainSpec
+from evo.spec import TrainSpec, prefix_id
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
@@ -45,10 +44,8 @@ class CheckpointStore:
 
     @staticmethod
     def key(genotype: Genotype, spec: TrainSpec) -> str:
-        """What a prefix of training depends on: the genotype and every field of the spec but its epochs
-        (and the test measurement, which comes after training)."""
-        prefix = spec.replace(epochs=1, report_test=False, iw_samples=0).canonical
-        return hashlib.sha256(f"{genotype}\n{prefix}".encode()).hexdigest()[:24]
+        """The genotype and the spec without its epochs: evo.spec.prefix_id."""
+        return prefix_id(genotype, spec)
 
     def _dir(self, genotype: Genotype, spec: TrainSpec) -> Path:
         return self.root / self.key(genotype, spec)

@@ -42,13 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=v.device, default=None,
                         help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (default: the cores available)")
+    parser.add_argument("--checkpoints", type=v.dir_to_create, default=None, metavar="DIR",
+                        help="keep each task's final training state in DIR, so a promoted candidate (--mode asha) "
+                             "continues from it instead of training from scratch (same result, less compute)")
     add_data_options(parser, dataset_default=None, likelihood=False,
                      title="data: the tasks say which; --dataset is checked at start-up (exit 2 if unusable)")
     fake = parser.add_argument_group("fake evaluation (tests and benchmarks: no torch, no training)")
     fake.add_argument("--fake", action="store_true", help="compute a cheap deterministic loss instead of training")
     fake.add_argument("--fake-sleep", type=v.seconds(zero=True), default=0.0, metavar="SECONDS",
                       help="time one fake task takes, 0 to 86400 (default 0)")
-    fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"))
+    fake.add_argument("--fake-durations", default="fixed", choices=("fixed", "pareto"),
+                      help="fixed: every task takes --fake-sleep; pareto: times a heavy-tailed draw per genotype")
+    fake.add_argument("--fake-per-epoch", action="store_true",
+                      help="--fake-sleep is per epoch asked (a 9-epoch task takes 9 times a 1-epoch one)")
     fake.add_argument("--poison", action="append", type=v.genotype(), default=[], metavar="GENOTYPE",
                       help="die (SIGKILL) when given this genotype")
     security = parser.add_argument_group(
@@ -133,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, sink: str, curve, worker_id: str, stop) -> int:
     """Build the evaluator (checking this node's data first) and serve tasks until stopped."""
     if args.fake:
-        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop.event)
+        evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop.event,
+                                   per_epoch=args.fake_per_epoch, checkpoints=args.checkpoints)
     else:
         from gpuworker.train import set_threads
 
@@ -144,7 +151,7 @@ def _serve(args: argparse.Namespace, sink: str, curve, worker_id: str, stop) -> 
             log.error("worker.unfit", error=str(exc))
             print(f"evovae worker: error: {exc}", file=sys.stderr)
             return 2
-        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop.event)
+        evaluator = torch_evaluator(args.device, args.data_root, args.download, stop.event, args.checkpoints)
     try:
         run_worker(args.connect, sink, evaluator, stop=stop.event, heartbeat_s=args.heartbeat, worker_id=worker_id,
                    max_tasks=args.max_tasks, curve=curve)

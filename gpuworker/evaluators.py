@@ -13,11 +13,12 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Collection
 
 from evo.genotype import Genotype
 from evo.measurement import Measurement
-from evo.spec import TrainSpec
+from evo.spec import TrainSpec, prefix_id
 
 from .result import TrainResult
 
@@ -37,10 +38,14 @@ class WorkerUnfit(Exception):
 
 
 def torch_evaluator(device: str | None = None, data_root: str | None = None, download: bool = False,
-                    stop: threading.Event | None = None) -> Evaluator:
-    """Train and validate the VAE for real (CUDA when present, else CPU)."""
+                    stop: threading.Event | None = None, checkpoints: str | None = None) -> Evaluator:
+    """Train and validate the VAE for real (CUDA when present, else CPU); with ``checkpoints`` (a directory),
+    promoted candidates continue from the checkpoints kept there (gpuworker/checkpoints.py)."""
+    from .checkpoints import CheckpointStore
     from .data import DataError
     from .train import evaluate
+
+    store = CheckpointStore(checkpoints) if checkpoints else None
 
     def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
         def report(fraction: float) -> None:
@@ -50,11 +55,20 @@ def torch_evaluator(device: str | None = None, data_root: str | None = None, dow
 
         try:
             return evaluate(genotype, spec, device=device, data_root=data_root, download=download,
-                            progress=report)
+                            progress=report, checkpoints=store)
         except DataError as exc:
             raise WorkerUnfit(str(exc)) from None
 
     return run
+
+
+def _fake_resume(checkpoints: str | None, genotype: Genotype, spec: TrainSpec) -> int:
+    """The most epochs below ``spec.epochs`` a fake checkpoint marks for this genotype and spec (0: none)."""
+    if not checkpoints:
+        return 0
+    mark = Path(checkpoints) / prefix_id(genotype, spec)
+    done = [int(p.stem) for p in mark.glob("*.pt") if p.stem.isdigit()] if mark.is_dir() else []
+    return max((e for e in done if e < spec.epochs), default=0)
 
 
 def _unit(genotype: Genotype, salt: str) -> float:
@@ -73,14 +87,18 @@ def fake_loss(genotype: Genotype, epochs: int = 2) -> float:
 
 
 def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Collection[str] = (),
-                   stop: threading.Event | None = None, per_epoch: bool = False) -> Evaluator:
+                   stop: threading.Event | None = None, per_epoch: bool = False,
+                   checkpoints: str | None = None) -> Evaluator:
     """A worker that computes :func:`fake_loss` after sleeping.
 
     ``durations``: ``fixed`` sleeps ``sleep_s``; ``pareto`` sleeps ``sleep_s``
     times a Pareto(alpha=1.5) draw fixed by the genotype (heavy-tailed, capped
     at 50x). ``per_epoch``: the sleep is per epoch asked (a 9-epoch task takes nine
-    times a 1-epoch one), as real training does. A genotype in ``poison`` kills the
-    worker process (SIGKILL), as a genotype that crashes the GPU driver would.
+    times a 1-epoch one), as real training does. ``checkpoints``: a directory where
+    the fake worker marks the epochs it "trained" of each genotype, so a promotion
+    continues as with the real trainer (sleeps and reports only the epochs after the
+    mark: ``resumed_from``). A genotype in ``poison`` kills the worker process
+    (SIGKILL), as a genotype that crashes the GPU driver would.
     """
     if durations not in ("fixed", "pareto"):
         raise ValueError(f"durations must be fixed or pareto, got {durations!r}")
@@ -89,7 +107,8 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
     def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
         if str(genotype) in poisoned:
             os.kill(os.getpid(), signal.SIGKILL)
-        duration = sleep_s * (spec.epochs if per_epoch else 1)
+        resumed = _fake_resume(checkpoints, genotype, spec)
+        duration = sleep_s * ((spec.epochs - resumed) if per_epoch else 1)
         if durations == "pareto":
             duration *= min(50.0, _unit(genotype, "duration") ** (-1 / 1.5))
         started = time.perf_counter()
@@ -101,8 +120,12 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
                 raise Interrupted("worker stopping")
         loss = fake_loss(genotype, spec.epochs)
         curve = tuple(fake_loss(genotype, epoch) for epoch in range(1, spec.epochs + 1))
+        if checkpoints:
+            mark = Path(checkpoints) / prefix_id(genotype, spec)
+            mark.mkdir(parents=True, exist_ok=True)
+            (mark / f"{spec.epochs}.pt").touch()
         return TrainResult(str(genotype), True, Measurement(
             loss=loss, recon=loss - 10.0, kl=10.0, curve=curve, seconds=time.perf_counter() - started,
-            epochs=spec.epochs, fake=True))
+            epochs=spec.epochs, resumed_from=resumed, fake=True))
 
     return run

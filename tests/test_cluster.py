@@ -138,8 +138,7 @@ def test_outside_the_main_thread_no_handler_is_installed():
 # ------------------------------------------------------------------ real workers, slow
 
 def _evaluate(cluster: Cluster) -> dict:
-    runner = Runner(cluster.evaluator(threading.Event()), SPEC, capacity=cluster.capacity)
-    return runner.evaluate_specs([(g, SPEC) for g in GENOTYPES])
+    return Runner(SPEC).evaluate_specs([(g, SPEC) for g in GENOTYPES], cluster.evaluator(threading.Event()))
 
 
 @pytest.mark.slow

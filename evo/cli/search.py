@@ -128,20 +128,30 @@ def _check_device(name: str | None) -> None:
         raise UsageError(str(exc)) from None
 
 
-def _in_process_evaluator(args: argparse.Namespace, spec: TrainSpec):
-    """The trainer in this process (gpuworker), its data checked now, before any run directory exists."""
+def _check_data_here(args: argparse.Namespace, spec: TrainSpec) -> None:
+    """The data the in-process trainer needs, loaded now, before any run directory exists."""
     from gpuworker.data import DataError, splits
-    from gpuworker.train import evaluate, set_threads
-
-    from ..head.evaluators import InProcessEvaluator
+    from gpuworker.train import set_threads
 
     set_threads(args.threads or None)
     try:
         splits(spec, root=args.data_root, download=args.download)
     except DataError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _in_process_evaluator(args: argparse.Namespace, checkpoints: Path | None):
+    """The trainer in this process (gpuworker); with ``checkpoints``, promotions continue from there."""
+    from gpuworker.checkpoints import CheckpointStore
+    from gpuworker.train import evaluate, set_threads
+
+    from ..head.evaluators import InProcessEvaluator
+
+    set_threads(args.threads or None)
+    store = CheckpointStore(checkpoints) if checkpoints is not None else None
     return InProcessEvaluator(lambda genotype, task_spec: evaluate(
-        genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download))
+        genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download,
+        checkpoints=store))
 
 
 def _cluster_options(args: argparse.Namespace):
@@ -196,7 +206,8 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
     config = None if args.resume else config_of(args)
     if args.in_process or args.local_workers:  # training on this machine: its --device must be here
         _check_device(args.device)
-    evaluator = _in_process_evaluator(args, config.spec) if args.in_process and config is not None else None
+    if args.in_process and config is not None:
+        _check_data_here(args, config.spec)
     search = _open(args, config)
     refused = True
     try:
@@ -206,13 +217,16 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         spec = search.config.spec
         data = argparse.Namespace(dataset=spec.dataset, columns=spec.columns, image_size=spec.image_size)
         options = replace(options, worker_data=worker_data_args(data))  # the run's data (a resume: the journal's)
+        checkpoints = search.checkpoints
+        if checkpoints is not None and "--checkpoints" not in " ".join(options.worker_args):
+            options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={checkpoints}"))
         try:
             search.replay()  # a journal that does not replay is refused before any socket is bound
         except JournalError as exc:
             raise UsageError(str(exc)) from None
         print(f"run directory {search.run_dir}", flush=True)
         if args.in_process:
-            status = _search(args, search, lambda: (evaluator or _in_process_evaluator(args, spec), lambda: 1))
+            status = _search(args, search, lambda: (_in_process_evaluator(args, checkpoints), lambda: 1))
         else:
             status = _search_on_cluster(args, search, options)
         refused = False

@@ -8,7 +8,7 @@ head starts on this machine (:class:`~evo.head.local_workers.LocalWorkers`, none
     cluster = Cluster(ClusterOptions(bind="tcp://*:5557", server_key_secret=..., allow=...))  # checks keys
     with cluster:                                    # binds, writes the local workers' keys, starts them
         evaluator = cluster.evaluator(stop)          # a DistributedEvaluator on this broker
-        Runner(evaluator, ..., capacity=cluster.capacity).run(strategy)
+        Runner(spec).run(strategy, evaluator, capacity=cluster.capacity)
     # here the workers are stopped, the broker is closed and the temporary keys are removed
 
 Building the :class:`Cluster` reads and checks the key options but opens nothing, so a command can

@@ -176,6 +176,13 @@ class SearchRun:
         return self.stop_reason
 
     @property
+    def checkpoints(self) -> Path | None:
+        """Where this search's promotions keep their checkpoints (``RUN_DIR/checkpoints``): for a schedule that
+        continues promoted candidates (``--mode asha``), else None. Removed when the search finishes."""
+        o = self.config.options
+        return self.run_dir / "checkpoints" if o.mode == "asha" and o.continue_promotions else None
+
+    @property
     def evaluated(self) -> bool:
         """Whether anything was evaluated (or taken from the cache) in this process."""
         return bool(self.runner.evaluated or self.runner.cache_hits)
@@ -205,6 +212,8 @@ class SearchRun:
         partial = self.run_dir / "result.json.partial"
         partial.write_text(json.dumps(summary, indent=2))
         partial.replace(self.run_dir / "result.json")  # a kill leaves no half-written result behind
+        if self.checkpoints is not None and self.strategy.done:  # no promotion is left to continue
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
         return summary
 
     def close(self, refused: bool = False) -> None:
