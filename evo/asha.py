@@ -7,6 +7,13 @@ trained at ``fidelities[k + 1]``. Only when nothing can be promoted does the pro
 Nothing waits for a rung to fill, so every free worker gets work. Decisions depend on the order results
 arrive in; the journal keeps that order, so a resumed search replays them exactly.
 
+With ``brackets`` B > 1 (asynchronous Hyperband, Li et al. 2018, section 3.3): new genotypes are dealt to B
+brackets in turn; bracket b starts its candidates at ``fidelities[b]`` and halves only above it, so bracket
+B - 1 (with B = the number of rungs) trains every candidate at the final fidelity, with no early stopping.
+It hedges against cheap rungs that rank at random (a small data set whose first epochs all sit on one
+plateau): whatever the low rungs say, a share of the candidates is judged at full fidelity. Promotions are
+decided within a bracket.
+
 The proposers (random, the paper's evolution as (mu + 1), aging evolution, TPE) see every result. A genotype
 is known by the highest rung it reached: the schedule keeps ``latest`` (each genotype's result at its highest
 rung) and ranks genotypes by :func:`promotion_rank` (higher rung first, then the loss at it), the order
@@ -48,38 +55,49 @@ class AsyncHalving(AsyncStrategy):
     """The ASHA schedule, for an asynchronous proposer (put it first among the bases): the proposer's
     ``_propose()`` gives new genotypes; ``_learn(evaluation)`` tells it each result."""
 
-    def _init_halving(self, fidelities: Sequence[int], eta: int, continue_promotions: bool = True) -> None:
+    def _init_halving(self, fidelities: Sequence[int], eta: int, continue_promotions: bool = True,
+                      brackets: int = 1) -> None:
         check_fidelities(tuple(fidelities))
         if type(eta) is not int or eta < 2:
             raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
+        if type(brackets) is not int or not 1 <= brackets <= len(fidelities):
+            raise ValueError(f"brackets must be an integer from 1 to the number of rungs ({len(fidelities)}), "
+                             f"got {brackets!r}")
+        self.brackets = brackets
         self.fidelities = tuple(fidelities)
         self.eta = eta
         self.continue_promotions = bool(continue_promotions)
         self.epochs = self.fidelities[0]
         self.final_epochs = self.fidelities[-1]
-        self._rung_results: list[dict[Genotype, Evaluation]] = [{} for _ in self.fidelities]
-        self._promoted: list[set[Genotype]] = [set() for _ in self.fidelities]
+        # per bracket, per rung: the results in arrival order, and the genotypes promoted from it
+        self._rung_results: list[list[dict[Genotype, Evaluation]]] = [[{} for _ in self.fidelities]
+                                                                      for _ in range(brackets)]
+        self._promoted: list[list[set[Genotype]]] = [[set() for _ in self.fidelities] for _ in range(brackets)]
+        self._bracket: dict[Genotype, int] = {}  # each proposed genotype's bracket (= the rung it starts at)
         self.latest: dict[Genotype, Evaluation] = {}  # each genotype's result at the highest rung it reached
         self.proposed = 0                             # new genotypes handed out (promotions not counted)
         self.promotions = 0
 
     def cost(self, candidate: Candidate) -> int:
         k = self.fidelities.index(candidate.epochs) if candidate.epochs in self.fidelities else 0
-        if self.continue_promotions and k > 0:
+        start = self._bracket.get(candidate.genotype, k)
+        if self.continue_promotions and k > start:  # a promotion: it continues from its rung below
             return candidate.epochs - self.fidelities[k - 1]
         return candidate.epochs
 
     # -- the schedule -------------------------------------------------------------------------
-    def _next_promotion(self) -> tuple[int, Genotype] | None:
-        """(rung, genotype) of the next promotion, from the highest rung down; None when there is none."""
+    def _next_promotion(self) -> tuple[int, int, Genotype] | None:
+        """(bracket, rung, genotype) of the next promotion, from the highest rung down (the lower bracket
+        first at equal rungs); None when there is none."""
         for k in range(len(self.fidelities) - 2, -1, -1):
-            results = self._rung_results[k]
-            top = len(results) // self.eta
-            if not top:
-                continue
-            for e in rank(results.values())[:top]:
-                if e.genotype not in self._promoted[k]:
-                    return k, e.genotype
+            for b in range(min(k, self.brackets - 1) + 1):
+                results = self._rung_results[b][k]
+                top = len(results) // self.eta
+                if not top:
+                    continue
+                for e in rank(results.values())[:top]:
+                    if e.genotype not in self._promoted[b][k]:
+                        return b, k, e.genotype
         return None
 
     def _proposals_spent(self, extra: int = 0) -> bool:
@@ -91,33 +109,38 @@ class AsyncHalving(AsyncStrategy):
         while len(out) < (1 if n is None else n) and not (self.exhausted or self._budget_hit):
             promotion = self._next_promotion()
             if promotion is not None:
-                k, genotype = promotion
-                self._promoted[k].add(genotype)  # promoted now, or never: the budget only shrinks
+                b, k, genotype = promotion
+                self._promoted[b][k].add(genotype)  # promoted now, or never: the budget only shrinks
                 candidate = Candidate(genotype, self.fidelities[k + 1])
                 if not self._fits_budget(spent + self.cost(candidate)):
                     continue
                 self.promotions += 1
             else:
-                if self._proposals_spent(sum(c.epochs == self.fidelities[0] for c in out)):
+                if self._proposals_spent(sum(c.genotype not in self._bracket for c in out)):
                     break
-                if not self._fits_budget(spent + self.fidelities[0]):
-                    self._budget_hit = True  # not even a new candidate fits what is left
+                bracket = (self.proposed + sum(c.genotype not in self._bracket for c in out)) % self.brackets
+                if not self._fits_budget(spent + self.fidelities[bracket]):
+                    if not self._fits_budget(spent + self.fidelities[0]):
+                        self._budget_hit = True  # not even the cheapest new candidate fits what is left
                     break
                 genotype = self._propose_unseen({c.genotype for c in out})
                 if genotype is None:
                     self.exhausted = True
                     break
-                self.proposed += 1
-                candidate = Candidate(genotype, self.fidelities[0])
+                candidate = Candidate(genotype, self.fidelities[bracket])
             spent += self.cost(candidate)
             out.append(candidate)
+        for c in out:
+            if c.genotype not in self._bracket:  # a new one: its bracket is the rung it starts at
+                self._bracket[c.genotype] = self.fidelities.index(c.epochs)
+                self.proposed += 1
         if not out and not self._outstanding and self._window and self._finished():
             self._close_window()
         return out
 
     def _absorb(self, evaluation: Evaluation) -> None:
         k = self.fidelities.index(evaluation.epochs)
-        self._rung_results[k][evaluation.genotype] = evaluation
+        self._rung_results[self._bracket[evaluation.genotype]][k][evaluation.genotype] = evaluation
         previous = self.latest.get(evaluation.genotype)
         if previous is None or self.fidelities.index(previous.epochs) <= k:
             self.latest[evaluation.genotype] = evaluation
@@ -144,16 +167,22 @@ class AsyncHalving(AsyncStrategy):
     def snapshot(self) -> dict:
         return {**super().snapshot(), "proposed": self.proposed, "promotions": self.promotions}
 
+    @property
+    def rung_results(self) -> list[list[dict[Genotype, Evaluation]]]:
+        """Per bracket, per rung, the results so far (arrival order)."""
+        return [[dict(rung) for rung in bracket] for bracket in self._rung_results]
+
 
 class HalvingRandom(AsyncHalving):
     """Random proposals under ASHA (Li et al.'s own baseline)."""
 
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
-                 budget_epochs: int | None = None, report_every: int = 10, continue_promotions: bool = True) -> None:
+                 budget_epochs: int | None = None, report_every: int = 10, continue_promotions: bool = True,
+                 brackets: int = 1) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
-        self._init_halving(fidelities, eta, continue_promotions)
+        self._init_halving(fidelities, eta, continue_promotions, brackets)
 
     def _propose(self) -> Genotype:
         return self.space.sample(self.rng)
@@ -167,11 +196,12 @@ class HalvingEvolution(AsyncHalving, SteadyStateEngine):
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
                  budget_epochs: int | None = None, report_every: int = 10, crossover_rate: float = 0.5,
                  mutation_rate: float = 0.8, mutation: MutationRates = MutationRates(),
-                 continue_promotions: bool = True) -> None:
+                 continue_promotions: bool = True,
+                 brackets: int = 1) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every,
                          crossover_rate=crossover_rate, mutation_rate=mutation_rate, mutation=mutation)
-        self._init_halving(fidelities, eta, continue_promotions)
+        self._init_halving(fidelities, eta, continue_promotions, brackets)
 
     def _propose(self) -> Genotype:
         if len(self.latest) < self.mu or not self.population:
@@ -187,12 +217,13 @@ class HalvingRegularized(AsyncHalving):
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, tournament_size: int = 3,
                  seed: int = 0, fidelities: Sequence[int] = (1, 3, 9), eta: int = 3,
                  max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
-                 mutation: MutationRates = MutationRates(), continue_promotions: bool = True) -> None:
+                 mutation: MutationRates = MutationRates(), continue_promotions: bool = True,
+                 brackets: int = 1) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
         if type(tournament_size) is not int or not 1 <= tournament_size <= mu:
             raise ValueError(f"tournament_size must be an integer in [1, population {mu}], got {tournament_size!r}")
-        self._init_halving(fidelities, eta, continue_promotions)
+        self._init_halving(fidelities, eta, continue_promotions, brackets)
         self.tournament_size = tournament_size
         self.mutation = mutation
         self._queue: deque[Genotype] = deque()
@@ -207,7 +238,7 @@ class HalvingRegularized(AsyncHalving):
         return mutate(parent.genotype, self.space, self.rng, self.mutation)
 
     def _learn(self, evaluation: Evaluation) -> None:
-        if evaluation.epochs != self.fidelities[0]:
+        if evaluation.epochs != self.fidelities[self._bracket[evaluation.genotype]]:
             return  # a promotion's result: the genotype is in the queue already (or aged out)
         self._queue.append(evaluation.genotype)
         if len(self._queue) > self.mu:

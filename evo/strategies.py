@@ -99,6 +99,7 @@ class StrategyOptions:
     seed: int = 0
     operators: str = "paper"
     continue_promotions: bool = True
+    brackets: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -134,6 +135,10 @@ class StrategyOptions:
                                       f"{self.strategy} is {kind}")
         if self.mode == "asha" and len(self.fidelities) < 2:
             raise OptionError("fidelities", "asha needs two or more rungs (e.g. 1,3,9)")
+        _whole("brackets", self.brackets, 1)
+        if self.brackets > 1 and (self.mode != "asha" or self.brackets > len(self.fidelities)):
+            raise OptionError("brackets", f"{self.brackets} brackets need mode asha and as many rungs (each "
+                                          "bracket starts one rung higher)")
         if self.fidelities and self.strategy not in ("evolution", "tpe", "random", "regularized"):
             raise OptionError("fidelities", f"do not apply to strategy {self.strategy}")
         if self.fidelities and self.mode == "steady-state":
@@ -187,7 +192,8 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
     if o.mode == "asha":
         from . import asha
         halving = dict(fidelities=o.fidelities, eta=o.eta, max_evaluations=o.max_evaluations,
-                       report_every=o.offspring, continue_promotions=o.continue_promotions, **common)
+                       report_every=o.offspring, continue_promotions=o.continue_promotions, brackets=o.brackets,
+                       **common)
         if o.strategy == "random":
             return asha.HalvingRandom(space, **halving)
         if o.strategy == "regularized":

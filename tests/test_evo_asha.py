@@ -112,3 +112,27 @@ def test_a_continued_promotion_is_charged_the_epochs_in_between(continuing):
     per_promotion = {3: 2, 9: 6} if continuing else {3: 3, 9: 9}
     assert strategy.asked_epochs == counts[1] + sum(counts[e] * per_promotion[e] for e in (3, 9))
     assert strategy.cost(asks[0][0]) == 1
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_brackets_deal_new_genotypes_in_turn_and_the_last_has_no_early_stopping(name):
+    strategy = build(name, brackets=3, budget_epochs=None, max_evaluations=30)
+    asks, _ = run_workers(strategy, 4, pick=np.random.default_rng(2))
+    first = {}
+    for batch in asks:
+        for c in batch:
+            first.setdefault(c.genotype, c.epochs)
+    starts = list(first.values())
+    assert starts == [(1, 3, 9)[i % 3] for i in range(len(starts))] and len(starts) == 30
+    at_nine = [g for g, e in first.items() if e == 9]
+    assert len(at_nine) == 10                                   # a third judged at full fidelity at once
+    charged = sum(strategy.cost(c) for batch in asks for c in batch)
+    assert charged == strategy.asked_epochs
+    # a bracket's start is paid in full; only promotions continue
+    assert all(strategy.cost(type(asks[0][0])(g, e)) == e for g, e in first.items())
+
+
+def test_one_bracket_is_plain_asha_and_too_many_are_refused():
+    assert texts(run_workers(build("random", brackets=1), 4)[0]) == texts(run_workers(build("random"), 4)[0])
+    with pytest.raises(ValueError, match="brackets must be an integer from 1 to the number of rungs"):
+        build("random", brackets=4)

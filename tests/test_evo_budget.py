@@ -177,3 +177,11 @@ def test_every_strategy_name_builds():
     assert set(STRATEGIES) == {o.strategy for o in OPTIONS.values()}
     for name in ALL:
         assert build(name).final_epochs == OPTIONS[name].final_epochs
+
+
+@pytest.mark.parametrize("kwargs", [dict(brackets=2), dict(mode="asha", fidelities=(1, 3), brackets=3),
+                                    dict(mode="asha", fidelities=(1, 3), brackets=0)])
+def test_brackets_need_asha_and_enough_rungs(kwargs):
+    with pytest.raises(OptionError) as caught:
+        StrategyOptions(**kwargs)
+    assert caught.value.option == "brackets"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gpuworker.data_options import add_data_options
 
-from .search import UsageError, spec_of
 from ..cmdline import validate as v
 from ..genotype import GenotypeError
 from ..strategies import MODES, OPERATORS, STRATEGIES
 from .distribution import add_distribution_options
+from .search import UsageError, spec_of
 
 __all__ = ["main"]
 
@@ -101,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="evolution and regularized: the mutation operators - paper (append a layer or redraw a "
                         "width, the paper's) or local (also remove or insert a layer, step a width or the latent "
                         "by one or two grid points); default paper")
+    s.add_argument("--brackets", type=v.whole(1, 100), default=1,
+                   help="asha: deal new genotypes to this many brackets in turn, bracket b starting at rung b "
+                        "(asynchronous Hyperband); with as many brackets as rungs one bracket trains every "
+                        "candidate at the final fidelity - a hedge for data whose first epochs rank at random "
+                        "(default 1: plain asha)")
     s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",
                    help="asha: train a promoted candidate again from scratch instead of continuing it from its "
                         "checkpoint (the result is the same; a continued promotion is charged only the epochs "

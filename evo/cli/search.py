@@ -32,7 +32,8 @@ __all__ = ["SEARCH_KEYS", "UsageError", "config_of", "genotype_arg", "run", "spe
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
                "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
-               "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions")
+               "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
+               "brackets")
 
 #: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
 #: docs/experiments.md); the paper's evolution where an option only it has is given
@@ -91,7 +92,7 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
             tournament_size=args.tournament_size, startup_trials=args.startup_trials,
             crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
             initial=tuple(space.validate(parse_genotype(t)) for t in args.initial), seed=args.seed,
-            operators=args.operators, continue_promotions=args.continue_promotions)
+            operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets)
     except OptionError as exc:
         raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
     return SearchConfig(options, spec_of(args), space)
