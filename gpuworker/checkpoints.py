@@ -37,10 +37,15 @@ class Checkpoint:
 
 
 class CheckpointStore:
-    """Checkpoints under ``root/KEY/EPOCHS.pt`` (KEY: the genotype and the spec, epochs left out)."""
+    """Checkpoints under ``root/KEY/EPOCHS.pt`` (KEY: the genotype and the spec, epochs left out), at most
+    ``max_bytes`` in all: past it, the oldest are removed (a promotion that finds none trains from scratch)."""
 
-    def __init__(self, root: str | Path) -> None:
+    #: the default bound: about 200 checkpoints of a 1000-wide, 5-layer VAE (weights and Adam's moments)
+    MAX_BYTES = 4 << 30
+
+    def __init__(self, root: str | Path, max_bytes: int = MAX_BYTES) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
 
     @staticmethod
     def key(genotype: Genotype, spec: TrainSpec) -> str:
@@ -88,3 +93,20 @@ class CheckpointStore:
         for older in directory.glob("*.pt"):
             if older.stem.isdigit() and int(older.stem) < checkpoint.epochs:
                 older.unlink(missing_ok=True)
+        self._bound()
+
+    def _bound(self) -> None:
+        """Remove the oldest checkpoints while the store holds more than ``max_bytes``."""
+        files = []
+        for path in self.root.glob("*/*.pt"):
+            try:
+                info = path.stat()
+            except OSError:
+                continue  # removed meanwhile (another worker sharing the store)
+            files.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size

@@ -57,3 +57,15 @@ def test_a_store_that_cannot_be_written_costs_nothing_but_the_saving(tmp_path):
     blocked.write_text("a file where the store's directory should be")  # mkdir fails, as on a full disk
     result = evaluate(G, SPEC.replace(epochs=1), checkpoints=CheckpointStore(blocked))
     assert result.ok and blocked.read_text().startswith("a file")
+
+
+def test_the_store_keeps_to_its_bound_by_removing_the_oldest(tmp_path):
+    store = CheckpointStore(tmp_path, max_bytes=1)  # smaller than any checkpoint: only the newest is kept
+    evaluate(G, SPEC.replace(epochs=1), checkpoints=store)
+    other = parse_genotype("100|10|100")
+    evaluate(other, SPEC.replace(epochs=1), checkpoints=store)
+    kept = list(tmp_path.glob("*/*.pt"))
+    assert len(kept) <= 1
+    again = evaluate(G, SPEC.replace(epochs=2), checkpoints=store)
+    assert again.ok and again.measurement.resumed_from == 0  # evicted: from scratch, the same result
+    assert again.measurement.curve == evaluate(G, SPEC.replace(epochs=2)).measurement.curve
