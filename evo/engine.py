@@ -1,7 +1,7 @@
 """The paper's (mu + lambda) generational evolution, driven by ask/tell."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .evaluation import Candidate, Evaluation
 from .genotype import Genotype

@@ -85,21 +85,21 @@ class Evaluation:
 
     @classmethod
     def succeeded(cls, genotype: Genotype, loss: float, measurement: Measurement | None = None, *,
-                  epochs: int) -> "Evaluation":
+                  epochs: int) -> Evaluation:
         return cls(genotype, float(loss), epochs=epochs, state=EvalState.OK, measurement=measurement or Measurement())
 
     @classmethod
     def failed(cls, genotype: Genotype, error: str, measurement: Measurement | None = None, *,
-               epochs: int) -> "Evaluation":
+               epochs: int) -> Evaluation:
         return cls(genotype, None, epochs=epochs, error=error or "unknown failure", state=EvalState.FAILED,
                    measurement=measurement or Measurement())
 
     @classmethod
-    def lost(cls, genotype: Genotype, reason: str, *, epochs: int, attempts: int = 0) -> "Evaluation":
+    def lost(cls, genotype: Genotype, reason: str, *, epochs: int, attempts: int = 0) -> Evaluation:
         return cls(genotype, None, epochs=epochs, error=reason or "lost", state=EvalState.LOST, attempts=attempts)
 
     @classmethod
-    def of(cls, candidate: Candidate, ok: bool, measurement: Measurement, error: str = "") -> "Evaluation":
+    def of(cls, candidate: Candidate, ok: bool, measurement: Measurement, error: str = "") -> Evaluation:
         """The evaluation of ``candidate`` from a trainer's or a worker's report: succeeded when ``ok`` and the
         measurement has a finite positive loss, else failed with ``error`` (or why the loss is unusable)."""
         if ok and measurement.loss is not None and _finite_positive(measurement.loss):

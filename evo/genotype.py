@@ -42,7 +42,7 @@ class Genotype:
         object.__setattr__(self, "_text", text)  # the text form is asked for often (task ids, logs, the wire)
 
     @classmethod
-    def parse(cls, text: str) -> "Genotype":
+    def parse(cls, text: str) -> Genotype:
         return parse_genotype(text)
 
     def __str__(self) -> str:

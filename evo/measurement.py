@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Measurement"]
 
@@ -114,7 +115,7 @@ class Measurement:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
         """The inverse of ``to_dict``, lenient where a worker may say more or less: keys it does not know are
         ignored (a raw worker may report its own), a missing figure is absent, a non-finite one is absent.
         ValueError for a known key of the wrong type. Reads the nested ``test.loss`` form too (what

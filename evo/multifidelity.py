@@ -13,9 +13,10 @@ epochs for nine. Deterministic for a seed: promotion ranks by loss, ties by geno
 """
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 from .engine import EvolutionEngine
 from .evaluation import Candidate, Evaluation
@@ -40,7 +41,7 @@ def parse_fidelities(text: str) -> tuple[int, ...]:
 
 def check_fidelities(values: Sequence[int]) -> None:
     if not values or any(type(v) is not int or v < 1 for v in values) or \
-            any(b <= a for a, b in zip(values, values[1:])):
+            any(b <= a for a, b in itertools.pairwise(values)):
         raise ValueError(f"fidelities must be strictly increasing whole epochs >= 1, e.g. 1,3,9; "
                          f"got {','.join(map(str, values))}")
 
@@ -66,7 +67,8 @@ class Rungs(ABC):
     def _fresh(self, count: int) -> list[Genotype]:
         """A generation's ``count`` new genotypes (trained at the first rung)."""
 
-    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:
+    # an optional hook, not abstract: a subclass overrides it only when it wants to see the rungs
+    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:  # noqa: B027
         """Called once per finished rung, before the next is asked for (``promoted`` empty on the last)."""
 
     def _next_batch(self) -> list[Candidate]:

@@ -4,8 +4,9 @@ reads the flat form ``evovae search`` journaled before this type existed (its op
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .genotype import parse_genotype
 from .space import SearchSpace
@@ -34,7 +35,7 @@ class SearchConfig:
         return {"options": options, "spec": self.spec.to_dict(), "space": asdict(self.space)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SearchConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
         """The config ``to_dict`` wrote, or the flat one of an older ``evovae search`` journal. ValueError
         (naming the field) when it is neither."""
         if "options" in data and "spec" in data:
@@ -53,9 +54,9 @@ class SearchConfig:
             raise ValueError(f"unknown strategy options {sorted(unknown)}; known: {sorted(known)}")
         return cls(StrategyOptions(**options), spec, space)
 
-    def same_search(self, other: "SearchConfig") -> bool:
+    def same_search(self, other: SearchConfig) -> bool:
         """Whether ``other`` is this search (compared as stored, so a config read back equals the one written)."""
         return json.dumps(self.to_dict(), sort_keys=True) == json.dumps(other.to_dict(), sort_keys=True)
 
-    def with_generations(self, generations: int) -> "SearchConfig":
+    def with_generations(self, generations: int) -> SearchConfig:
         return replace(self, options=replace(self.options, generations=generations))

@@ -1,7 +1,7 @@
 """Selection: (mu + lambda) truncation, deterministic in its ties."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .evaluation import Evaluation
 

@@ -49,10 +49,12 @@ class SearchSpace:
 
     def random_width(self, rng: np.random.Generator) -> int:
         # the same draw as rng.choice(self.widths), at a sixth of its cost
-        return self.width_min + self.width_step * int(rng.integers((self.width_max - self.width_min) // self.width_step + 1))
+        choices = (self.width_max - self.width_min) // self.width_step + 1
+        return self.width_min + self.width_step * int(rng.integers(choices))
 
     def random_latent(self, rng: np.random.Generator) -> int:
-        return self.latent_min + self.latent_step * int(rng.integers((self.latent_max - self.latent_min) // self.latent_step + 1))
+        choices = (self.latent_max - self.latent_min) // self.latent_step + 1
+        return self.latent_min + self.latent_step * int(rng.integers(choices))
 
     def random_network(self, rng: np.random.Generator) -> tuple[int, ...]:
         depth = int(rng.integers(self.min_layers, self.max_layers + 1))

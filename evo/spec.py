@@ -4,9 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 from .genotype import Genotype
 
@@ -141,7 +142,7 @@ class TrainSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -159,7 +160,7 @@ class TrainSpec:
             data["dataset"] = "own"
         return json.dumps(data, sort_keys=True)
 
-    def replace(self, **changes: Any) -> "TrainSpec":
+    def replace(self, **changes: Any) -> TrainSpec:
         return type(self).from_dict({**self.to_dict(), **changes})
 
 

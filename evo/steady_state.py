@@ -7,12 +7,12 @@ same way.
 """
 from __future__ import annotations
 
+from .engine import check_rates
 from .evaluation import Evaluation
 from .genotype import Genotype
 from .selection import select_survivors
 from .space import SearchSpace
 from .strategy import AsyncStrategy
-from .engine import check_rates
 from .variation import MutationRates, breed
 
 __all__ = ["SteadyStateEngine"]

@@ -16,8 +16,8 @@ from .space import SearchSpace
 from .strategy import Strategy
 from .variation import MutationRates
 
-__all__ = ["EXTERNAL", "MODES", "MODE_STRATEGIES", "OPERATORS", "OptionError", "STRATEGIES", "StrategyFactory", "StrategyOptions", "budget_of", "make_strategy",
-           "register_strategy"]
+__all__ = ["EXTERNAL", "MODES", "MODE_STRATEGIES", "OPERATORS", "OptionError", "STRATEGIES", "StrategyFactory",
+           "StrategyOptions", "budget_of", "make_strategy", "register_strategy"]
 
 #: name -> what it is (for --help and docs)
 STRATEGIES = {

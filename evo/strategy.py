@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 

@@ -118,7 +118,7 @@ def mutate_network(
 ) -> tuple[int, ...]:
     """Append a random-width layer, or give one random layer a new width."""
     if len(widths) < space.max_layers and rng.random() < append_rate:
-        return widths + (space.random_width(rng),)
+        return (*widths, space.random_width(rng))
     index = int(rng.integers(len(widths)))
     changed = list(widths)
     changed[index] = _other(space.widths, widths[index], rng)

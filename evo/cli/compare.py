@@ -9,15 +9,16 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gpuworker.data_options import add_data_options, check_split, data_fields
 
 from ..cmdline import validate as v
-from ..experiments.compare import ARMS, COMPARE_PRESETS, base_spec, run_compare, summarize
+from ..experiments.compare import ARMS, COMPARE_PRESETS, CONTINUING, base_spec, run_compare, summarize
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
@@ -135,6 +136,7 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
     from ..head.cache import ResultCache
 
     preset = ComparePreset(**{**config["preset"], "fidelities": tuple(config["preset"]["fidelities"]),
+                              "asha_fidelities": tuple(config["preset"].get("asha_fidelities", ())),
                               "arms": tuple(config["preset"]["arms"])})
     spec = _spec_of(preset, config)
     cache = ResultCache(run / "cache.sqlite")
@@ -181,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(_parser(), argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
         return args
-    from ..head.cluster import Cluster, ClusterError
     from ..cmdline.log_setup import configure
+    from ..head.cluster import Cluster, ClusterError
 
     new = None
     try:  # the data, then the cluster's options and keys, are checked before the run directory is created
@@ -193,7 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gpuworker.train import check_device
 
             check_device(args.device)  # the local workers train on this machine
-        cluster = Cluster(cluster_options(args))  # reads the key files
+        options = cluster_options(args)
+        if set(config["preset"]["arms"]) & set(CONTINUING):  # promotions continue from checkpoints kept here
+            options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={run / 'checkpoints'}"))
+        cluster = Cluster(options)  # reads the key files
         if not args.resume:
             new = _outermost_new(run)
             _create(run, config)
@@ -222,9 +227,9 @@ def _refused(message: str, new: Path | None) -> int:
 
 
 def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster, new: Path | None) -> int:
+    from ..cmdline.signals import stop_signals
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
-    from ..cmdline.signals import stop_signals
 
     started = time.perf_counter()
     with stop_signals() as stop:

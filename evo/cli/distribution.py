@@ -13,8 +13,8 @@ import argparse
 import contextlib
 import io
 
-from ..head.cluster import DEFAULT_BIND, ClusterError, ClusterOptions
 from ..cmdline import validate as v
+from ..head.cluster import DEFAULT_BIND, ClusterError, ClusterOptions
 
 __all__ = ["add_distribution_options", "check_worker_args", "cluster_options", "worker_data_args"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 from gpuworker.data_options import add_data_options, check_split, data_fields
 
@@ -85,7 +85,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     args.dataset = args.dataset or "fashion-mnist"
     fields = data_fields(args, val_size=preset.val_size)
     changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    config = ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0, split_seed=args.split_seed or 0)
+    config = ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0,
+                              split_seed=args.split_seed or 0)
     check_split(config.spec(1), args.data_root)  # e.g. a --val-size too large for the table: one line, now
     return config
 
@@ -139,10 +140,10 @@ def _error(message: str) -> int:
 
 
 def _paper(args: argparse.Namespace) -> int:
-    from ..head.cluster import Cluster
-    from ..cmdline.log_setup import configure
-
     from gpuworker.train import check_device
+
+    from ..cmdline.log_setup import configure
+    from ..head.cluster import Cluster
 
     try:  # the data, then the key options, are checked before a run directory is created or changed
         config = _stored_config(args) if args.resume else _config(args)
@@ -171,11 +172,11 @@ def _any_search(run_dir: Path) -> bool:
 def _run(args: argparse.Namespace, run, cluster) -> int:
     from gpuworker.data import DataError
 
+    from ..cmdline.signals import stop_signals
     from ..experiments.paper import run_paper
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
     from ..head.store import JournalError
-    from ..cmdline.signals import stop_signals
 
     print(f"run directory {run.path}", flush=True)
     with stop_signals() as stop:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
-
-
-from ..cmdline import validate as v
-from ..genotype import GenotypeError, parse_genotype
-from ..spec import TrainSpec
 
 from gpuworker.data import splits
 from gpuworker.data_options import DATA_KEYS, DataOptionError, add_data_options, spec_from_args
 from gpuworker.export import ModelDirError, export_best, load_model
 from gpuworker.train import check_device, set_threads
+
+from ..cmdline import validate as v
+from ..genotype import GenotypeError, parse_genotype
+from ..spec import TrainSpec
 
 __all__ = ["main_export", "main_reconstruct", "main_sample"]
 

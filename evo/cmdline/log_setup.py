@@ -33,7 +33,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),  # one write per line: lines of processes sharing a pipe never interleave
+        # one write per line: lines of processes sharing a pipe never interleave
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

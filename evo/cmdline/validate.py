@@ -18,12 +18,14 @@ data, are the commands' own; they raise ValueError subclasses with the option's 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from transport.protocol import ID_PATTERN
 
@@ -141,7 +143,7 @@ def whole_list(lo: int = 1, *, increasing: bool = False, example: str = "2,5") -
         if not items or not all(re.fullmatch(r"[0-9]{1,9}", item.strip()) for item in items):
             raise OptionError(f"expected {allowed}, got {_shown(text)}")
         values = [int(item) for item in items]
-        if min(values) < lo or (increasing and any(b <= a for a, b in zip(values, values[1:]))):
+        if min(values) < lo or (increasing and any(b <= a for a, b in itertools.pairwise(values))):
             raise OptionError(f"expected {allowed}, got {_shown(text)}")
         return ",".join(map(str, values))
 
@@ -192,7 +194,7 @@ def endpoint(*, bind: bool) -> Callable[[Any], str]:
         if sep and scheme in ("ipc", "inproc") and rest:
             return text
         host, colon, port = rest.rpartition(":")
-        ok_port = port.isdigit() and 1 <= int(port) <= 65535 or (bind and port == "*")
+        ok_port = (port.isdigit() and 1 <= int(port) <= 65535) or (bind and port == "*")
         ok_host = bool(host) and (bind or "*" not in host)
         if not (sep and scheme == "tcp" and colon and ok_host and ok_port):
             why = " (a port is 1-65535)" if port.isdigit() else ""

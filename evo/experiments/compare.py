@@ -22,7 +22,7 @@ from ..strategies import StrategyOptions
 from .searches import SearchBench
 from .stats import bootstrap_mean_ci, mean_sd
 
-__all__ = ["ARMS", "COMPARE_PRESETS", "ComparePreset", "arm_options", "run_compare", "summarize"]
+__all__ = ["ARMS", "COMPARE_PRESETS", "CONTINUING", "ComparePreset", "arm_options", "run_compare", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ class ComparePreset:
     arms: tuple[str, ...] = ("tpe-multifidelity", "multifidelity", "evolution", "random", "regularized", "tpe")
     tournament_size: int = 3
     startup_trials: int = 10
+    asha_fidelities: tuple[int, ...] = ()  # the asha and hyperband arms' rungs (default: ``fidelities``)
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """The rungs of the asynchronous arms."""
+        return self.asha_fidelities or self.fidelities
 
 
 COMPARE_PRESETS = {
@@ -57,7 +63,8 @@ COMPARE_PRESETS = {
                                 "after 1-4 epochs hardly predicts the one after 20); about an hour on a 2-core CPU "
                                 "with 2 local workers",
                          train_subset=3000, val_size=2000, epochs=10, budget_epochs=240, population=6, offspring=6,
-                         fidelities=(3, 10), eta=3, seeds=5, retrain_epochs=20, iw_samples=100),
+                         fidelities=(3, 10), eta=3, seeds=5, retrain_epochs=20, iw_samples=100,
+                         asha_fidelities=(1, 3, 10)),
     "full": ComparePreset("full", "the paper's scale for a GPU cluster: all 50,000 training images, 10 seeds, "
                                   "500 epochs a search, IW bound with k = 5000",
                           train_subset=0, val_size=10_000, epochs=5, budget_epochs=500, population=10,
@@ -73,7 +80,18 @@ ARMS = {
     "tpe": "Optuna's TPE sampler (ask-and-tell), one proposal per free worker, duplicates answered from the "
            "seen-set",
     "tpe-multifidelity": "TPE proposals with successive halving over the preset's fidelities (after BOHB)",
+    "asha-tpe": "TPE proposals under asynchronous successive halving over the preset's asha rungs; promotions "
+                "continue from checkpoints",
+    "asha-evolution": "(mu + 1) evolution with the local mutation operators under asynchronous successive halving",
+    "asha-regularized": "aging evolution with the local mutation operators under asynchronous successive halving",
+    "asha-random": "random proposals under asynchronous successive halving (Li et al.'s ASHA)",
+    "hyperband-tpe": "TPE proposals under asynchronous Hyperband: one bracket per rung, the last without early "
+                     "stopping",
+    "hyperband-evolution": "(mu + 1) evolution, local operators, under asynchronous Hyperband",
 }
+
+#: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
+CONTINUING = tuple(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-")))
 
 
 def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
@@ -91,6 +109,12 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
         return replace(base, strategy="tpe", mode="steady-state")
     if arm == "tpe-multifidelity":
         return replace(base, strategy="tpe", fidelities=p.fidelities)
+    if arm in CONTINUING:
+        schedule, proposer = arm.split("-", 1)
+        asha = replace(base, strategy=proposer, mode="asha", fidelities=p.rungs,
+                       operators="local" if proposer in ("evolution", "regularized") else "paper",
+                       brackets=len(p.rungs) if schedule == "hyperband" else 1)
+        return asha
     raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
 
 

@@ -59,8 +59,8 @@ def draw_fidelity(study: dict[str, Any], path: Path) -> None:
     left.grid(alpha=0.3)
     full = str(max(ks))
     for k in ks[:-1]:
-        right.scatter([g["losses"][full] for g in study["genotypes"]], [g["losses"][str(k)] for g in study["genotypes"]],
-                      s=14, label=f"after {k}")
+        right.scatter([g["losses"][full] for g in study["genotypes"]],
+                      [g["losses"][str(k)] for g in study["genotypes"]], s=14, label=f"after {k}")
     right.set_xlabel(f"validation loss after {full} epochs")
     right.set_ylabel("validation loss after k epochs")
     right.legend()
@@ -142,7 +142,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
            f"- Final metric: each search's best genotype retrained {p['retrain_epochs']} epochs, then on the test "
            f"split the negative ELBO and the negative importance-weighted bound with k = {p['iw_samples']} "
            "samples (Burda et al.), both in nats per image.",
-           f"- Arms: " + "; ".join(f"`{a}`: {results['arms'][a]}" for a in p["arms"]) + ".",
+           "- Arms: " + "; ".join(f"`{a}`: {results['arms'][a]}" for a in p["arms"]) + ".",
            f"- Multi-fidelity rungs: {','.join(map(str, p['fidelities']))} epochs, eta = {p['eta']}; population "
            f"{p['population']}, offspring {p['offspring']}; aging evolution P = {p['population']}, "
            f"S = {p['tournament_size']}; TPE start-up trials {p['startup_trials']}.", "",
@@ -168,13 +168,14 @@ def render_compare_report(results: dict[str, Any]) -> str:
                 f"{study['trained']} random genotypes (seed {study['seed']}) trained {max(study['epochs'])} epochs "
                 "on the same data; the loss after k epochs is read off the same run (training is prefix-stable: "
                 "a k-epoch run is the first k epochs of a longer one).", "",
-                "| epochs | Spearman rho | Kendall tau-b | top-quarter overlap | median loss |", "|---|---|---|---|---|"]
+                "| epochs | Spearman rho | Kendall tau-b | top-quarter overlap | median loss |",
+                "|---|---|---|---|---|"]
         for row in study["table"]:
             out.append(f"| {row['epochs']} | {_f(row['spearman'])} | {_f(row['kendall'])} | "
                        f"{_f(row['top_quarter_overlap'])} | {_f(row['median_loss'])} |")
         out += ["", "![fidelity](fidelity.png)"]
-    out += ["", "## Best genotypes per seed", "", "| arm | " + " | ".join(f"seed {i}" for i in range(p["seeds"])) + " |",
-            "|---|" + "---|" * p["seeds"]]
+    out += ["", "## Best genotypes per seed", "",
+            "| arm | " + " | ".join(f"seed {i}" for i in range(p["seeds"])) + " |", "|---|" + "---|" * p["seeds"]]
     for arm, st in s["arms"].items():
         out.append(f"| {arm} | " + " | ".join(f"`{g}`" if g else "-" for g in st["best_genotypes"]) + " |")
     out += ["", f"Machine: {results['machine']}; wall time {results['seconds'] / 60:.1f} min."]

@@ -9,7 +9,8 @@ loss after each k with the loss after the last, and the overlap of the top quart
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def fidelity_study(bench: SearchBench, spec: TrainSpec, *, count: int = 30, epoc
     genotypes = sample_genotypes(space, count, seed)
     evaluations = bench.tasks("fidelity", [(g, spec.replace(epochs=full)) for g in genotypes])
     rows = []
-    for g, e in zip(genotypes, evaluations):
+    for g, e in zip(genotypes, evaluations, strict=True):
         curve = list(e.measurement.curve)
         if e.ok and len(curve) >= full and all(math.isfinite(v) for v in curve):
             rows.append({"genotype": str(g), "losses": {str(k): float(curve[k - 1]) for k in epochs}})

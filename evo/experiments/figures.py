@@ -5,8 +5,9 @@ the shape of its data (8 x 8 digits, 3 x 32 x 32 colour, ...); data that is not 
 vectors) has none: the report says so in one line instead (``"file"`` None)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["draw_paper_figures"]
 
@@ -47,7 +48,8 @@ def _curves_figure(run: Path, dataset: str, retrain_epochs: int, evolution: Sequ
                 series[label] = r["validation_curve"]
                 style[label] = styles.evolution(s, linestyle=line)
     name = f"curves-{dataset}.png"
-    plot_curves(series, run / name, styles=style, title=f"{dataset}: validation loss while retraining {retrain_epochs} epochs")
+    plot_curves(series, run / name, styles=style,
+                title=f"{dataset}: validation loss while retraining {retrain_epochs} epochs")
     return {"file": name, "kind": "figure-2-3", "caption":
             f"Validation negative ELBO per epoch while retraining the best (solid) and worst (dashed) "
             f"architecture of each evolutionary search for {retrain_epochs} epochs (the paper's Fig. 2/3)."}

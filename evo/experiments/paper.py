@@ -22,15 +22,14 @@ again. The settings come from ``RUN_DIR/experiment.json``.
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -69,7 +68,7 @@ class LocalSettings:
     log_level: str = "warning"
 
     @classmethod
-    def of(cls, options: ClusterOptions, log_format: str) -> "LocalSettings":
+    def of(cls, options: ClusterOptions, log_format: str) -> LocalSettings:
         processes = max(1, options.local_workers)
         return cls(processes, cores_per_worker(processes, options.threads), options.device, options.data_root,
                    options.download, log_format, options.log_level)
@@ -115,7 +114,7 @@ def _mark_reused(searches: list[dict[str, Any]], plans: Sequence[SearchPlan]) ->
     """Each evaluation whose result an earlier search of the experiment had already paid for is ``reused``
     (the shared cache answered it): the same genotype and training spec, hence the same task id."""
     paid: set[str] = set()
-    for s, plan in zip(searches, plans):
+    for s, plan in zip(searches, plans, strict=True):
         for row in s["evaluations"]:
             tid = task_id(parse_genotype(row["genotype"]), plan.spec)
             row["reused"] = tid in paid
@@ -206,7 +205,8 @@ def comparison(config: ExperimentConfig, searches: list[dict[str, Any]], retrain
     hand = retrained["hand-designed"]
     rows.append({"method": "hand-designed (PyTorch example VAE)", "kind": "hand-designed", "search_epochs": None,
                  "seeds": [config.seed], "genotypes": [str(HAND_DESIGNED)], "evaluations": 0,
-                 "search_loss": _stats([]), "val_loss": _stats([hand["validation"]["loss"]]), "test_loss": _test([hand])})
+                 "search_loss": _stats([]), "val_loss": _stats([hand["validation"]["loss"]]),
+                 "test_loss": _test([hand])})
     return rows
 
 

@@ -83,8 +83,9 @@ def _protocol(results: dict[str, Any]) -> list[str]:
         ("evaluation budget", f"{pr['budget']} evaluations per search (mu + (generations - 1) x lambda); an "
                               "offspring already seen is dropped, not evaluated, so evolution may use fewer"),
         ("search epochs", ", ".join(f"{e}" for e in pr["search_epochs"]) + " (one evolutionary search each)"),
-        ("random search", f"the same budget, {len(pr['random_seeds'])} seeds ({', '.join(map(str, pr['random_seeds']))})"
-                          f", candidates trained {' and '.join(map(str, pr['random_epochs']))} epoch(s)"),
+        ("random search", f"the same budget, {len(pr['random_seeds'])} seeds "
+                          f"({', '.join(map(str, pr['random_seeds']))}), "
+                          f"candidates trained {' and '.join(map(str, pr['random_epochs']))} epoch(s)"),
         ("hand-designed baseline", _hand_designed(pr)),
         ("retraining", f"{pr['retrain_epochs']} epochs, same data and seed (the paper: 20)"),
         ("Fig. 4 models", f"best architectures with latent size 2, {pr['manifold_epochs']} epochs"),

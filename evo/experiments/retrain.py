@@ -10,9 +10,10 @@ valid model of that genotype and spec is reused. Both give the same :func:`recor
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 
@@ -77,7 +78,7 @@ def retrain_numbers(bench: SearchBench, name: str, jobs: Sequence[Retraining]) -
     if not numeric:
         return {}
     evaluations = bench.tasks(name, [(parse_genotype(j.genotype), j.spec.replace(report_test=True)) for j in numeric])
-    return {j.role: _of_evaluation(j, e) for j, e in zip(numeric, evaluations)}
+    return {j.role: _of_evaluation(j, e) for j, e in zip(numeric, evaluations, strict=True)}
 
 
 def _reusable(path: Path, job: Retraining) -> dict[str, Any] | None:
@@ -162,6 +163,6 @@ def train_models(run: Path, jobs: Sequence[Retraining], *, processes: int, threa
         trained = _train_here([(first[k].genotype, first[k].spec, run / dirs[k]) for k in todo], processes=processes,
                               threads_each=threads_each, device=device, data_root=data_root, download=download,
                               log_format=log_format, log_level=log_level, stop=stop or threading.Event())
-        infos.update(zip(todo, trained))
+        infos.update(zip(todo, trained, strict=True))
     records = {j.role: _of_model(j, infos[j.key], dirs[j.key]) for j in jobs if j.key in weighted}
     return records, len(todo)

@@ -14,9 +14,10 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..head.cache import ResultCache
 from .presets import ExperimentConfig
@@ -63,7 +64,7 @@ class PaperRun:
         self._save()
 
     @classmethod
-    def create(cls, path: str | Path, config: ExperimentConfig, *, force: bool = False) -> "PaperRun":
+    def create(cls, path: str | Path, config: ExperimentConfig, *, force: bool = False) -> PaperRun:
         """A new experiment in ``path``; ``force`` first removes what an earlier experiment wrote there."""
         path = Path(path)
         if force:
@@ -82,7 +83,7 @@ class PaperRun:
         return cls(path, config)
 
     @classmethod
-    def open(cls, path: str | Path) -> "PaperRun":
+    def open(cls, path: str | Path) -> PaperRun:
         """The experiment in ``path``, to continue it with the settings it was started with."""
         return cls(Path(path), cls.read_config(path))
 
@@ -151,7 +152,7 @@ class PaperRun:
         self._save()
         self.cache.close()
 
-    def __enter__(self) -> "PaperRun":
+    def __enter__(self) -> PaperRun:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,5 +59,5 @@ def bootstrap_mean_ci(differences: Sequence[float], *, level: float = 0.95, resa
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
     low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"n": int(len(d)), "mean": float(d.mean()), "low": float(low), "high": float(high), "level": level,
+    return {"n": len(d), "mean": float(d.mean()), "low": float(low), "high": float(high), "level": level,
             "excludes_zero": bool(low > 0 or high < 0)}

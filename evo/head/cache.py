@@ -4,8 +4,8 @@ version), so a result is only ever reused for exactly the same training run."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..evaluation import EvalState, Evaluation
 from .store import VERSION, check_format, connect, migrate, row_of, select_many

@@ -145,7 +145,7 @@ class Cluster:
         return self._curve is not None
 
     # -- lifetime ---------------------------------------------------------------------------
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self._open()
         except BaseException:

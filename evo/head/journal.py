@@ -14,13 +14,23 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..evaluation import Candidate, Evaluation
 from .cache import ResultCache
-from .store import RESULT_COLUMNS, VERSION, JournalError, check_format, connect, evaluation_of_row, migrate, \
-    row_of, select_many
+from .store import (
+    RESULT_COLUMNS,
+    VERSION,
+    JournalError,
+    check_format,
+    connect,
+    evaluation_of_row,
+    migrate,
+    row_of,
+    select_many,
+)
 
 __all__ = ["FORMAT", "JournalError", "ResultCache", "RunJournal"]
 
@@ -68,7 +78,7 @@ class RunJournal:
         self._con = con
 
     @classmethod
-    def create(cls, run_dir: str | Path, config: dict[str, Any]) -> "RunJournal":
+    def create(cls, run_dir: str | Path, config: dict[str, Any]) -> RunJournal:
         """A new journal, created atomically: built in ``journal.sqlite.new`` and renamed into place, so a
         process killed while creating it leaves either no journal or a complete one."""
         run_dir = Path(run_dir)
@@ -98,7 +108,7 @@ class RunJournal:
         return cls(run_dir, connect(run_dir / cls.FILE), config)
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> "RunJournal":
+    def open(cls, run_dir: str | Path) -> RunJournal:
         run_dir = Path(run_dir)
         path = run_dir / cls.FILE
         if not path.is_file():
@@ -116,7 +126,8 @@ class RunJournal:
         self._con.close()
 
     # -- writing -----------------------------------------------------------------
-    def record_ask(self, candidates: Iterable[Candidate], task_ids: Iterable[str], requested: int | None = None) -> None:
+    def record_ask(self, candidates: Iterable[Candidate], task_ids: Iterable[str],
+                   requested: int | None = None) -> None:
         """An ask: its candidates and task ids, and the count asked for (part of the RNG's history)."""
         self._con.execute(
             "INSERT INTO events (kind, at, task_ids, genotypes, state) VALUES ('ask', ?, ?, ?, ?)",

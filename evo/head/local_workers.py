@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import structlog
 
@@ -59,7 +59,7 @@ class LocalWorkers:
         self._started_at[slot] = time.monotonic()
         log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
 
-    def start(self) -> "LocalWorkers":
+    def start(self) -> LocalWorkers:
         self.unfit.clear()
         for slot in range(self.count):
             self._spawn(slot)
@@ -100,7 +100,7 @@ class LocalWorkers:
                 log.warning("local_worker.killed", pid=proc.pid)
         self._procs = [None] * self.count
 
-    def __enter__(self) -> "LocalWorkers":
+    def __enter__(self) -> LocalWorkers:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -31,7 +31,7 @@ class RunLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, run_dir: str | Path) -> "RunLock":
+    def acquire(cls, run_dir: str | Path) -> RunLock:
         path = Path(run_dir) / cls.FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

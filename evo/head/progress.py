@@ -1,7 +1,8 @@
 """What a person reads while a search runs, and what a search's result file holds."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..evaluation import Candidate, Evaluation
 from ..strategy import Report, Strategy

@@ -12,7 +12,7 @@ workers) exists.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -89,7 +89,7 @@ class Runner:
                 f"replaying {self.journal.run_dir}: the strategy asked for {[str(c) for c in batch][:3]}... where "
                 f"the journal has {asked[:3]}...; the configuration or the code changed since the run started, "
                 "so it cannot be resumed")
-        self._candidates.update(zip(tids, batch))
+        self._candidates.update(zip(tids, batch, strict=True))
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, strategy: Strategy, evaluator: AsyncEvaluator,
@@ -133,7 +133,7 @@ class Runner:
     # -- helpers ---------------------------------------------------------------------------
     def _dispatch(self, strategy: Strategy, evaluator: AsyncEvaluator, batch: Sequence[Candidate]) -> None:
         tasks = [self.task_of(c) for c in batch]
-        for task, c in zip(tasks, batch):
+        for task, c in zip(tasks, batch, strict=True):
             self._candidates[task.task_id] = c
         known = self._known([task.task_id for task in tasks])
         evaluator.submit([task for task in tasks if task.task_id not in known])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..evaluation import EvalState, Evaluation
 from ..genotype import parse_genotype

@@ -3,8 +3,9 @@ training spec at its epochs) and a :class:`Finished` result (its task id, the :c
 CURVE key of the worker that sent it), and the :class:`AsyncEvaluator` contract every evaluator keeps."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol
 
 from ..evaluation import Candidate, Evaluation
 from ..genotype import Genotype
@@ -22,7 +23,7 @@ class Task:
     spec: TrainSpec
 
     @classmethod
-    def of(cls, genotype: Genotype, spec: TrainSpec) -> "Task":
+    def of(cls, genotype: Genotype, spec: TrainSpec) -> Task:
         return cls(task_id(genotype, spec), genotype, spec)
 
     @property

@@ -11,8 +11,9 @@ names (only ``frame.rejected``, ``result.unknown``, refused handshakes, ...) is 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .reading import COMMON_FIELDS, Record
 from .workers import WorkerTally

@@ -7,7 +7,8 @@ import json
 import math
 import os
 import sys
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from . import LogError, format_summary, format_trace, read_logs, summarize, trace
 
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--bucket", type=_bucket, default=60.0, metavar="SECONDS",
                          help="throughput bucket width (default 60)")
     tr = sub.add_parser("trace", help="every line about one task, across the head's and workers' logs, in time order")
-    tr.add_argument("task", metavar="TASK_ID", help="a task id, a unique prefix of one (>= 6 characters), or a genotype")
+    tr.add_argument("task", metavar="TASK_ID",
+                    help="a task id, a unique prefix of one (>= 6 characters), or a genotype")
     tr.add_argument("files", nargs="+", metavar="FILE", help="log files ('-' for standard input, .gz read)")
     tr.add_argument("--json", action="store_true", help="print the matching records as JSON lines")
     return parser

@@ -13,14 +13,16 @@ Input, any mix:
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import math
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, TextIO
 
 __all__ = ["COMMON_FIELDS", "LogError", "Logs", "Record", "iso", "parse_line", "parse_time", "read_logs"]
 
@@ -145,22 +147,26 @@ def parse_line(text: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return out
 
 
-def _open(path: str, stdin: TextIO | None) -> tuple[Iterable[str], Any]:
-    """(lines, handle to close or None) of one input."""
+@contextlib.contextmanager
+def _opened(path: str, stdin: TextIO | None) -> Iterator[Iterable[str]]:
+    """The lines of one input, closed on leaving (standard input is left open)."""
     if path == "-":
-        return (stdin if stdin is not None else sys.stdin), None
+        yield stdin if stdin is not None else sys.stdin
+        return
+    # SIM115: the with below closes the handle (the try around the opening only turns its errors into LogError)
     try:
         if path.endswith(".gz"):
-            handle = io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+            handle = io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")  # noqa: SIM115
         else:
-            handle = open(path, encoding="utf-8", errors="replace")
+            handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
     except FileNotFoundError:
         raise LogError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise LogError(f"{path} is a directory (give the log files in it)") from None
     except OSError as exc:
         raise LogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return handle, handle
+    with handle:
+        yield handle
 
 
 def _time_of(fields: dict[str, Any], envelope: dict[str, Any], previous: float) -> float:
@@ -203,17 +209,14 @@ def read_logs(paths: Sequence[str], stdin: TextIO | None = None) -> Logs:
     """
     for path in paths:
         if path != "-":
-            _, handle = _open(path, stdin)  # fail fast, before reading anything
-            handle.close()
+            with _opened(path, stdin):  # fail fast, before reading anything
+                pass
     reader = _Reader(records=[])
     for path in paths:
-        lines, handle = _open(path, stdin)
-        try:
-            reader.read(path, lines)
-        except (OSError, EOFError) as exc:  # a truncated .gz, an I/O error mid-file
-            raise LogError(f"cannot read {path}: {exc}") from None
-        finally:
-            if handle is not None:
-                handle.close()
+        with _opened(path, stdin) as lines:
+            try:
+                reader.read(path, lines)
+            except (OSError, EOFError) as exc:  # a truncated .gz, an I/O error mid-file
+                raise LogError(f"cannot read {path}: {exc}") from None
     records = sorted(reader.records, key=lambda r: (r.time, r.order))
     return Logs(records=tuple(records), files=tuple(paths), lines=reader.lines, ignored=reader.ignored)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .reading import COMMON_FIELDS, Record, iso
 
@@ -84,8 +85,8 @@ def _broker(s: dict[str, Any]) -> list[str]:
         title = (f"broker's own counters (last run, from its last broker.counters line at {at}: no broker.closed, "
                  "the head did not stop cleanly, e.g. kill -9)")
     pairs = "  ".join(f"{k}={v}" for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-    return ["", title] + textwrap.wrap(pairs, width=110, initial_indent="  ", subsequent_indent="  ",
-                                       break_on_hyphens=False)
+    return ["", title, *textwrap.wrap(pairs, width=110, initial_indent="  ", subsequent_indent="  ",
+                                         break_on_hyphens=False)]
 
 
 def _workers(s: dict[str, Any]) -> list[str]:
@@ -141,13 +142,13 @@ def _throughput(s: dict[str, Any]) -> list[str]:
     tp = s["throughput"]
     out = ["", f"throughput (evaluations per {tp['bucket_s']:g} s, from the start of the log at {s['start']})"]
     out += [f"  +{_clock(b['offset_s']):<9}{b['evaluations']:>6}  {b['per_minute']:>9.1f}/min" for b in tp["buckets"]]
-    return out if tp["buckets"] else out + ["  (no evaluations)"]
+    return out if tp["buckets"] else [*out, "  (no evaluations)"]
 
 
 def _generations(s: dict[str, Any]) -> list[str]:
     out = ["", "best loss per generation"]
     if not s["generations"]:
-        return out + ["  (no generation.done lines)"]
+        return [*out, "  (no generation.done lines)"]
     out.append(f"  {'gen':>4}{'best':>11}{'median':>11}{'evaluated':>10}{'failed':>7}  best genotype")
     for g in s["generations"]:
         out.append(f"  {_num(g['generation'], 'd'):>4}{_num(g['best_loss']):>11}{_num(g['median_loss']):>11}"

@@ -5,8 +5,8 @@ import math
 from typing import Any
 
 from .accounting import Accounting, BrokerRun, PeerTally
-from .workers import WorkerTally
 from .reading import Logs, iso
+from .workers import WorkerTally
 
 __all__ = ["summarize"]
 

@@ -4,8 +4,8 @@ what it adds."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .reading import Record
 
