@@ -160,6 +160,7 @@ def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[
     results["command"] = "evovae experiment compare " + " ".join(f"--{k} {v}" for k, v in flags if v)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache.close()
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # every search is done: no promotion is left
     return results
 
 
