@@ -78,7 +78,7 @@ def _widths(part: str, what: str, text: str) -> tuple[int, ...]:
     return tuple(int(item) for item in items)
 
 
-def parse_genotype(text: str) -> Genotype:
+def parse_genotype(text: object) -> Genotype:
     """Parse the paper's text form ``ENC|LATENT|DEC`` (widths comma-separated)."""
     if not isinstance(text, str):
         raise GenotypeError(f"a genotype text must be a str, got {type(text).__name__}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 __all__ = ["Measurement"]
@@ -102,6 +102,16 @@ class Measurement:
         """The test figures that were measured, by their short names (``loss``, ``recon``, ``kl``, ``iw_loss``)."""
         found = {"loss": self.test_loss, "recon": self.test_recon, "kl": self.test_kl, "iw_loss": self.test_iw_loss}
         return {key: value for key, value in found.items() if value is not None}
+
+    def with_test(self, figures: Mapping[str, float]) -> Measurement:
+        """This measurement with the test figures ``figures``, by their short names as :attr:`test` gives them
+        (``loss``, ``recon``, ``kl``, ``iw_loss``; the ones not given are kept). TypeError for another name."""
+        unknown = sorted(set(figures) - {"loss", "recon", "kl", "iw_loss"})
+        if unknown:
+            raise TypeError(f"not a test figure: {', '.join(unknown)}")
+        return replace(self, test_loss=figures.get("loss", self.test_loss),
+                       test_recon=figures.get("recon", self.test_recon), test_kl=figures.get("kl", self.test_kl),
+                       test_iw_loss=figures.get("iw_loss", self.test_iw_loss))
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, msgpack- and JSON-friendly values: the keys of protocol v1's ``Result.metrics`` (a figure that

@@ -12,7 +12,7 @@ so k = 5000 needs no more memory than one chunk (about ``max_rows`` decoder rows
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

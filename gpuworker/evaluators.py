@@ -13,8 +13,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Callable, Collection
 
 from evo.genotype import Genotype
 from evo.measurement import Measurement
@@ -47,7 +47,7 @@ def torch_evaluator(device: str | None = None, data_root: str | None = None, dow
 
     store = CheckpointStore(checkpoints) if checkpoints else None
 
-    def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
+    def run(genotype: Genotype, spec: TrainSpec, progress: Progress) -> TrainResult:
         def report(fraction: float) -> None:
             if stop is not None and stop.is_set():
                 raise Interrupted("worker stopping")
@@ -104,7 +104,7 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
         raise ValueError(f"durations must be fixed or pareto, got {durations!r}")
     poisoned = set(poison)
 
-    def run(genotype: Genotype, spec: TrainSpec, progress: Progress):
+    def run(genotype: Genotype, spec: TrainSpec, progress: Progress) -> TrainResult:
         if str(genotype) in poisoned:
             os.kill(os.getpid(), signal.SIGKILL)
         resumed = _fake_resume(checkpoints, genotype, spec)

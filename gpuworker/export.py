@@ -29,10 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import structlog
 import torch
@@ -211,11 +212,14 @@ def standardisation_of(info: dict[str, Any], where: str | Path = INFO) -> tuple[
     data = info.get("data")
     stats = data.get("standardisation") if isinstance(data, dict) else None
     dim = info.get("input_dim")
+    missing = f"{where}: a Gaussian model needs data.standardisation with mean and std lists"
+    if not isinstance(stats, dict):
+        raise ModelDirError(missing)
     try:
         mean = torch.tensor(stats["mean"], dtype=torch.float32)
         std = torch.tensor(stats["std"], dtype=torch.float32)
     except (TypeError, KeyError, ValueError, RuntimeError):
-        raise ModelDirError(f"{where}: a Gaussian model needs data.standardisation with mean and std lists") from None
+        raise ModelDirError(missing) from None
     if mean.shape != (dim,) or std.shape != (dim,) or not torch.isfinite(mean).all() or not (std > 0).all():
         raise ModelDirError(f"{where}: data.standardisation needs {dim} finite means and {dim} positive stds")
     return mean, std
@@ -291,8 +295,7 @@ def retrain(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str |
     model, result = train(genotype, spec, data, device)
     if model is not None and result.ok:
         test = measure_test(model, data, spec.iw_samples, seed=spec.seed)
-        figures = replace(result.measurement, **{f"test_{key}": value for key, value in test.items()})
-        result = replace(result, measurement=figures)
+        result = replace(result, measurement=result.measurement.with_test(test))
     log.info("retrain.done", genotype=str(genotype), epochs=spec.epochs, ok=result.ok,
              val_loss=result.measurement.loss, test_loss=result.measurement.test_loss,
              seconds=round(result.measurement.seconds, 2))

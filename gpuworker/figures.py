@@ -13,8 +13,9 @@ model's standardisation (``mean``, ``std``) when it has one.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.distributions import Normal
@@ -163,7 +164,7 @@ def manifold_images(model: VAE, steps: int = 20, standardisation: Standardisatio
 
 def plot_curves(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
                 xlabel: str = "epoch", ylabel: str = "validation negative ELBO (nats/image)",
-                styles: Mapping[str, Mapping[str, object]] | None = None, x_start: int = 1) -> Path:
+                styles: Mapping[str, Mapping[str, Any]] | None = None, x_start: int = 1) -> Path:
     """One labelled line per entry of ``series`` (x = x_start, x_start + 1, ...), saved as a PNG."""
     import matplotlib
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import structlog
 import torch
@@ -63,8 +63,10 @@ def check_device(name: str | None) -> None:
     if device.type in ("cpu", "meta"):
         return
     backend = getattr(torch, device.type, None)
-    available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
-    count = backend.device_count() if available and hasattr(backend, "device_count") else int(available)
+    if backend is not None and hasattr(backend, "is_available") and backend.is_available():
+        count = backend.device_count() if hasattr(backend, "device_count") else 1
+    else:
+        count = 0
     if (device.index or 0) >= count:
         raise ValueError(f"--device {name}: this machine has {count} {device.type} device(s); "
                          "use --device cpu, or leave the option out")
@@ -247,6 +249,5 @@ def evaluate(genotype: Genotype, spec: TrainSpec, *, device: torch.device | str 
             log.warning("train.failed", genotype=str(genotype), error=reason)
             lost = replace(result.measurement, loss=None, recon=None, kl=None)
             return replace(result, ok=False, measurement=lost, error=reason)
-        test = {f"test_{key}": value for key, value in measured.items()}
-        result = replace(result, measurement=replace(result.measurement, **test))
+        result = replace(result, measurement=result.measurement.with_test(measured))
     return result

@@ -72,6 +72,15 @@ def test_test_holds_only_the_measured_test_figures():
     assert Measurement(test_loss=float("nan"), test_kl=3.0).test == {"kl": 3.0}
 
 
+def test_with_test_sets_the_figures_test_names_and_keeps_the_rest():
+    measured = Measurement(loss=1.0, epochs=3, test_kl=9.0).with_test({"loss": 2.0, "recon": 1.5, "iw_loss": 1.9})
+    assert measured.test == {"loss": 2.0, "recon": 1.5, "kl": 9.0, "iw_loss": 1.9}
+    assert (measured.loss, measured.epochs) == (1.0, 3)
+    assert Measurement().with_test({"loss": float("inf")}).test == {}  # checked as the constructor checks
+    with pytest.raises(TypeError, match="test_loss"):
+        Measurement().with_test({"test_loss": 2.0})
+
+
 @pytest.mark.parametrize("key, value", [
     *[(key, bad) for key in ("loss", "test_loss", "test_iw_loss") for bad in ("95.5", True, [1.0], {"x": 1})],
     ("seconds", "3"), ("seconds", False),

@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
@@ -48,7 +49,7 @@ def _fashion_from_debian(root: Path) -> None:
     log.info("data.extracted", dataset="fashion-mnist", source=str(source), root=str(root))
 
 
-def _torchvision_set(name: str, root: Path, train: bool, download: bool):
+def _torchvision_set(name: str, root: Path, train: bool, download: bool) -> Any:  # a torchvision dataset (untyped)
     import torchvision.datasets as tvd
 
     cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "kmnist": tvd.KMNIST, "cifar10": tvd.CIFAR10}[name]
@@ -87,8 +88,8 @@ def load_images(name: str, root: str, download: bool = False) -> tuple[torch.Ten
         train, test = _synthetic(12000, 1), _synthetic(2000, 2)
         return train, test, tuple(train.shape[1:])
     images = []
-    for train in (True, False):
-        dataset = _torchvision_set(name, Path(root), train, download)
+    for split_is_train in (True, False):
+        dataset = _torchvision_set(name, Path(root), split_is_train, download)
         data = torch.as_tensor(dataset.data)
         if data.dtype != torch.uint8:
             raise DataError(f"data set {name!r} has pixels of type {data.dtype}, expected uint8")

@@ -8,7 +8,7 @@ machines, or after a copy, has the same fingerprint; a renamed, added, removed o
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["digest", "listing", "listing_digest"]
 

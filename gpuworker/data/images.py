@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import DataError
 from .fingerprint import digest, listing_digest
 from .formats import Raw
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = ["IMAGE_SUFFIXES", "read_folder"]
 
@@ -38,7 +42,7 @@ def _images_under(folder: Path) -> list[Path]:
         key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _open(path: Path):
+def _open(path: Path) -> tuple[bytes, PILImage.Image]:
     """(bytes, a Pillow image with its header read) of ``path``; DataError if it is no image."""
     from PIL import Image, UnidentifiedImageError
 
@@ -52,7 +56,7 @@ def _open(path: Path):
     return data, image
 
 
-def _decode(path: Path, image, colour: bool, size: tuple[int, int] | None) -> np.ndarray:
+def _decode(path: Path, image: PILImage.Image, colour: bool, size: tuple[int, int] | None) -> np.ndarray:
     """One image as [H, W] (grey) or [3, H, W] (colour): uint8, or float32 in [0, 1] for 16-bit grey."""
     from PIL import Image
 

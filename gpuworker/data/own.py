@@ -26,7 +26,7 @@ from .formats import Raw, read
 __all__ = ["Prepared", "candidates", "forget", "locate", "prepare", "read_own", "standardisation"]
 
 _CACHE_SIZE = 4
-_raw_cache: "OrderedDict[tuple[str, str, str], Raw]" = OrderedDict()
+_raw_cache: OrderedDict[tuple[str, str, str], Raw] = OrderedDict()
 _known: dict[str, Path] = {}  # fingerprint -> a path on this node that had it when read
 
 

@@ -28,7 +28,7 @@ __all__ = ["Splits", "splits"]
 log = structlog.get_logger(__name__)
 
 _CACHE_SIZE = 4
-_cache: "OrderedDict[tuple, Splits]" = OrderedDict()
+_cache: OrderedDict[tuple, Splits] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,12 @@ def _builtin(spec: TrainSpec, root: str, download: bool, device: str) -> Splits:
         return Splits(to_device(train_u8[subset]), to_device(train_u8[val_idx]), to_device(test_u8), shape)
     train = to_device(train_u8[train_idx])
     mean, std = (torch.from_numpy(v).to(device) for v in standardisation(train.cpu().numpy()))
-    parts = [(part - mean) / std for part in (train, to_device(train_u8[val_idx]), to_device(test_u8))]
+    train_part, val_part, test_part = ((part - mean) / std
+                                       for part in (train, to_device(train_u8[val_idx]), to_device(test_u8)))
     if spec.train_subset:
-        parts[0] = parts[0][:spec.train_subset]
-    return Splits(*parts, shape, "gaussian", "images", (), tuple(mean.tolist()), tuple(std.tolist()))
+        train_part = train_part[:spec.train_subset]
+    return Splits(train_part, val_part, test_part, shape, "gaussian", "images", (), tuple(mean.tolist()),
+                  tuple(std.tolist()))
 
 
 def _own(spec: TrainSpec, root: str, device: str) -> Splits:
