@@ -72,7 +72,7 @@ def apply_settings(parser: argparse.ArgumentParser, argv: Sequence[str], section
         elif isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
             if not isinstance(value, list):
                 raise SettingsError(f"{known.config}: [{section}] {dest} must be a list, got {value!r}")
-        elif action.type is not None and not isinstance(value, bool):
+        elif callable(action.type) and not isinstance(value, bool):  # (a type given by name is not used here)
             try:
                 value = action.type(value)
             except (TypeError, ValueError) as exc:  # evo.cmdline.validate's OptionError says what the option takes

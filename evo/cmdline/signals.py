@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 __all__ = ["StopSignals", "stop_signals"]
 
@@ -49,7 +51,7 @@ class StopSignals:
 def stop_signals(signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS) -> Iterator[StopSignals]:
     """Route ``signals`` to a fresh :class:`StopSignals` for the duration of the block."""
     stop = StopSignals()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in signals:
             previous[sig] = signal.signal(sig, stop._handle)

@@ -23,9 +23,9 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from transport.protocol import ID_PATTERN
 
@@ -329,10 +329,11 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line, ``PROG: error: MESSAGE (see PROG --help)``, exit status 2;
     sub-command parsers made with ``add_subparsers`` are of this class too."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args: Iterable[str] | None = None,
+                         namespace: Any = None) -> tuple[Any, list[str]]:
         argv = list(sys.argv[1:] if args is None else args)
         message = _dash_genotype(argv)
         if message:

@@ -8,9 +8,9 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-from . import LogError, format_summary, format_trace, read_logs, summarize, trace
+from . import LogError, Logs, format_summary, format_trace, read_logs, summarize, trace
 
 __all__ = ["build_parser", "main"]
 
@@ -26,7 +26,7 @@ def _bucket(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line on stderr, exit status 2
+    def error(self, message: str) -> NoReturn:  # one line on stderr, exit status 2
         self.exit(2, f"{self.prog}: error: {message} (see evovae logs --help)\n")
 
 
@@ -49,13 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summarize(args: argparse.Namespace, logs, stdout: TextIO) -> int:
+def _summarize(args: argparse.Namespace, logs: Logs, stdout: TextIO) -> int:
     summary = summarize(logs, args.bucket)
     stdout.write((json.dumps(summary, indent=2) if args.json else format_summary(summary)) + "\n")
     return 0 if summary["records"] else 1
 
 
-def _trace(args: argparse.Namespace, logs, stdout: TextIO, stderr: TextIO) -> int:
+def _trace(args: argparse.Namespace, logs: Logs, stdout: TextIO, stderr: TextIO) -> int:
     found = trace(logs, args.task)
     if not found:
         stderr.write(f"evovae logs: no lines about task {args.task} in {len(args.files)} file(s) "

@@ -154,6 +154,7 @@ def _opened(path: str, stdin: TextIO | None) -> Iterator[Iterable[str]]:
         yield stdin if stdin is not None else sys.stdin
         return
     # SIM115: the with below closes the handle (the try around the opening only turns its errors into LogError)
+    handle: TextIO
     try:
         if path.endswith(".gz"):
             handle = io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")  # noqa: SIM115

@@ -23,8 +23,9 @@ def summarize(logs: Logs, bucket_s: float = 60.0) -> dict[str, Any]:
         acc.add(record)
     acc.finish()
     times = [r.time for r in logs.records if math.isfinite(r.time)]
-    start, end = (min(times), max(times)) if times else (None, None)
-    duration = (end - start) if times else 0.0
+    start: float | None = min(times) if times else None
+    end: float | None = max(times) if times else None
+    duration = (end - start) if start is not None and end is not None else 0.0
     have_head = bool(acc.head_evaluations) or acc.counters["dispatched"] > 0
     finish_times = acc.head_evaluations if have_head else acc.worker_finishes
     evaluations = len(finish_times)
@@ -93,7 +94,7 @@ def _worker_row(w: WorkerTally, bad_frames: int) -> dict[str, Any]:
         evaluations, failures, busy, span = w.evaluations, w.failures, w.busy_s, w.span_s
     else:  # only the head's view: dispatch -> result (or loss) of each attempt
         evaluations, failures, busy = w.results, None, w.head_busy_s
-        span = (w.head_last - w.head_first) if w.head_first is not None else 0.0
+        span = (w.head_last - w.head_first) if w.head_first is not None and w.head_last is not None else 0.0
     return {
         "worker_id": w.worker_id,
         "source": "worker" if from_worker else "head",

@@ -57,6 +57,8 @@ class WorkerTally:
             self.head_busy_s += max(0.0, t - started)
 
     def end_task(self, t: float) -> None:
+        """The running task ended at ``t`` (every caller checks that one is running)."""
+        assert self.running is not None, "end_task without a running task"
         self.busy_s += max(0.0, t - self.running[2])
         self.running = None
         self.result_sent_at = None
