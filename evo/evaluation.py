@@ -50,38 +50,46 @@ def parse_candidate(text: str) -> Candidate:
     return Candidate(parse_genotype(genotype), int(epochs))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Evaluation:
     """The outcome of evaluating one genotype at ``epochs`` epochs (the fidelity it was asked at).
 
     ``loss`` is the validation negative ELBO in nats per example; fitness is ``1 / loss`` as in the paper.
     A failed or lost evaluation has ``loss is None``, fitness 0 and an ``error`` saying why; it never survives
-    selection. ``measurement`` holds the trainer's figures (reconstruction and KL parts, curves, parameters,
+    selection. ``state`` may be given as its text (``"lost"``), or left out: ok when there is a loss, else
+    failed. ``measurement`` holds the trainer's figures (reconstruction and KL parts, curves, parameters,
     training seconds); ``attempts`` of a lost one, how many times the transport tried.
     """
 
     genotype: Genotype
     loss: float | None
     epochs: int = field(kw_only=True)
-    error: str = field(default="", kw_only=True)
-    state: EvalState | None = field(default=None, kw_only=True)
-    measurement: Measurement = field(default_factory=Measurement, compare=False, kw_only=True)
-    attempts: int = field(default=0, compare=False, kw_only=True)
+    error: str = field(kw_only=True)
+    state: EvalState = field(kw_only=True)
+    measurement: Measurement = field(compare=False, kw_only=True)
+    attempts: int = field(compare=False, kw_only=True)
 
-    def __post_init__(self) -> None:
-        if type(self.epochs) is not int or self.epochs < 1:
-            raise ValueError(f"an evaluation's epochs (its fidelity) must be an integer >= 1, got {self.epochs!r}")
-        state = self.state or (EvalState.OK if self.loss is not None else EvalState.FAILED)
-        object.__setattr__(self, "state", EvalState(state))
-        if self.state is EvalState.OK:
-            if self.loss is None or not _finite_positive(self.loss):
-                raise ValueError(f"loss of {self.genotype} must be a finite positive number, got {self.loss!r};"
+    # written out rather than made by @dataclass: ``state`` is accepted as an EvalState, its text or None, and is
+    # always an EvalState once made
+    def __init__(self, genotype: Genotype, loss: float | None, *, epochs: int, error: str = "",
+                 state: EvalState | str | None = None, measurement: Measurement | None = None,
+                 attempts: int = 0) -> None:
+        if type(epochs) is not int or epochs < 1:
+            raise ValueError(f"an evaluation's epochs (its fidelity) must be an integer >= 1, got {epochs!r}")
+        derived = EvalState(state or (EvalState.OK if loss is not None else EvalState.FAILED))
+        values = {"genotype": genotype, "loss": loss, "epochs": epochs, "error": error, "state": derived,
+                  "measurement": measurement if measurement is not None else Measurement(), "attempts": attempts}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        if derived is EvalState.OK:
+            if loss is None or not _finite_positive(loss):
+                raise ValueError(f"loss of {genotype} must be a finite positive number, got {loss!r};"
                                  " report a diverged run with Evaluation.failed(...)")
         else:
-            if self.loss is not None:
-                raise ValueError(f"a {self.state.value} evaluation of {self.genotype} has no loss")
-            if not self.error:
-                raise ValueError(f"a {self.state.value} evaluation of {self.genotype} needs an error message")
+            if loss is not None:
+                raise ValueError(f"a {derived.value} evaluation of {genotype} has no loss")
+            if not error:
+                raise ValueError(f"a {derived.value} evaluation of {genotype} needs an error message")
 
     @classmethod
     def succeeded(cls, genotype: Genotype, loss: float, measurement: Measurement | None = None, *,
@@ -135,4 +143,4 @@ class Evaluation:
 
 
 def _finite_positive(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and float(value) > 0

@@ -22,11 +22,16 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .local_workers import LocalWorkers
+
+if TYPE_CHECKING:  # imported when used: they load ZeroMQ
+    from transport.broker import Broker
+
+    from .evaluators import DistributedEvaluator
 
 __all__ = ["Cluster", "ClusterError", "ClusterOptions", "available_cores", "cores_per_worker"]
 
@@ -136,7 +141,7 @@ class Cluster:
                                      allow=options.allow, insecure=options.insecure)
         except KeyFileError as exc:
             raise ClusterError(str(exc)) from None
-        self.broker = None
+        self.broker: Broker | None = None
         self.workers: LocalWorkers | None = None
         self._keys_dir: str | None = None
 
@@ -161,22 +166,23 @@ class Cluster:
         from transport.keys import local_worker_keys
 
         o = self.options
-        curve, key_args = self._curve, []
+        curve = self._curve
+        key_args: list[str] = []
         if curve is not None and o.local_workers:  # local workers get a key pair of their own, for this run only
             self._keys_dir = tempfile.mkdtemp(prefix="evovae-local-keys-")
             curve, key_args = local_worker_keys(curve, self._keys_dir)
         try:
-            self.broker = Broker(o.bind, o.sink, heartbeat_s=o.heartbeat, liveness=o.liveness, lease_s=o.lease,
-                                 max_attempts=o.max_attempts, curve=curve)
+            broker = self.broker = Broker(o.bind, o.sink, heartbeat_s=o.heartbeat, liveness=o.liveness,
+                                          lease_s=o.lease, max_attempts=o.max_attempts, curve=curve)
         except ValueError as exc:
             raise ClusterError(str(exc)) from None
         except BindError as exc:  # address in use, bad endpoint
             raise ClusterError(f"cannot bind {o.bind} / {o.sink}: {exc} (is another search running? "
                                "pick another --bind)") from None
-        self.workers = LocalWorkers(o.local_workers, self.broker.ventilator_endpoint, self.broker.sink_endpoint,
+        self.workers = LocalWorkers(o.local_workers, broker.ventilator_endpoint, broker.sink_endpoint,
                                     o.local_worker_args(tuple(key_args)), threads_each=o.threads_each)
         self.workers.start()
-        log.info("cluster.started", ventilator=self.broker.ventilator_endpoint, sink=self.broker.sink_endpoint,
+        log.info("cluster.started", ventilator=broker.ventilator_endpoint, sink=broker.sink_endpoint,
                  local_workers=o.local_workers, encrypted=self.encrypted)
 
     def close(self) -> None:
@@ -190,18 +196,18 @@ class Cluster:
             self._keys_dir = None
 
     # -- use --------------------------------------------------------------------------------
-    def _live(self):
+    def _live(self) -> tuple[Broker, LocalWorkers]:
         if self.broker is None or self.workers is None:
             raise RuntimeError("the cluster is not started: use it inside `with cluster:`")
         return self.broker, self.workers
 
-    def evaluator(self, stop: threading.Event | None = None):
+    def evaluator(self, stop: threading.Event | None = None) -> DistributedEvaluator:
         """A :class:`~evo.head.evaluators.DistributedEvaluator` on this cluster's broker; it looks after
         the local workers (:meth:`check`) while it waits."""
         from .evaluators import DistributedEvaluator
 
-        self._live()
-        return DistributedEvaluator(self.broker, stop=stop, tick=self.check)
+        broker, _ = self._live()
+        return DistributedEvaluator(broker, stop=stop, tick=self.check)
 
     def check(self) -> None:
         """Restart the local workers that died; ClusterError when every one of them refused the run (exit

@@ -72,7 +72,7 @@ class RunJournal:
 
     FILE = "journal.sqlite"
 
-    def __init__(self, run_dir: Path, con, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, con: sqlite3.Connection, config: dict[str, Any]) -> None:
         self.run_dir = run_dir
         self.config = config
         self._con = con

@@ -55,9 +55,10 @@ class LocalWorkers:
     def _spawn(self, slot: int) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": self._command[self._command.index("--threads") + 1]}
         command = [*self._command, "--worker-id", f"local{slot}-{os.getpid()}-{self.restarts}"]
-        self._procs[slot] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        self._procs[slot] = proc
         self._started_at[slot] = time.monotonic()
-        log.info("local_worker.started", slot=slot, pid=self._procs[slot].pid)
+        log.info("local_worker.started", slot=slot, pid=proc.pid)
 
     def start(self) -> LocalWorkers:
         self.unfit.clear()

@@ -22,15 +22,16 @@ def format_report(report: Report, extra: str = "") -> str:
 
 
 def anytime(evaluations: Iterable[Evaluation], final_epochs: int,
-            cost: Callable[[Candidate], int] = lambda c: c.epochs) -> list[list[float]]:
+            cost: Callable[[Candidate], int] = lambda c: c.epochs) -> list[list[float | None]]:
     """The anytime curve of a search: after each evaluation (in the order told), ``[cumulative epochs,
     best loss so far at final_epochs]`` (None until one exists). Epochs count what each evaluation was
     charged (``cost``, the strategy's: its epochs, or those after the checkpoint a promotion continues
     from), whatever its outcome: the compute the strategy chose to spend."""
-    curve, epochs, best = [], 0, None
+    curve: list[list[float | None]] = []
+    epochs, best = 0, None
     for e in evaluations:
         epochs += cost(e.candidate)
-        if e.ok and e.epochs == final_epochs and (best is None or e.loss < best):
+        if e.ok and e.loss is not None and e.epochs == final_epochs and (best is None or e.loss < best):
             best = e.loss
         curve.append([epochs, best])
     return curve

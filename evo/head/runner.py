@@ -57,23 +57,24 @@ class Runner:
     # -- resuming ------------------------------------------------------------------------
     def replay(self, strategy: Strategy) -> int:
         """Bring a fresh strategy (same options and seed) to the journal's last state. Returns tells replayed."""
-        if self.journal is None:
+        journal = self.journal
+        if journal is None:
             return 0
-        results = self.journal.results()
+        results = journal.results()
         tells = 0
-        for kind, tids, asked, state in self.journal.events():
+        for kind, tids, asked, state in journal.events():
             if kind == "ask":
-                self._replay_ask(strategy, tids, asked, (state or {}).get("n"))
+                self._replay_ask(journal, strategy, tids, asked, (state or {}).get("n"))
                 continue
             missing = [t for t in tids if t not in results]
             if missing:
-                raise JournalError(f"{self.journal.run_dir}: a tell names results that are not journaled "
+                raise JournalError(f"{journal.run_dir}: a tell names results that are not journaled "
                                    f"({missing[:3]}); the journal is corrupt")
             strategy.tell([results[t] for t in tids])
             tells += 1
             self.replayed += len(tids)
             if state is not None and strategy.snapshot()["population"] != state["population"]:
-                raise JournalError(f"replaying {self.journal.run_dir}: the population after tell {tells} differs "
+                raise JournalError(f"replaying {journal.run_dir}: the population after tell {tells} differs "
                                    "from the journaled one; the configuration or the code changed since the run "
                                    "started, so it cannot be resumed")
             self._flush_reports(strategy, replayed=True)
@@ -82,11 +83,12 @@ class Runner:
                  generation=strategy.generation, epochs=strategy.asked_epochs)
         return tells
 
-    def _replay_ask(self, strategy: Strategy, tids: list[str], asked: list[str], n: int | None) -> None:
+    def _replay_ask(self, journal: RunJournal, strategy: Strategy, tids: list[str], asked: list[str],
+                    n: int | None) -> None:
         batch = strategy.ask(n)
         if [str(c) for c in batch] != asked:
             raise JournalError(
-                f"replaying {self.journal.run_dir}: the strategy asked for {[str(c) for c in batch][:3]}... where "
+                f"replaying {journal.run_dir}: the strategy asked for {[str(c) for c in batch][:3]}... where "
                 f"the journal has {asked[:3]}...; the configuration or the code changed since the run started, "
                 "so it cannot be resumed")
         self._candidates.update(zip(tids, batch, strict=True))
