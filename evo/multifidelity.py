@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 
 from .engine import EvolutionEngine
@@ -23,6 +23,7 @@ from .evaluation import Candidate, Evaluation
 from .genotype import Genotype
 from .selection import rank, select_survivors
 from .space import SearchSpace
+from .strategy import GenerationalStrategy
 from .variation import MutationRates
 
 __all__ = ["MultiFidelityEvolution", "Rungs", "check_fidelities", "parse_fidelities"]
@@ -46,12 +47,14 @@ def check_fidelities(values: Sequence[int]) -> None:
                          f"got {','.join(map(str, values))}")
 
 
-class Rungs(ABC):
+class Rungs(GenerationalStrategy):
     """Successive halving inside each generation, for a :class:`~evo.strategy.GenerationalStrategy`:
     ``_fresh(lam)`` gives a generation's new genotypes (trained ``fidelities[0]`` epochs), the best
     ``ceil(n / eta)`` of each rung climb to the next, and the last rung's results are selected into the
     population. ``_rung_done(batch, promoted)`` lets a subclass see every finished rung (TPE tells its trials).
     Put it first among the bases."""
+
+    lam: int  # a generation's new genotypes: set by the strategy it is mixed into
 
     def _init_rungs(self, fidelities: Sequence[int], eta: int) -> None:
         check_fidelities(tuple(fidelities))
@@ -68,7 +71,7 @@ class Rungs(ABC):
         """A generation's ``count`` new genotypes (trained at the first rung)."""
 
     # an optional hook, not abstract: a subclass overrides it only when it wants to see the rungs
-    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:  # noqa: B027
+    def _rung_done(self, batch: list[Evaluation], promoted: set[Genotype]) -> None:
         """Called once per finished rung, before the next is asked for (``promoted`` empty on the last)."""
 
     def _next_batch(self) -> list[Candidate]:

@@ -158,7 +158,7 @@ class MultiFidelityTPE(Rungs, GenerationalStrategy):
             trial = self._trials.get(e.genotype)
             if trial is None:
                 continue
-            if not e.ok:
+            if e.loss is None:  # not ok: failed or lost
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 trial.report(e.loss, step=e.epochs)

@@ -38,7 +38,7 @@ class HalvingTPE(AsyncHalving, TPESearch):
         """Tell a trial what is known of its genotype now: its result at the highest rung it reached."""
         known = self.latest.get(evaluation.genotype, evaluation)
         self._params.setdefault(known.genotype, (trial.params, trial.distributions))
-        if not known.ok:
+        if known.loss is None:  # not ok: failed or lost
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         elif known.epochs == self.final_epochs:
             trial.report(known.loss, known.epochs)
@@ -56,7 +56,8 @@ class HalvingTPE(AsyncHalving, TPESearch):
         # a promotion's result: the genotype joins the study again, at the rung it reached now
         params, distributions = self._params[evaluation.genotype]
         rungs = self._rung_results[self._bracket[evaluation.genotype]]
-        values = {e.epochs: e.loss for rung in rungs for g, e in rung.items() if g == evaluation.genotype and e.ok}
+        values = {e.epochs: e.loss for rung in rungs for g, e in rung.items()
+                  if g == evaluation.genotype and e.loss is not None}  # the ok ones
         final = evaluation.epochs == self.final_epochs
         if not evaluation.ok:
             state, value = optuna.trial.TrialState.FAIL, None
