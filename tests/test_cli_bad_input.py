@@ -430,3 +430,35 @@ def test_the_final_line_of_a_resume_counts_the_replayed_evaluations(resumable, c
     assert replayed == 3 and done["evaluated_now"] == 1 and done["stop_reason"] == "generations"
     assert last.startswith(f"stopped: generations; evaluations: 1 run now, "
                            f"{replayed + done['reused_from_journal']} from the journal ({replayed} replayed, "), last
+
+
+@pytest.mark.slow
+def test_every_option_a_journal_fixes_is_named_when_a_resume_is_given_it_even_at_its_default(resumable, capsys):
+    """No option that defines a search is silently ignored on resume: each one, given at its parser default
+    (the case a comparison with the defaults cannot see), is named in the note."""
+    from dataclasses import fields as dataclass_fields
+
+    from evo.cli.app import _parser, _subparser
+    from evo.cli.search import SEARCH_KEYS
+    from evo.strategies import StrategyOptions
+
+    assert {f.name for f in dataclass_fields(StrategyOptions)} <= set(SEARCH_KEYS)
+    search = _subparser(_parser(), "search")
+    flags = {a.dest: a for a in search._actions if a.option_strings}
+    checked = 0
+    for key in SEARCH_KEYS:
+        action = flags.get(key)
+        if action is None or key == "generations":  # generations may be extended on resume
+            continue
+        if action.nargs == 0:        # a switch: giving it is the value
+            argv = [action.option_strings[0]]
+        elif action.default in (None, [], ""):
+            continue                 # no value to give at its default (e.g. --fidelities, --initial)
+        else:
+            argv = [action.option_strings[0], str(action.default)]
+        status, err = _run_in_process(["search", "--resume", str(resumable), "--in-process", *argv,
+                                       "--log-level", "warning"], capsys)
+        assert status == 0, err
+        assert f"{action.option_strings[0]}" in err and "is ignored" in err, (key, err)
+        checked += 1
+    assert checked >= 15

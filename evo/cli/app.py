@@ -192,6 +192,17 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
     return getattr(importlib.import_module(module), function)(list(argv))
 
 
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The options written on the command line (their dests), whatever their values: a resume names each one
+    its journal overrides, also one given at its default value."""
+    given = set()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if any(token == flag or token.startswith(flag + "=") for token in argv):
+                given.add(action.dest)
+    return given
+
+
 def _settings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any] | int:
     """``evovae search --config FILE``: the file's [search] table made the defaults; returns the parser's own
     defaults as they were before (a resumed search names what it ignores, also from the file), or 2."""
@@ -218,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(parser, argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
         return args
+    if args.command == "search":
+        args.given = _given(_subparser(parser, "search"), argv[1:])
     if args.command == "search" and args.config:
         args.config_values = {a.dest: a.default for a in _subparser(parser, "search")._actions
                               if a.default != defaults.get(a.dest)}

@@ -169,17 +169,25 @@ def _cluster_options(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+#: the options whose flag is not their name
+_FLAGS = {"continue_promotions": "--restart-promotions"}
+
+
 def _ignored_on_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
-    """The options given (on the command line or in the ``--config`` file) that a resumed run takes from its
-    journal instead (and ``--run-dir``: the run directory is RUN_DIR)."""
+    """The options given (on the command line, even at their default value, or in the ``--config`` file) that
+    a resumed run takes from its journal instead (and ``--run-dir``: the run directory is RUN_DIR)."""
     from_file = getattr(args, "config_values", None) or {}
+    on_line = getattr(args, "given", None)
     ignored = []
     for key in (*SEARCH_KEYS, "run_dir"):
-        if key == "generations" or key not in defaults or getattr(args, key) == defaults[key]:
+        if key == "generations" or key not in defaults:
             continue
-        flag = f"--{key.replace('_', '-')}"
+        written = key in on_line if on_line is not None else getattr(args, key) != defaults[key]
         in_file = key in from_file and getattr(args, key) == from_file[key]
-        ignored.append(f"{flag} (from {args.config})" if in_file else flag)
+        if not (written or in_file):
+            continue
+        flag = _FLAGS.get(key, f"--{key.replace('_', '-')}")
+        ignored.append(f"{flag} (from {args.config})" if in_file and not written else flag)
     return ignored
 
 

@@ -148,6 +148,9 @@ def prepare(spec: TrainSpec, data_root: str | Path | None = None) -> Prepared:
     else:
         mean, std = standardisation(train)
         train, val, test = ((part - mean) / std for part in (train, val, test))
+    if spec.train_subset > len(train):
+        raise DataError(f"--train-subset {spec.train_subset}: {raw.path} has only {len(train)} training examples "
+                        f"after the {len(val)} of the validation split; give at most {len(train)}, or 0 for all")
     if spec.train_subset:
         train = train[:spec.train_subset]
     return Prepared(np.ascontiguousarray(train), np.ascontiguousarray(val), np.ascontiguousarray(test), raw.shape,

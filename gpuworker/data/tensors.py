@@ -62,6 +62,10 @@ def _builtin(spec: TrainSpec, root: str, download: bool, device: str) -> Splits:
     if spec.val_size >= len(train_u8):
         raise DataError(f"val_size {spec.val_size} leaves no training images out of {len(train_u8)} in "
                         f"{spec.dataset!r}; pass a smaller --val-size")
+    if spec.train_subset > len(train_u8) - spec.val_size:
+        raise DataError(f"--train-subset {spec.train_subset}: {spec.dataset!r} has only "
+                        f"{len(train_u8) - spec.val_size} training images after the {spec.val_size} of the "
+                        f"validation split; give at most that, or 0 for all")
     order = torch.randperm(len(train_u8), generator=torch.Generator().manual_seed(spec.split_seed))
     val_idx, train_idx = order[:spec.val_size], order[spec.val_size:]
 
