@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from .genotype import Genotype
 from .multifidelity import check_fidelities
@@ -178,6 +179,33 @@ def register_strategy(name: str, factory: StrategyFactory) -> None:
     _factories[name] = factory
 
 
+class _Common(TypedDict):
+    """The keyword arguments every built-in strategy takes from the options."""
+
+    mu: int
+    seed: int
+    budget_epochs: int | None
+
+
+class _Halving(_Common):
+    """... and those of the asha schedules (evo/asha.py)."""
+
+    fidelities: tuple[int, ...]
+    eta: int
+    max_evaluations: int | None
+    report_every: int
+    continue_promotions: bool
+    brackets: int
+
+
+class _Rates(TypedDict):
+    """The variation of the evolutionary strategies."""
+
+    crossover_rate: float
+    mutation_rate: float
+    mutation: MutationRates
+
+
 def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> Strategy:
     """A fresh strategy for ``options``; one of :data:`EXTERNAL` through the factory registered for it."""
     o = options
@@ -187,13 +215,13 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
             raise ValueError(f"strategy {o.strategy!r} is built outside the engine and was never registered: "
                              f"call {EXTERNAL[o.strategy]} first (the evovae command and the experiments do)")
         return factory(o, space)
-    common = dict(mu=o.population, seed=o.seed, budget_epochs=o.budget_epochs)
+    common = _Common(mu=o.population, seed=o.seed, budget_epochs=o.budget_epochs)
     mutation = MutationRates(operators=o.operators)
     if o.mode == "asha":
         from . import asha
-        halving = dict(fidelities=o.fidelities, eta=o.eta, max_evaluations=o.max_evaluations,
-                       report_every=o.offspring, continue_promotions=o.continue_promotions, brackets=o.brackets,
-                       **common)
+        halving: _Halving = {"fidelities": o.fidelities, "eta": o.eta, "max_evaluations": o.max_evaluations,
+                             "report_every": o.offspring, "continue_promotions": o.continue_promotions,
+                             "brackets": o.brackets, **common}
         if o.strategy == "random":
             return asha.HalvingRandom(space, **halving)
         if o.strategy == "regularized":
@@ -208,7 +236,7 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
         return RegularizedEvolution(space, tournament_size=o.tournament_size, epochs=o.epochs,
                                     max_evaluations=o.max_evaluations, report_every=o.offspring,
                                     mutation=mutation, **common)
-    rates = dict(crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate, mutation=mutation)
+    rates = _Rates(crossover_rate=o.crossover_rate, mutation_rate=o.mutation_rate, mutation=mutation)
     if o.mode == "steady-state":
         from .steady_state import SteadyStateEngine
         return SteadyStateEngine(space, epochs=o.epochs, max_evaluations=o.max_evaluations,
