@@ -63,8 +63,8 @@ def _is_table(info: dict) -> bool:
 
 
 def _columns(info: dict) -> list[str]:
-    data = info.get("data") if isinstance(info.get("data"), dict) else {}
-    return list(data.get("columns") or [])
+    data = info.get("data")
+    return list(data.get("columns") or []) if isinstance(data, dict) else []
 
 
 def main_sample(argv: Sequence[str] | None = None) -> int:
@@ -94,12 +94,12 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
     rows = sample_images(model, args.n, args.seed, standardisation_of(info))
     try:
         if _is_table(info):
-            out = write_rows(rows, _columns(info), out)
+            written = write_rows(rows, _columns(info), out)
         else:
-            out = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
+            written = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
     except OSError as exc:
         return _fail(p.prog, _cannot_write(exc, args.out))
-    print(f"wrote {args.n} samples of {info['genotype']} to {out}")
+    print(f"wrote {args.n} samples of {info['genotype']} to {written}")
     return 0
 
 
@@ -140,13 +140,14 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     try:
         if _is_table(info):
             table, labels = reconstruction_table(model, test[:args.n], stats)
-            out = write_rows(table, _columns(info), out, labels=labels)
+            written = write_rows(table, _columns(info), out, labels=labels)
         else:
             rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
-            out = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
+            written = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
     except OSError as exc:
         return _fail(p.prog, _cannot_write(exc, args.out))
-    print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to {out}")
+    print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to "
+          f"{written}")
     return 0
 
 

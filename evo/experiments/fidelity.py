@@ -39,7 +39,7 @@ def fidelity_study(bench: SearchBench, spec: TrainSpec, *, count: int = 30, epoc
     full = max(epochs)
     genotypes = sample_genotypes(space, count, seed)
     evaluations = bench.tasks("fidelity", [(g, spec.replace(epochs=full)) for g in genotypes])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g, e in zip(genotypes, evaluations, strict=True):
         curve = list(e.measurement.curve)
         if e.ok and len(curve) >= full and all(math.isfinite(v) for v in curve):

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,12 +38,15 @@ from ..head.cluster import Cluster, ClusterOptions, cores_per_worker
 from ..head.evaluators import SearchStopped
 from ..head.progress import format_report
 from ..spec import TRAINER_VERSION, task_id
-from ..strategy import Strategy
+from ..strategy import Report, Strategy
 from .presets import HAND_DESIGNED, PRESETS, ExperimentConfig, Preset, SearchPlan
 from .report import render_report
 from .retrain import Retraining, retrain_numbers, train_models
 from .runs import PaperRun
 from .searches import SearchBench, evaluation_rows
+
+if TYPE_CHECKING:  # imported when used: it loads torch
+    from gpuworker.data import Splits
 
 __all__ = ["HAND_DESIGNED", "PRESETS", "ExperimentConfig", "PaperRun", "Preset", "render_report", "run_paper"]
 
@@ -212,7 +215,7 @@ def comparison(config: ExperimentConfig, searches: list[dict[str, Any]], retrain
 
 # ---------------------------------------------------------------------------------------- the run
 
-def _protocol(config: ExperimentConfig, options: ClusterOptions, data) -> dict[str, Any]:
+def _protocol(config: ExperimentConfig, options: ClusterOptions, data: Splits) -> dict[str, Any]:
     from transport.keys import is_loopback_endpoint
 
     p = config.preset
@@ -246,7 +249,7 @@ def _on_cluster(run: PaperRun, config: ExperimentConfig, cluster: Cluster, stop:
     """Phases 1 and 2a: the searches and the retrainings that only need numbers, on the cluster."""
     started = time.perf_counter()
 
-    def progress(name: str, report) -> None:
+    def progress(name: str, report: Report) -> None:
         echo(f"[{name}] " + format_report(report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"))
 
     bench = SearchBench(run.path, cluster.evaluator(stop), cluster.capacity, cache=run.cache, on_report=progress)
@@ -303,7 +306,7 @@ def _finish(run: PaperRun, config: ExperimentConfig, protocol: dict, searches: l
 
     from .figures import draw_paper_figures
 
-    results = {
+    results: dict[str, Any] = {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "experiment": "paper",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "preset": asdict(config.preset),
         "metric": config.metric, "protocol": protocol, "environment": _environment(device), "searches": searches,

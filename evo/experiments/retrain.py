@@ -120,12 +120,12 @@ def _train_here(todo: Sequence[tuple[str, TrainSpec, Path]], *, processes: int, 
     model it is training)."""
     from gpuworker.export import train_and_save
 
-    kwargs = {"device": device, "data_root": data_root, "download": download}
+    kwargs: dict[str, Any] = {"device": device, "data_root": data_root, "download": download}
     if processes <= 1 or len(todo) <= 1:
         from gpuworker.train import set_threads
 
         set_threads(threads_each)
-        infos = []
+        infos: list[dict[str, Any]] = []
         for g, spec, path in todo:
             if stop.is_set():
                 raise SearchStopped(f"stopped with {len(todo) - len(infos)} models untrained")
@@ -157,8 +157,9 @@ def train_models(run: Path, jobs: Sequence[Retraining], *, processes: int, threa
         if j.key in weighted and j.key not in dirs:
             dirs[j.key] = f"models/{j.role.replace('/', '-')}"
     first = {j.key: j for j in reversed(jobs)}
-    infos = {key: _reusable(run / d, first[key]) for key, d in dirs.items()}
-    todo = [key for key, info in infos.items() if info is None]
+    reusable = {key: _reusable(run / d, first[key]) for key, d in dirs.items()}
+    infos = {key: info for key, info in reusable.items() if info is not None}
+    todo = [key for key, info in reusable.items() if info is None]
     if todo:
         trained = _train_here([(first[k].genotype, first[k].spec, run / dirs[k]) for k in todo], processes=processes,
                               threads_each=threads_each, device=device, data_root=data_root, download=download,

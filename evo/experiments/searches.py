@@ -55,7 +55,8 @@ class SearchBench:
             return json.loads(done.read_text())
         with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self.cache) as run:
             run.replay()
-            report = (lambda r: self.on_report(name, r)) if self.on_report else None
+            on_report = self.on_report
+            report = (lambda r: on_report(name, r)) if on_report else None
             reason = run.run(self.evaluator, self.capacity, on_report=report)
             self.trained_now += run.runner.evaluated
             result = run.finish({"name": name, **summary(run.strategy), "spec": spec.to_dict(),
