@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuworker.data_options import add_data_options, check_split, data_fields
 
@@ -22,8 +22,13 @@ from ..experiments.compare import ARMS, COMPARE_PRESETS, CONTINUING, base_spec, 
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
-from ..spec import is_builtin
+from ..spec import TrainSpec, is_builtin
 from .distribution import add_distribution_options, cluster_options
+
+if TYPE_CHECKING:  # imported when used
+    from ..cmdline.signals import StopSignals
+    from ..experiments.compare import ComparePreset
+    from ..head.cluster import Cluster
 
 __all__ = ["main"]
 
@@ -87,7 +92,7 @@ def _data_of(config: dict[str, Any]) -> dict[str, str]:
     return {key: config.get(key, "bernoulli" if key == "likelihood" else "") for key in DATA_FIELDS}
 
 
-def _spec_of(preset, config: dict[str, Any]):
+def _spec_of(preset: ComparePreset, config: dict[str, Any]) -> TrainSpec:
     """The spec every search of the comparison trains with (:func:`base_spec` on the configuration's data)."""
     data = _data_of(config)
     return base_spec(preset, data.pop("dataset"), config["split_seed"], data)
@@ -130,7 +135,8 @@ def _create(run: Path, config: dict[str, Any]) -> None:
     (run / "compare.json").write_text(json.dumps(config, indent=2))
 
 
-def _experiment(args, run: Path, config: dict[str, Any], cluster, stop) -> dict[str, Any]:
+def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster: Cluster,
+                stop: StopSignals) -> dict[str, Any]:
     from ..experiments.compare import ComparePreset
     from ..experiments.searches import SearchBench
     from ..head.cache import ResultCache
@@ -227,7 +233,7 @@ def _refused(message: str, new: Path | None) -> int:
     return 2
 
 
-def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster, new: Path | None) -> int:
+def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster: Cluster, new: Path | None) -> int:
     from ..cmdline.signals import stop_signals
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped

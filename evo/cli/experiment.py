@@ -9,12 +9,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpuworker.data_options import add_data_options, check_split, data_fields
 
 from ..cmdline import validate as v
 from ..experiments.presets import DATA_FIELDS, PRESETS, ExperimentConfig
 from .distribution import add_distribution_options, cluster_options
+
+if TYPE_CHECKING:  # imported when used
+    from ..experiments.runs import PaperRun
+    from ..head.cluster import Cluster
 
 __all__ = ["main"]
 
@@ -112,7 +117,7 @@ def _run_dir(args: argparse.Namespace, config: ExperimentConfig) -> Path:
     return Path(args.out or f"runs/paper-{config.data_name}-{config.preset.name}-{stamp}")
 
 
-def _open_run(args: argparse.Namespace, config: ExperimentConfig, run_dir: Path):
+def _open_run(args: argparse.Namespace, config: ExperimentConfig, run_dir: Path) -> PaperRun:
     """The run directory: opened (--resume) or created. ValueError (one line) for what cannot be."""
     from ..experiments.runs import PaperRun
 
@@ -169,7 +174,7 @@ def _any_search(run_dir: Path) -> bool:
     return searches.is_dir() and any(searches.iterdir())
 
 
-def _run(args: argparse.Namespace, run, cluster) -> int:
+def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
     from gpuworker.data import DataError
 
     from ..cmdline.signals import stop_signals

@@ -23,7 +23,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -150,7 +150,7 @@ def whole_list(lo: int = 1, *, increasing: bool = False, example: str = "2,5") -
     return _named(check, "list")
 
 
-def choice_list(choices: Sequence[str]) -> Callable[[Any], str]:
+def choice_list(choices: Collection[str]) -> Callable[[Any], str]:
     """Comma-separated names, each one of ``choices``, none twice; returns the text normalised."""
     def check(text: Any) -> str:
         names = [name.strip() for name in str(text).split(",")] if isinstance(text, str) else []
