@@ -18,7 +18,7 @@ from gpuworker.data_options import spec_from_args
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..head.journal import JournalError
 from ..head.progress import format_report
-from ..head.search_run import RunDirLocked, SearchRun, default_run_dir
+from ..head.search_run import RunDirLocked, SearchRun, StorageError, default_run_dir
 from ..multifidelity import parse_fidelities
 from ..search_config import SearchConfig
 from ..space import SearchSpace
@@ -243,6 +243,11 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
     except UsageError:
         refused = not search.evaluated
         raise
+    except StorageError as exc:  # the journal holds everything written before: a resume continues from it
+        refused = False
+        print(f"evovae: error: {exc}; the search stopped with what it had journaled: fix that, then resume with: "
+              f"evovae search --resume {search.run_dir}", file=sys.stderr)
+        return 1
     finally:
         search.close(refused=refused)
 

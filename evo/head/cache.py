@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..evaluation import EvalState, Evaluation
-from .store import VERSION, check_format, connect, migrate, row_of, select_many
+from .store import VERSION, check_format, connect, migrate, row_of, select_many, writing
 
 __all__ = ["CACHE_FORMAT", "ResultCache"]
 
@@ -56,7 +56,7 @@ class ResultCache:
         never a lost one (a transport give-up says nothing about the genotype)."""
         rows = [row_of(tid, e) for tid, e in items if e.state is not EvalState.LOST]
         if rows:
-            with self._con:
+            with writing(self.path, "the cache"), self._con:
                 self._con.execute("BEGIN")
                 self._con.executemany(
                     "INSERT OR IGNORE INTO results (task_id, genotype, loss, error, metrics, at, state, epochs, "

@@ -30,6 +30,7 @@ from .store import (
     migrate,
     row_of,
     select_many,
+    writing,
 )
 
 __all__ = ["FORMAT", "JournalError", "ResultCache", "RunJournal"]
@@ -112,14 +113,25 @@ class RunJournal:
         run_dir = Path(run_dir)
         path = run_dir / cls.FILE
         if not path.is_file():
+            partial = run_dir / (cls.FILE + ".new")
+            if partial.is_file():
+                raise JournalError(f"{run_dir} holds only {partial.name}, left by a head killed while it created "
+                                   f"the run: nothing was run in it; remove {run_dir} and start the search again")
             raise JournalError(f"{run_dir} is not an evovae run directory: no {cls.FILE} in it")
         meta = check_format(path, FORMAT, "run journal")
         try:
             config = json.loads(meta["config"])
         except (KeyError, ValueError) as exc:
             raise JournalError(f"{path}: the stored configuration is unreadable ({exc})") from None
-        con = connect(path)
-        migrate(con, meta, epochs=_format_1_epochs(config))
+        try:
+            con = connect(path)
+            migrate(con, meta, epochs=_format_1_epochs(config))
+            with con:  # found now, before a resumed search binds a socket: a journal this head may not write
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)",
+                            (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot write the journal {path} ({exc}): resume as a user who may write "
+                               f"{run_dir} and the files in it, or free space on its file system") from None
         return cls(run_dir, con, config)
 
     def close(self) -> None:
@@ -129,27 +141,43 @@ class RunJournal:
     def record_ask(self, candidates: Iterable[Candidate], task_ids: Iterable[str],
                    requested: int | None = None) -> None:
         """An ask: its candidates and task ids, and the count asked for (part of the RNG's history)."""
-        self._con.execute(
-            "INSERT INTO events (kind, at, task_ids, genotypes, state) VALUES ('ask', ?, ?, ?, ?)",
-            (time.time(), json.dumps(list(task_ids)), json.dumps([str(c) for c in candidates]),
-             None if requested is None else json.dumps({"n": requested})))
+        with writing(self.path, "the journal"):
+            self._con.execute(
+                "INSERT INTO events (kind, at, task_ids, genotypes, state) VALUES ('ask', ?, ?, ?, ?)",
+                (time.time(), json.dumps(list(task_ids)), json.dumps([str(c) for c in candidates]),
+                 None if requested is None else json.dumps({"n": requested})))
 
     def record_results(self, items: Iterable[tuple[str, Evaluation, str | None]], source: str) -> None:
         """``(task_id, evaluation, worker_key)`` triples from ``source`` (``worker`` or ``cache``), in one
         transaction; a task id already recorded is kept. ``worker_key``: the CURVE key that sent it, or None."""
         rows = [{**row_of(tid, e, key), "source": source, "at": time.time()} for tid, e, key in items]
         if rows:
-            with self._con:
+            with writing(self.path, "the journal"), self._con:
                 self._con.execute("BEGIN")
                 self._con.executemany(
                     "INSERT OR IGNORE INTO results (task_id, genotype, loss, error, metrics, source, at, state, "
                     "epochs, seconds, worker_key) VALUES (:task_id, :genotype, :loss, :error, :metrics, :source, "
                     ":at, :state, :epochs, :seconds, :worker_key)", rows)
 
+    def update_config(self, config: dict[str, Any]) -> None:
+        """Store a changed configuration (a resume that extends the search): in the journal and run.json."""
+        text = json.dumps(config, sort_keys=True, allow_nan=False)
+        with writing(self.path, "the journal"):
+            self._con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (text,))
+        with writing(self.run_dir / "run.json", "the run's configuration"):
+            (self.run_dir / "run.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, "config": config},
+                                                              indent=2, sort_keys=True, allow_nan=False))
+        self.config = config
+
     def record_tell(self, task_ids: Iterable[str], state: dict) -> None:
-        self._con.execute(
-            "INSERT INTO events (kind, at, task_ids, genotypes, state) VALUES ('tell', ?, ?, '[]', ?)",
-            (time.time(), json.dumps(list(task_ids)), json.dumps(state)))
+        with writing(self.path, "the journal"):
+            self._con.execute(
+                "INSERT INTO events (kind, at, task_ids, genotypes, state) VALUES ('tell', ?, ?, '[]', ?)",
+                (time.time(), json.dumps(list(task_ids)), json.dumps(state)))
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / self.FILE
 
     # -- reading -----------------------------------------------------------------
     def events(self) -> Iterator[tuple[str, list[str], list[str], dict | None]]:

@@ -33,7 +33,10 @@ class RunLock:
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
         path = Path(run_dir) / cls.FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # another user's run: lock it read-only (flock needs no write access), so
+            fd = os.open(path, os.O_RDONLY)  # what this user may not write is named by the journal's check
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -46,8 +49,11 @@ class RunLock:
             raise
         info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info, 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+        except OSError:
+            pass  # a read-only lock file or a full disk: the lock holds all the same, only its holder is unnamed
         return cls(path, fd)
 
     def release(self) -> None:

@@ -26,12 +26,13 @@ from ..strategies import make_strategy
 from ..strategy import Report, StopReason, Strategy
 from .cache import ResultCache
 from .journal import JournalError, RunJournal
+from .store import StorageError, writing
 from .lock import RunDirLocked, RunLock
 from .progress import search_summary
 from .runner import Runner
 from .tasks import AsyncEvaluator
 
-__all__ = ["RunDirLocked", "SearchRun", "default_run_dir"]
+__all__ = ["RunDirLocked", "SearchRun", "StorageError", "default_run_dir"]
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +101,7 @@ class SearchRun:
         (never fewer). JournalError or RunDirLocked (nothing changed) when it cannot be resumed."""
         run_dir = Path(run_dir)
         if not (run_dir / RunJournal.FILE).is_file():  # checked before the lock file is made in it
-            raise JournalError(f"{run_dir} is not an evovae run directory: no {RunJournal.FILE} in it")
+            RunJournal.open(run_dir)  # raises JournalError, saying what the directory holds instead
         lock = _lock(run_dir, [])
         try:
             journal = RunJournal.open(run_dir)
@@ -120,7 +121,14 @@ class SearchRun:
                 lock.release()
                 raise JournalError(f"{run_dir} was started for {started} generations; a resume may give more, "
                                    f"not fewer ({generations})")
-            config = config.with_generations(generations)
+            if generations != started:  # kept, so a later resume replays the longer search it was extended to
+                config = config.with_generations(generations)
+                try:
+                    journal.update_config(config.to_dict())
+                except StorageError as exc:
+                    journal.close()
+                    lock.release()
+                    raise JournalError(str(exc)) from None
         try:
             strategy = make_strategy(config.options, config.space)
         except ValueError as exc:
@@ -210,8 +218,9 @@ class SearchRun:
         """Write ``result.json`` (``summary``, by default :meth:`summary`) atomically; returns it."""
         summary = summary if summary is not None else self.summary()
         partial = self.run_dir / "result.json.partial"
-        partial.write_text(json.dumps(summary, indent=2))
-        partial.replace(self.run_dir / "result.json")  # a kill leaves no half-written result behind
+        with writing(self.run_dir / "result.json", "the result"):
+            partial.write_text(json.dumps(summary, indent=2))
+            partial.replace(self.run_dir / "result.json")  # a kill leaves no half-written result behind
         if self.checkpoints is not None and self.strategy.done:  # no promotion is left to continue
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         return summary

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +17,8 @@ from ..evaluation import EvalState, Evaluation
 from ..genotype import parse_genotype
 from ..measurement import Measurement
 
-__all__ = ["RESULT_COLUMNS", "JournalError", "VERSION", "check_format", "connect", "evaluation_of_row", "migrate",
-           "row_of", "select_many"]
+__all__ = ["RESULT_COLUMNS", "JournalError", "StorageError", "VERSION", "check_format", "connect", "evaluation_of_row", "migrate",
+           "row_of", "select_many", "writing"]
 
 VERSION = 2
 
@@ -33,6 +36,26 @@ _MIGRATION_1_TO_2 = [
 
 class JournalError(RuntimeError):
     """A run directory or cache that cannot be used as asked (and was left unchanged)."""
+
+
+class StorageError(RuntimeError):
+    """A journal, cache or result file that could not be written while a search ran (a full disk, an I/O
+    error, a file made read-only): ``path`` is what failed. Every write is its own transaction, so what was
+    written before is consistent and a resume continues from it."""
+
+    def __init__(self, path: Path, what: str, error: BaseException) -> None:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        super().__init__(f"cannot write {what} {path} ({reason})")
+        self.path = path
+
+
+@contextmanager
+def writing(path: Path, what: str) -> Iterator[None]:
+    """Turn a failed write to ``path`` (SQLite's or the file system's) into a :class:`StorageError`."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(path, what, exc) from exc
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -53,6 +76,9 @@ def check_format(path: Path, fmt: str, what: str) -> dict[str, str]:
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
+        if "readonly" in str(exc) or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            raise JournalError(f"cannot write the {what} {path} ({exc}): run as a user who may write "
+                               f"{path.parent} and the files in it") from None
         raise JournalError(f"{path} is not an evovae {what} ({exc}); nothing was changed") from None
     if meta.get("format") != fmt:
         raise JournalError(f"{path} is a database of format {meta.get('format')!r}, not {fmt!r}; nothing was changed")
