@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     data = splits(spec)
     order = torch.randperm(60_000, generator=torch.Generator().manual_seed(spec.split_seed))
     train_indices = order[spec.val_size:]
-    print(f"torch {torch.__version__}, {threads} threads, {len(train_indices)} training images, batch {spec.batch_size}")
+    print(f"torch {torch.__version__}, {threads} threads, {len(train_indices)} training images, "
+          f"batch {spec.batch_size}")
     for text in args.genotype or ["400|20|400", "850|20|1000"]:
         genotype = parse_genotype(text)
         ours = min(train(genotype, spec, data, torch.device("cpu"))[1].seconds for _ in range(args.repeats))

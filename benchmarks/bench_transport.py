@@ -22,13 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
+from evo.cmdline.log_setup import configure
 from evo.engine import EvolutionEngine
 from evo.head.evaluators import DistributedEvaluator
-from evo.cmdline.log_setup import configure
 from evo.head.journal import RunJournal
-from evo.random_search import RandomSearch
 from evo.head.runner import Runner
+from evo.random_search import RandomSearch
 from evo.space import SearchSpace
 from evo.spec import TrainSpec
 from evo.steady_state import SteadyStateEngine
@@ -52,12 +51,13 @@ class Workers:
         sink = broker.sink_endpoint.replace("0.0.0.0", "127.0.0.1")
         self.logs = [logdir / f"worker{i}.log" for i in range(count)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.procs = [
-            subprocess.Popen([sys.executable, "-m", "gpuworker", "--connect", vent, "--sink", sink, "--threads", "1",
-                              "--worker-id", f"bench{i}", "--log-format", "json", *args],
-                             stdout=subprocess.DEVNULL, stderr=open(self.logs[i], "w"), env=env)
-            for i in range(count)
-        ]
+        self.procs = []
+        for i, log in enumerate(self.logs):
+            with open(log, "w") as stderr:  # the worker has its own copy of the descriptor
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "gpuworker", "--connect", vent, "--sink", sink, "--threads", "1",
+                     "--worker-id", f"bench{i}", "--log-format", "json", *args],
+                    stdout=subprocess.DEVNULL, stderr=stderr, env=env))
 
     def wait_connected(self, broker: Broker, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -180,9 +180,9 @@ def bench_idle(tmp: Path, quick: bool) -> None:
     start = min(r[0] for r in received if r)
     last_dispatch = max(max(r) for r in received if r)  # after this moment no task was queued any more
     idle = 0.0
-    for rec, snt in zip(received, sent):
+    for rec, snt in zip(received, sent, strict=True):
         idle += max(0.0, (rec[0] if rec else last_dispatch) - start)
-        for done_at, next_at in zip(snt, rec[1:]):
+        for done_at, next_at in zip(snt, rec[1:], strict=False):  # the last result has no next task
             idle += max(0.0, min(next_at, last_dispatch) - done_at) if done_at < last_dispatch else 0.0
     window = workers * (last_dispatch - start)
     print(f"idle        {workers} workers, {tasks} Pareto(1.5) tasks (scale {scale}s), {seconds:.1f}s: "
@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a minute or two)")
     parser.add_argument("--only", default="overhead,throughput,idle,modes,memory")
     args = parser.parse_args(argv)
-    configure("json", "warning", stream=open(os.devnull, "w"))
+    configure("json", "warning", stream=open(os.devnull, "w"))  # noqa: SIM115 - open while the process logs
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
             {"overhead": bench_overhead, "throughput": bench_throughput, "idle": bench_idle,

@@ -166,7 +166,7 @@ def network_step(before: tuple, after: tuple) -> bool:
         return True
     if len(after) == len(before) + 1:
         return after[:-1] == before
-    return len(after) == len(before) and sum(x != y for x, y in zip(before, after)) == 1
+    return len(after) == len(before) and sum(x != y for x, y in zip(before, after, strict=True)) == 1
 
 
 def one_mutation(parent: Genotype, child: Genotype) -> bool:

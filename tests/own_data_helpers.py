@@ -53,6 +53,6 @@ def write_cancer_csv(directory: Path, name: str = "cancer.csv", diagnosis: bool 
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(cancer_columns() + (["diagnosis"] if diagnosis else []))
-        for row, target in zip(data.data, data.target):
+        for row, target in zip(data.data, data.target, strict=True):
             writer.writerow([repr(float(v)) for v in row] + (["MB"[target]] if diagnosis else []))
     return path

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from distributed_helpers import Process, free_port_pair, wait_until
 
+from distributed_helpers import Process, free_port_pair, wait_until
 from evo.engine import EvolutionEngine
 from evo.evaluation import Candidate, Evaluation
-from evo.head.journal import JournalError, ResultCache, RunJournal
 from evo.head.evaluators import InProcessEvaluator
+from evo.head.journal import JournalError, ResultCache, RunJournal
 from evo.head.runner import Runner
 from evo.spec import TrainSpec, task_id
 from evo.steady_state import SteadyStateEngine
@@ -97,7 +97,7 @@ def test_an_open_ask_is_completed_from_journaled_results(tmp_path):
     batch = engine.ask()  # generation 2 goes out; two results come back; then the head dies
     ids = [task_id(c.genotype, SPEC) for c in batch]
     journal.record_ask(batch, ids)
-    journal.record_results([(t, _fake_evaluation(c.genotype), None) for t, c in list(zip(ids, batch))[:2]],
+    journal.record_results([(t, _fake_evaluation(c.genotype), None) for t, c in list(zip(ids, batch, strict=True))[:2]],
                            "worker")
     journal.close()
 
@@ -126,7 +126,7 @@ def test_a_corrupt_run_directory_is_refused_and_left_unchanged(tmp_path, content
     run.mkdir()
     (run / "journal.sqlite").write_bytes(content)
     before = (run / "journal.sqlite").read_bytes()
-    with pytest.raises(JournalError, match="not an evovae|format"):
+    with pytest.raises(JournalError, match=r"not an evovae|format"):
         RunJournal.open(run)
     assert (run / "journal.sqlite").read_bytes() == before
     assert sorted(p.name for p in run.iterdir()) == ["journal.sqlite"]

@@ -91,7 +91,7 @@ def test_promotion_rank_puts_a_higher_rung_first():
 
 @pytest.mark.parametrize("bad", [{"eta": 1}, {"fidelities": (3, 3)}, {"fidelities": (9, 3)}, {"fidelities": ()}])
 def test_bad_schedules_are_refused(bad):
-    with pytest.raises(ValueError, match="eta|fidelities"):
+    with pytest.raises(ValueError, match=r"eta|fidelities"):
         build("random", **bad)
 
 

@@ -1,14 +1,14 @@
 """Compute as the budget: every strategy counts the epochs it asks for (failed runs in full), never hands out
 a candidate that would cross budget_epochs, and ends; the options that build strategies check their bounds."""
 import pytest
-from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, evaluate, run_workers
 
 from evo.evaluation import Evaluation
+from evo.genotype import parse_genotype
 from evo.head.progress import anytime
 from evo.space import SearchSpace
-from evo.genotype import parse_genotype
 from evo.strategies import STRATEGIES, OptionError, StrategyOptions, budget_of, make_strategy
 from evo.strategy import StopReason
+from evo_helpers import ALL, GENERATIONAL, OPTIONS, TINY, build, evaluate, run_workers
 
 BUDGETS = [1, 2, 7, 9, 20, 33, 60]
 
@@ -138,7 +138,8 @@ def test_budget_of_counts_the_evaluations_of_a_generational_search():
     (dict(strategy="bayes"), "strategy", "unknown strategy 'bayes'; choose one of evolution, random, regularized, tpe"),
     (dict(mode="async"), "mode", "must be one of generational, steady-state, asha, got 'async'"),
     (dict(generations=None), "generations", "a search needs an end"),
-    (dict(strategy="random", fidelities=(1, 3)), "fidelities", "apply to the generational strategies evolution and tpe"),
+    (dict(strategy="random", fidelities=(1, 3)), "fidelities",
+     "apply to the generational strategies evolution and tpe"),
     (dict(mode="steady-state", fidelities=(1, 3)), "fidelities", "need mode generational or asha"),
     (dict(strategy="regularized", mode="steady-state"), "mode", "regularized is asynchronous already"),
     (dict(strategy="random", mode="steady-state"), "mode", "random is generational only"),

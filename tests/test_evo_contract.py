@@ -6,13 +6,24 @@ import re
 
 import numpy as np
 import pytest
-from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, build, evaluate, history, run_batches, run_workers, \
-    texts, told
 
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import parse_genotype
 from evo.measurement import Measurement
 from evo.strategy import AsyncStrategy, GenerationalStrategy, Report
+from evo_helpers import (
+    ALL,
+    GENERATIONAL,
+    OPTIONS,
+    SMALL,
+    build,
+    evaluate,
+    history,
+    run_batches,
+    run_workers,
+    texts,
+    told,
+)
 
 STRANGER = parse_genotype("50|10|50")  # in SMALL; the tests check it is not outstanding first
 
@@ -143,7 +154,7 @@ def test_an_evaluation_of_the_outstanding_candidate_is_told_at_its_epochs(name):
 @pytest.mark.parametrize("name", ALL)
 def test_reports_count_what_was_told_and_the_epochs_asked(name):
     strategy = build(name)
-    asks, reports = run_workers(strategy, 2)
+    _asks, reports = run_workers(strategy, 2)
     assert all(isinstance(r, Report) for r in reports) and reports == strategy.history
     assert [r.generation for r in reports] == list(range(len(reports)))
     assert sum(r.evaluated for r in reports) == strategy.evaluation_count

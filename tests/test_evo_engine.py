@@ -5,13 +5,13 @@ import statistics
 
 import numpy as np
 import pytest
-from evo_helpers import SMALL, TINY, brute_force_best, one_mutation
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import GenotypeError, parse_genotype
 from evo.measurement import Measurement
 from evo.space import SearchSpace
+from evo_helpers import SMALL, TINY, brute_force_best, one_mutation
 
 
 def synthetic_loss(g):
@@ -102,11 +102,11 @@ def test_tell_with_an_extra_evaluation_raises_and_tells_nothing():
     stranger = next(g for g in (parse_genotype(t) for t in ("850|20|1000", "1000|60|700,750"))
                     if g not in genotypes(batch))
     with pytest.raises(ValueError) as info:
-        engine.tell(succeed(batch) + [Evaluation.succeeded(stranger, 100.0, epochs=2)])
+        engine.tell([*succeed(batch), Evaluation.succeeded(stranger, 100.0, epochs=2)])
     assert str(stranger) in str(info.value) and "not outstanding" in str(info.value)
     assert engine.outstanding == batch and engine.evaluation_count == 0
     with pytest.raises(ValueError):                      # replacing one with a stranger
-        engine.tell(succeed(batch[:-1]) + [Evaluation.succeeded(stranger, 100.0, epochs=2)])
+        engine.tell([*succeed(batch[:-1]), Evaluation.succeeded(stranger, 100.0, epochs=2)])
     assert engine.evaluation_count == 0
     assert tell_one_generation(engine, succeed(batch)).evaluated == 5
 
@@ -114,10 +114,10 @@ def test_tell_with_an_extra_evaluation_raises_and_tells_nothing():
 def test_tell_with_a_duplicate_evaluation_raises():
     engine, batch = _asked_engine()
     with pytest.raises(ValueError) as info:
-        engine.tell(succeed(batch + [batch[0]]))
+        engine.tell(succeed([*batch, batch[0]]))
     assert str(batch[0]) in str(info.value)
     with pytest.raises(ValueError):                      # same genotype with a different loss
-        engine.tell(succeed(batch) + [Evaluation.succeeded(batch[0].genotype, 1.0, epochs=2)])
+        engine.tell([*succeed(batch), Evaluation.succeeded(batch[0].genotype, 1.0, epochs=2)])
     assert engine.evaluation_count == 0 and engine.population == ()
 
 
@@ -277,7 +277,7 @@ def test_no_genotype_is_ever_asked_twice_and_duplicates_are_counted():
 def test_seen_marks_outstanding_genotypes_until_told():
     engine = EvolutionEngine(SMALL, mu=4, lam=4, seed=0)
     batch = genotypes(engine.ask())
-    assert engine.seen == {g: None for g in batch} and engine.evaluations == []
+    assert engine.seen == dict.fromkeys(batch) and engine.evaluations == []
     evaluations = succeed(batch)
     engine.tell(evaluations)
     assert engine.seen == {e.genotype: e for e in evaluations}

@@ -209,7 +209,8 @@ def test_parameter_count_of_multi_layer_genotypes():
     # CIFAR-10 flattened input
     g = parse_genotype("1000|60|700,750")
     n = 3072
-    assert g.parameter_count(n) == (n * 1000 + 1000) + 2 * (1000 * 60 + 60) + (60 * 700 + 700) + (700 * 750 + 750) + (750 * n + n)
+    assert g.parameter_count(n) == ((n * 1000 + 1000) + 2 * (1000 * 60 + 60) + (60 * 700 + 700) + (700 * 750 + 750)
+                                    + (750 * n + n))
 
 
 def test_depth():

@@ -1,17 +1,18 @@
 """evo.multifidelity: (mu + lambda) with successive halving inside each generation - offspring at the lowest
 fidelity, the best ceil(n / eta) of each rung (by loss, ties by genotype text) trained again at the next, only
 the highest rung in the population; the epoch account per generation; budget cuts."""
+import itertools
 import math
 
 import numpy as np
 import pytest
-from evo_helpers import SMALL, brute_force_best, evaluate, run_batches, synthetic_loss
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Evaluation
 from evo.multifidelity import MultiFidelityEvolution, parse_fidelities
 from evo.space import SearchSpace
 from evo.strategies import StrategyOptions, make_strategy
+from evo_helpers import SMALL, brute_force_best, evaluate, run_batches, synthetic_loss
 
 
 def _rungs(strategy, outcome=evaluate):
@@ -38,7 +39,7 @@ def test_each_rung_holds_ceil_n_over_eta_of_the_one_below(mu, lam, eta, fideliti
                                       generations=3)
     rungs = _rungs(strategy)
     first = [(epochs, len(batch)) for generation, epochs, batch in rungs if generation == 0]
-    assert first == list(zip(fidelities, sizes))
+    assert first == list(zip(fidelities, sizes, strict=True))
     for generation in (1, 2):
         got = [len(batch) for g, _, batch in rungs if g == generation]
         expected = [got[0]]
@@ -54,7 +55,7 @@ def test_promotion_takes_the_best_by_loss_with_ties_by_genotype_text():
     strategy = MultiFidelityEvolution(SearchSpace(), mu=12, lam=12, eta=3, fidelities=(1, 2, 4), seed=4,
                                       generations=3)
     rungs = _rungs(strategy, tied)
-    for (g, _, below), (g_next, _, above) in zip(rungs, rungs[1:]):
+    for (g, _, below), (g_next, _, above) in itertools.pairwise(rungs):
         if g != g_next:
             continue
         ranked = sorted(below, key=lambda c: (tied(c).loss, str(c.genotype)))
@@ -166,7 +167,7 @@ def test_parse_fidelities(text, fidelities):
 
 @pytest.mark.parametrize("text", ["", "1,,3", "3,1", "1,1", "0,3", "a,b", "1.5,3", "-1,2"])
 def test_bad_fidelities_are_refused_with_an_example(text):
-    with pytest.raises(ValueError, match="e.g. 1,3,9"):
+    with pytest.raises(ValueError, match=r"e\.g\. 1,3,9"):
         parse_fidelities(text)
 
 

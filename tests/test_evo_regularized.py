@@ -2,13 +2,13 @@
 dies (not the worst), the parent is the best of S drawn without replacement, mutated; asynchronous."""
 import numpy as np
 import pytest
-from evo_helpers import SMALL, TINY, brute_force_best, evaluate, first_unseen, one_mutation, rng_copy, run_workers
 
 from evo.evaluation import Evaluation
 from evo.regularized import RegularizedEvolution
 from evo.selection import rank
 from evo.space import SearchSpace
 from evo.variation import mutate
+from evo_helpers import SMALL, TINY, brute_force_best, evaluate, first_unseen, one_mutation, rng_copy, run_workers
 
 
 def _aging(**kw):
@@ -109,7 +109,7 @@ def test_it_breeds_while_results_are_outstanding():
 
 def test_failed_members_age_in_the_queue_but_never_win():
     strategy = RegularizedEvolution(SMALL, mu=4, tournament_size=2, seed=0, max_evaluations=60)
-    failing = lambda c: (Evaluation.failed(c.genotype, "diverged", epochs=2) if c.genotype.latent == 20  # noqa
+    failing = lambda c: (Evaluation.failed(c.genotype, "diverged", epochs=2) if c.genotype.latent == 20  # noqa: E731
                          else evaluate(c))
     while not strategy.done:
         alive = [e for e in strategy.queue if e.ok]

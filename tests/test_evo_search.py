@@ -2,7 +2,6 @@
 import json
 
 import pytest
-from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, run_batches, run_workers, told, train
 
 from evo.engine import EvolutionEngine
 from evo.evaluation import Candidate, EvalState, Evaluation
@@ -14,6 +13,7 @@ from evo.measurement import Measurement
 from evo.random_search import RandomSearch
 from evo.spec import TrainSpec
 from evo.strategy import Report, StopReason
+from evo_helpers import ALL, GENERATIONAL, OPTIONS, SMALL, TINY, build, run_batches, run_workers, told, train
 from gpuworker.result import TrainResult
 
 SPEC = TrainSpec(dataset="synthetic", epochs=2)
@@ -48,7 +48,7 @@ def test_the_runner_runs_exactly_the_generations_asked_for(generations):
     runner, trainer = _run(engine, on_report=seen_reports.append)
     assert engine.done and engine.generation == generations
     assert [r.generation for r in seen_reports] == list(range(generations))
-    assert all(a is b for a, b in zip(seen_reports, engine.history)) and len(seen_reports) == generations
+    assert all(a is b for a, b in zip(seen_reports, engine.history, strict=True)) and len(seen_reports) == generations
     assert all(isinstance(r, Report) for r in seen_reports)
     assert runner.evaluated == len(trainer.calls) == engine.evaluation_count == seen_reports[-1].total_evaluations
 
@@ -57,7 +57,7 @@ def test_the_runner_runs_exactly_the_generations_asked_for(generations):
 @pytest.mark.parametrize("capacity", [1, 3])
 def test_the_runner_is_the_hand_driven_loop(name, capacity):
     auto = build(name)
-    runner, trainer = _run(auto, capacity)
+    _runner, trainer = _run(auto, capacity)
     manual = build(name)
     run_workers(manual, capacity)                    # ask for the free room, tell the oldest result
     assert told(auto) == told(manual) and auto.snapshot() == manual.snapshot()

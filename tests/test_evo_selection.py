@@ -161,7 +161,7 @@ def test_failed_ones_never_survive():
     failed = [Evaluation.failed(parse_genotype(f"{w}|10|50"), "crash", epochs=E) for w in (100, 150, 200)]
     assert select_survivors(failed, [good], 10) == (good,)
     assert select_survivors([], failed, 3) == ()
-    assert rank(failed + [good]) == [good]
+    assert rank([*failed, good]) == [good]
 
 
 def test_ties_are_broken_by_genotype_text():

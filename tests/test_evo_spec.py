@@ -134,7 +134,8 @@ OWN = dict(dataset="/data/digits.npz", data_sha256=SHA)
 def test_built_in_task_ids_and_wire_form_are_those_of_the_first_version():
     """Pinned from the spec before likelihood, data_sha256, columns, image_size, report_test, iw_samples."""
     assert task_id(G, TrainSpec()) == "92c7330ac1b13e1d995e9040"
-    assert task_id(G, TrainSpec(dataset="synthetic", epochs=1, val_size=200, train_subset=500)) == "2022cedd64d809ba716835ee"
+    assert (task_id(G, TrainSpec(dataset="synthetic", epochs=1, val_size=200, train_subset=500))
+            == "2022cedd64d809ba716835ee")
     assert TrainSpec().canonical == ('{"batch_size": 128, "dataset": "fashion-mnist", "epochs": 2, "lr": 0.001, '
                                      '"seed": 0, "split_seed": 0, "train_subset": 0, "trainer": 1, "val_size": 10000}')
     explicit = TrainSpec.from_dict({**TrainSpec().to_dict(), "likelihood": "bernoulli", "report_test": False,

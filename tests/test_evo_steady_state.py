@@ -3,12 +3,12 @@ none succeeded), bred from the population as it is at each ask after; each tell 
 every report_every; max_evaluations and the seen-set."""
 import numpy as np
 import pytest
-from evo_helpers import SMALL, TINY, brute_force_best, evaluate, first_unseen, one_mutation, rng_copy, run_workers
 
 from evo.evaluation import Evaluation
 from evo.space import SearchSpace
 from evo.steady_state import SteadyStateEngine
 from evo.variation import MutationRates, breed
+from evo_helpers import SMALL, TINY, brute_force_best, evaluate, first_unseen, one_mutation, rng_copy, run_workers
 
 
 def _engine(**kw):
@@ -23,7 +23,7 @@ def _expected(engine, n):
         propose = engine.space.sample
     else:
         parents = [e.genotype for e in engine.population]
-        propose = lambda r: breed(parents, engine.space, r, engine.crossover_rate, engine.mutation_rate,  # noqa
+        propose = lambda r: breed(parents, engine.space, r, engine.crossover_rate, engine.mutation_rate,  # noqa: E731
                                   engine.mutation)
     for _ in range(n):
         taken.append(first_unseen(propose, rng, engine.seen, taken))

@@ -3,11 +3,11 @@ parameters that always give a genotype of the space, duplicates answered from th
 twice), failures told as failed trials."""
 import optuna
 import pytest
-from evo_helpers import SMALL, TINY, evaluate, run_workers, synthetic_loss
 
 from evo.adapters.tpe import TPESearch
 from evo.evaluation import Evaluation
 from evo.space import SearchSpace
+from evo_helpers import SMALL, TINY, evaluate, run_workers, synthetic_loss
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -131,9 +131,10 @@ def test_bad_arguments_raise(kwargs):
 
 
 def test_multifidelity_tpe_is_seeded_prunes_what_stops_short_and_selects_on_the_last_rung():
+    import optuna
+
     from evo.adapters.tpe import MultiFidelityTPE
     from evo.evaluation import Evaluation
-    import optuna
 
     def run():
         s = MultiFidelityTPE(mu=4, lam=6, seed=3, fidelities=(1, 4), eta=3, budget_epochs=60, startup_trials=4)

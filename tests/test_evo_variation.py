@@ -30,7 +30,7 @@ def _changed_genes(before: Genotype, after: Genotype) -> set[str]:
 
 
 def _positions_changed(before: tuple, after: tuple) -> list[int]:
-    return [i for i, (x, y) in enumerate(zip(before, after)) if x != y]
+    return [i for i, (x, y) in enumerate(zip(before, after, strict=True)) if x != y]
 
 
 # -- mutation -------------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_mutation_exact_values_for_fixed_seeds():
         # and the child differs from its parent in exactly those genes
         draws = np.random.default_rng(seed).random(3)
         drawn = {name for name, d, p in zip(("encoder", "latent", "decoder"), draws,
-                                            (rates.network, rates.latent, rates.network)) if d < p}
+                                            (rates.network, rates.latent, rates.network), strict=True) if d < p}
         assert drawn, seed
         assert _changed_genes(parent, child) == drawn
     assert str(parent) == "200,500|20|1000,650,50"

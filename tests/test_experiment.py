@@ -47,7 +47,7 @@ def _table(report, name):
         rows.append(_cells(line))
     header, rule, *body = rows
     assert set("".join(rule)) <= {"-"}
-    return [dict(zip(header, row)) for row in body]
+    return [dict(zip(header, row, strict=True)) for row in body]
 
 
 def _num(text):
@@ -143,7 +143,7 @@ def test_table_one_matches_results_and_the_searches(run):
     rows = _table(report, "table1")
     assert len(rows) == len(results["table1"]) == 4
     by_name = {s["name"]: s for s in results["searches"]}
-    for row, data in zip(rows, results["table1"]):
+    for row, data in zip(rows, results["table1"], strict=True):
         assert row["Search"] == f"{data['search_epochs']}-epoch" and row["Which"] == data["role"]
         assert row["Architecture"] == data["genotype"]
         assert _num(row["Parameters"]) == data["parameters"]
@@ -166,7 +166,7 @@ def test_comparison_table_matches_results(run):
     data = results["comparison"]
     assert [r["Method"] for r in rows] == [c["method"] for c in data]
     assert [c["kind"] for c in data] == ["evolution", "evolution", "random", "hand-designed"]
-    for row, c in zip(rows, data):
+    for row, c in zip(rows, data, strict=True):
         assert row["Architecture(s)"].replace("`", "") == ", ".join(c["genotypes"])
         for column, key in (("Search loss", "search_loss"), ("Validation loss", "val_loss"),
                             ("Test loss", "test_loss")):
@@ -183,7 +183,8 @@ def test_comparison_table_matches_results(run):
     assert random_row["test_loss"]["values"] == tests
     mean = sum(tests) / len(tests)
     assert random_row["test_loss"]["mean"] == pytest.approx(mean)
-    assert random_row["test_loss"]["std"] == pytest.approx(math.sqrt(sum((t - mean) ** 2 for t in tests) / (len(tests) - 1)))
+    std = math.sqrt(sum((t - mean) ** 2 for t in tests) / (len(tests) - 1))
+    assert random_row["test_loss"]["std"] == pytest.approx(std)
     assert random_row["search_loss"]["values"] == [s["best"]["loss"] for s in seeds]
 
 

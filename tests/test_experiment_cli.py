@@ -43,9 +43,8 @@ def test_bad_cluster_options_are_refused_before_a_run_directory_exists(tmp_path,
 
 def test_the_run_directory_keeps_the_configuration_and_refuses_a_second_experiment(tmp_path):
     config = ExperimentConfig(PRESETS["tiny"], dataset="synthetic", seed=3)
-    with PaperRun.create(tmp_path / "run", config) as run:
-        with run.timed("searches_s"):
-            pass
+    with PaperRun.create(tmp_path / "run", config) as run, run.timed("searches_s"):
+        pass
     with PaperRun.open(tmp_path / "run") as again:
         assert again.config == config and again.timings()["runs"] == 2
     stored = json.loads((tmp_path / "run" / "experiment.json").read_text())

@@ -31,7 +31,7 @@ def _table(report, name):
             break
         rows.append(_cells(line))
     header, _, *body = rows
-    return [dict(zip(header, row)) for row in body]
+    return [dict(zip(header, row, strict=True)) for row in body]
 
 
 def _f(value):
@@ -50,7 +50,7 @@ def test_committed_report_matches_its_results(run):
     report = (run / "report.md").read_text()
     table1 = _table(report, "table1")
     assert len(table1) == len(results["table1"]) > 0
-    for row, data in zip(table1, results["table1"]):
+    for row, data in zip(table1, results["table1"], strict=True):
         assert row["Architecture"] == data["genotype"]
         assert int(row["Parameters"].replace(",", "")) == data["parameters"]
         assert [row[c] for c in ("Search loss", "Validation loss", "Test loss", "Test recon", "Test KL")] == [
@@ -62,7 +62,7 @@ def test_committed_report_matches_its_results(run):
         assert data["search_loss"] == (min(losses) if data["role"] == "best" else max(losses))
     comparison = _table(report, "comparison")
     assert len(comparison) == len(results["comparison"])
-    for row, data in zip(comparison, results["comparison"]):
+    for row, data in zip(comparison, results["comparison"], strict=True):
         assert row["Method"] == data["method"]
         assert [row["Search loss"], row["Validation loss"], row["Test loss"]] == [
             _pm(data["search_loss"]), _pm(data["val_loss"]), _pm(data["test_loss"])]
@@ -97,7 +97,7 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
                               split_seed=protocol["split_seed"])
     plans = config.searches()
     assert [p.name for p in plans] == [s["name"] for s in results["searches"]]
-    for plan, search in zip(plans, results["searches"]):
+    for plan, search in zip(plans, results["searches"], strict=True):
         assert plan.spec.to_dict() == {k: v for k, v in search["spec"].items() if k in plan.spec.to_dict()}
         losses = {e["genotype"]: e["loss"] for e in search["evaluations"]}
         by_generation = {}
@@ -109,7 +109,8 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
             assert [str(c.genotype) for c in batch] == by_generation.get(strategy.generation, []), plan.name
             strategy.tell([Evaluation.succeeded(c.genotype, losses[str(c.genotype)], epochs=c.epochs) for c in batch])
         assert strategy.stop_reason is StopReason.GENERATIONS, plan.name   # it ran the generations it was given
-        assert strategy.best.loss == search["best"]["loss"] and str(strategy.best.genotype) == search["best"]["genotype"]
+        assert strategy.best.loss == search["best"]["loss"]
+        assert str(strategy.best.genotype) == search["best"]["genotype"]
         assert [g["best_loss"] for g in search["generations"]] == [r.best.loss for r in strategy.history]
         assert len(strategy.evaluations) == len(search["evaluations"]) and all(
             parse_genotype(e["genotype"]) in strategy.seen for e in search["evaluations"])

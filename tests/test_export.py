@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from evo.cli.export import main_export, main_reconstruct, main_sample
 from evo.genotype import parse_genotype
 from evo.measurement import Measurement
 from evo.spec import TrainSpec
-from evo.cli.export import main_export, main_reconstruct, main_sample
 from gpuworker.export import ModelDirError, export_best, load_model, save_model, train_and_save
 from gpuworker.figures import grid_size, manifold_images, reconstruction_rows
 from gpuworker.model import VAE
@@ -75,7 +75,7 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
     x, z = torch.rand(5, 256), torch.randn(5, 10)
     with torch.no_grad():
         assert torch.equal(model.decode(z), loaded.decode(z))
-        for a, b in zip(model.encode(x), loaded.encode(x)):
+        for a, b in zip(model.encode(x), loaded.encode(x), strict=True):
             assert torch.equal(a, b)
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
@@ -94,7 +94,7 @@ def test_load_refuses_missing_empty_and_corrupt_directories(tmp_path, saved):
     with pytest.raises(ModelDirError, match="no such model directory"):
         load_model(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelDirError, match="model.json is missing"):
+    with pytest.raises(ModelDirError, match=r"model\.json is missing"):
         load_model(tmp_path / "empty")
     bad_json = _copy(saved[0], tmp_path / "bad-json")
     (bad_json / "model.json").write_text("{not json")
@@ -102,7 +102,7 @@ def test_load_refuses_missing_empty_and_corrupt_directories(tmp_path, saved):
         load_model(bad_json)
     no_weights = _copy(saved[0], tmp_path / "no-weights")
     (no_weights / "weights.pt").unlink()
-    with pytest.raises(ModelDirError, match="weights.pt is missing"):
+    with pytest.raises(ModelDirError, match=r"weights\.pt is missing"):
         load_model(no_weights)
 
 
@@ -127,7 +127,7 @@ def test_load_refuses_tampered_weights(tmp_path, saved):
     raw = bytearray((tampered / "weights.pt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (tampered / "weights.pt").write_bytes(bytes(raw))
-    with pytest.raises(ModelDirError, match="does not match model.json"):
+    with pytest.raises(ModelDirError, match=r"does not match model\.json"):
         load_model(tampered)
 
 
@@ -135,7 +135,7 @@ def test_load_refuses_weights_of_another_network_even_with_a_matching_checksum(t
     other = _copy(saved[0], tmp_path / "other")
     torch.save(VAE(parse_genotype("100|10|100"), 256).state_dict(), other / "weights.pt")
     _rehash(other)
-    with pytest.raises(ModelDirError, match="does not fit genotype 100,50\\|10\\|50,100.*missing"):
+    with pytest.raises(ModelDirError, match=r"does not fit genotype 100,50\|10\|50,100.*missing"):
         load_model(other)
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from evo.engine import EvolutionEngine
-from evo.head.journal import RunJournal
 from evo.head.evaluators import InProcessEvaluator
+from evo.head.journal import RunJournal
 from evo.head.runner import Runner
 from evo.spec import TrainSpec
 from gpuworker.evaluators import fake_evaluator

@@ -68,7 +68,8 @@ def test_a_diverging_run_is_a_failed_result_not_an_exception():
     data = splits(SYNTH)
     poisoned = data.train.clone()
     poisoned[0, 0] = float("nan")
-    _, result = train(parse_genotype("100|10|100"), SYNTH, Splits(poisoned, data.val, data.test, data.shape), torch.device("cpu"))
+    _, result = train(parse_genotype("100|10|100"), SYNTH, Splits(poisoned, data.val, data.test, data.shape),
+                      torch.device("cpu"))
     assert not result.ok and result.measurement.loss is None
     assert "diverged in epoch 1" in result.error
 

@@ -4,7 +4,6 @@ import json
 import sqlite3
 
 import pytest
-from evo_helpers import build, evaluate, told, train
 
 from evo.evaluation import EvalState, Evaluation
 from evo.genotype import parse_genotype
@@ -13,6 +12,7 @@ from evo.head.journal import JournalError, ResultCache, RunJournal
 from evo.head.runner import Runner
 from evo.measurement import Measurement
 from evo.spec import TrainSpec, task_id
+from evo_helpers import build, evaluate, told, train
 
 SPEC = TrainSpec(dataset="synthetic", epochs=2)
 G = parse_genotype("850|20|1000")

@@ -5,7 +5,6 @@ import dataclasses
 import sqlite3
 
 import pytest
-from evo_helpers import ALL, OPTIONS, build, evaluate, told, train
 
 from evo.evaluation import Candidate
 from evo.genotype import parse_genotype
@@ -13,6 +12,7 @@ from evo.head.evaluators import InProcessEvaluator
 from evo.head.journal import JournalError, ResultCache, RunJournal
 from evo.head.runner import Runner
 from evo.spec import TrainSpec, task_id
+from evo_helpers import ALL, OPTIONS, build, evaluate, told, train
 
 SPEC = TrainSpec(dataset="synthetic", epochs=2)
 
@@ -169,7 +169,8 @@ def test_results_received_but_not_told_are_reused_not_run_again(tmp_path, name, 
         results = journal.results()
         assert len(results) == resumed.evaluation_count
         assert all(journal.worker_key(tid) == f"key-of-{tid[:6]}" for tid in results)
-        asked = {t: text for kind, tids, texts, _ in journal.events() if kind == "ask" for t, text in zip(tids, texts, strict=True)}
+        asked = {t: text for kind, tids, texts, _ in journal.events() if kind == "ask"
+                 for t, text in zip(tids, texts, strict=True)}
         assert {tid: str(e.candidate) for tid, e in results.items()} == asked   # each at the epochs it was asked
     finally:
         journal.close()
@@ -261,7 +262,7 @@ def test_evaluate_specs_returns_journaled_results_without_training_again(tmp_pat
     assert later.reused == 3 and later.evaluated == 0
     extra = (parse_genotype("1000|60|700,750"), SPEC)
     trainer = Trainer()
-    assert len(later.evaluate_specs(items + [extra], InProcessEvaluator(trainer))) == 4
+    assert len(later.evaluate_specs([*items, extra], InProcessEvaluator(trainer))) == 4
     assert trainer.calls == ["1000|60|700,750@2"]
     journal.close()
 

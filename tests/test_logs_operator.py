@@ -9,8 +9,8 @@ import signal
 import msgpack
 import pytest
 import zmq
-from distributed_helpers import Cluster
 
+from distributed_helpers import Cluster
 from evo.logs import format_summary, read_logs, summarize
 from evo.logs.reading import COMMON_FIELDS
 from transport.codec import encode

@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from evo.logs.command import main as logs_main
 from evo.logs import parse_line
+from evo.logs.command import main as logs_main
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = '{"event": "task.received", "level": "info", "timestamp": "2026-01-01T00:00:00Z", "task_id": "a"}'

@@ -15,9 +15,9 @@ import pytest
 import structlog
 
 from evo.cmdline.log_setup import configure
-from evo.logs.command import main as logs_main
 from evo.logs import read_logs, summarize
 from evo.logs.accounting import HEAD_HANDLERS
+from evo.logs.command import main as logs_main
 from evo.logs.workers import OWN_LINE_HANDLERS
 from transport import BrokerStats
 

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from distributed_helpers import free_port_pair
 
+from distributed_helpers import free_port_pair
 from evo.logs import parse_line, read_logs, summarize, trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,8 @@ def run_search(directory: Path, name: str, *extra: str) -> tuple[Path, dict]:
                 cwd=directory, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, timeout=120)
         if proc.returncode == 2 and "cannot bind" in log.read_text(errors="replace"):
             continue  # someone took the port between the check and the bind
-        assert proc.returncode == 0, f"search failed ({proc.returncode})\n{proc.stdout.decode()}\n{log.read_text()[-3000:]}"
+        assert proc.returncode == 0, \
+            f"search failed ({proc.returncode})\n{proc.stdout.decode()}\n{log.read_text()[-3000:]}"
         return log, json.loads(output.read_text())
     raise AssertionError("could not bind a search after 5 port pairs")
 
@@ -189,7 +190,7 @@ def test_trace_of_a_task_shows_dispatch_to_completion_in_order(clean_run):
 
 @pytest.mark.slow
 def test_trace_by_prefix_and_by_genotype(clean_run):
-    log, out = clean_run
+    log, _out = clean_run
     recs = records(log)
     first = next(r for r in recs if r["event"] == "task.dispatched")
     by_prefix = logs_cli("trace", first["task_id"][:10], str(log))

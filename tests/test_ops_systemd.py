@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from distributed_helpers import JsonLog, free_port_pair, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,7 +349,7 @@ def test_local_cluster_stops_everything_on_ctrl_c(tmp_path):
         assert len(members) == 3, members  # the head and two workers, children of the script
         started = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: its foreground process group
-        stdout, stderr = proc.communicate(timeout=20)
+        _stdout, stderr = proc.communicate(timeout=20)
         took = time.monotonic() - started
         assert proc.returncode == 130 and took < 10, (took, stderr, (logs / "head.log").read_text()[-1500:])
         left = [pid for pid in members if Path(f"/proc/{pid}").exists()

@@ -10,7 +10,14 @@ from PIL import Image
 
 from evo.spec import TrainSpec
 from gpuworker.data import DataError, prepare, read, read_own
-from own_data_helpers import DIGITS_TRAIN, cancer_columns, digits_u8, write_cancer_csv, write_digits_npz, write_digits_png
+from own_data_helpers import (
+    DIGITS_TRAIN,
+    cancer_columns,
+    digits_u8,
+    write_cancer_csv,
+    write_digits_npz,
+    write_digits_png,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def test_npz_of_digits_keeps_its_train_and_test_parts(data):
     assert raw.default_likelihood == "bernoulli"
     p = prepare(spec_of(raw, val_size=200))
     assert (len(p.train), len(p.val), len(p.test)) == (DIGITS_TRAIN - 200, 200, len(images) - DIGITS_TRAIN)
-    assert p.train.shape[1] == 64 and 0 <= p.train.min() and p.train.max() == 1.0 and p.mean is None
+    assert p.train.shape[1] == 64 and p.train.min() >= 0 and p.train.max() == 1.0 and p.mean is None
 
 
 def test_png_folder_decodes_to_the_same_pixels_as_the_array(data):

@@ -57,8 +57,8 @@ def test_export_sample_and_reconstruct_a_table_model(files, tmp_path, capsys, mo
     info = json.loads((out / "rank-1" / "model.json").read_text())
     assert info["input_shape"] == [30] and info["data"]["kind"] == "table" and info["spec"]["likelihood"] == "gaussian"
     assert info["data"]["columns"] == cancer_columns() and set(info["losses"]["test"]) >= {"loss", "iw_loss"}
-    model, loaded = load_model(out / "rank-1")
-    mean, std = standardisation_of(loaded)
+    _model, loaded = load_model(out / "rank-1")
+    mean, _std = standardisation_of(loaded)
     table = np.loadtxt(files["csv"], delimiter=",", skiprows=1, usecols=range(30))
     assert torch.allclose(mean[0], torch.tensor(table[:, 0].mean(), dtype=torch.float32), rtol=0.05)
 

@@ -7,13 +7,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from distributed_helpers import PYTHON, REPO, Cluster, free_port_pair
-from own_data_helpers import DIGITS_TRAIN, cancer_columns, digits_u8, write_cancer_csv, write_digits_npz, write_digits_png
+from own_data_helpers import (
+    DIGITS_TRAIN,
+    cancer_columns,
+    digits_u8,
+    write_cancer_csv,
+    write_digits_npz,
+    write_digits_png,
+)
 
 COLUMNS = ",".join(cancer_columns())
 SMALL = ["--population", "2", "--offspring", "2", "--generations", "2", "--epochs", "1", "--max-layers", "1"]

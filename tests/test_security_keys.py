@@ -38,7 +38,7 @@ def test_generate_writes_public_0644_and_secret_0600(tmp_path):
 
 
 def test_generate_never_overwrites(tmp_path):
-    public, secret = keys.generate(tmp_path, "w")
+    _public, secret = keys.generate(tmp_path, "w")
     before = secret.read_bytes()
     with pytest.raises(KeyFileError, match="already exists"):
         keys.generate(tmp_path, "w")
@@ -69,7 +69,7 @@ def test_load_server_secret_refuses_a_group_or_world_readable_file(tmp_path):
 
 
 def test_load_server_secret_refuses_what_is_not_a_secret_certificate(tmp_path):
-    public, secret = keys.generate(tmp_path, "head")
+    public, _secret = keys.generate(tmp_path, "head")
     os.chmod(public, 0o600)  # even private, a public certificate is not a secret one
     with pytest.raises(KeyFileError, match="not a secret key certificate"):
         keys.load_server_secret(public)
@@ -129,7 +129,7 @@ def test_curve_settings_validate_and_never_show_the_secret(tmp_path):
     assert server.secret_key.decode() not in repr(server)
     with pytest.raises(KeyFileError, match="empty"):
         CurveServer(server.public_key, server.secret_key, frozenset())
-    pub, sec = zmq.curve_keypair()
+    pub, _sec = zmq.curve_keypair()
     assert len(server.allowing(pub).allowed) == 2
     with pytest.raises(KeyFileError, match="does not belong"):
         CurveServer(pub, server.secret_key, frozenset([pub]))
@@ -258,7 +258,7 @@ def test_head_stays_plain_on_loopback_by_default(bind):
 @pytest.mark.parametrize("bind, sink", [("tcp://*:5557", "tcp://*:5558"), ("tcp://0.0.0.0:5557", "tcp://0.0.0.0:5558"),
                                         ("tcp://127.0.0.1:5557", "tcp://10.1.2.3:5558")])
 def test_head_refuses_a_plain_non_loopback_bind_unless_insecure(bind, sink):
-    with pytest.raises(KeyFileError, match="refusing to bind .* without encryption.*--insecure"):
+    with pytest.raises(KeyFileError, match=r"refusing to bind .* without encryption.*--insecure"):
         keys.head_curve(bind, sink, server_key_secret=None, allow=None, insecure=False)
     assert keys.head_curve(bind, sink, server_key_secret=None, allow=None, insecure=True) is None
 
@@ -326,7 +326,7 @@ def test_a_public_key_given_as_the_secret_gets_a_precise_message(tmp_path):
 def test_generate_many_is_all_or_nothing(tmp_path, capsys):
     keys.generate(tmp_path, "b")
     before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(KeyFileError, match="b.key already exists.*nothing was written"):
+    with pytest.raises(KeyFileError, match=r"b\.key already exists.*nothing was written"):
         keys.generate_many(tmp_path, ["a", "b", "c"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no a.*, no c.*, no scratch directory
     assert keys_main(["generate", "--dir", str(tmp_path), "a", "b", "c"]) == 2

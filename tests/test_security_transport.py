@@ -198,9 +198,9 @@ def test_close_stops_the_authenticator_and_frees_the_ports(ring):
 def test_one_curve_broker_per_context(ring):
     ctx = zmq.Context()
     try:
-        with Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server, context=ctx):
-            with pytest.raises(RuntimeError, match="ZAP handler"):
-                Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server, context=ctx)
+        with Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server, context=ctx), \
+                pytest.raises(RuntimeError, match="ZAP handler"):
+            Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server, context=ctx)
     finally:
         ctx.term()  # returns: nothing of the failed broker is left open
 

@@ -2,10 +2,10 @@
 import subprocess
 import sys
 
+import pytest
+
 from evo.cli.app import _parser
 from evo.cmdline.settings import SettingsError, apply_settings
-
-import pytest
 
 
 def _search_parser():

@@ -231,7 +231,7 @@ def test_max_attempts_then_failed(ctx, make_broker):
     silent = []
     for n in range(2):
         w = FakeWorker(ctx, broker, f"w{n}")
-        run_until(broker, lambda: w.task is not None, [w])
+        run_until(broker, lambda w=w: w.task is not None, [w])
         assert w.task.attempt == n + 1
         w.beating = w.wants_work = False
         silent.append(w)

@@ -56,7 +56,8 @@ class ThreadWorker:
                         for i in range(steps):
                             job.progress((i + 1) / steps)
                             self.stop.wait(self.train_s / steps)  # stands in for training
-                    result = Result(channel.worker_id, task.task_id, task.attempt, True, {"val_loss": 1.0 + len(self.sent)})
+                    result = Result(channel.worker_id, task.task_id, task.attempt, True,
+                                    {"val_loss": 1.0 + len(self.sent)})
                     with self.changed:
                         self.sent.append(result)  # before sending: the test may see the Done first
                         self.changed.notify_all()
