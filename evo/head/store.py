@@ -6,9 +6,8 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from ..evaluation import EvalState, Evaluation
 from ..genotype import parse_genotype
 from ..measurement import Measurement
 
-__all__ = ["RESULT_COLUMNS", "JournalError", "StorageError", "VERSION", "check_format", "connect", "evaluation_of_row", "migrate",
-           "row_of", "select_many", "writing"]
+__all__ = ["RESULT_COLUMNS", "JournalError", "StorageError", "VERSION", "check_format", "connect", "evaluation_of_row",
+           "migrate", "row_of", "select_many", "writing"]
 
 VERSION = 2
 
