@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from distributed_helpers import free_port_pair, wait_until
 
 SEARCH = ["--dataset", "synthetic", "--population", "3", "--offspring", "3", "--seed", "5", "--heartbeat", "0.2",
@@ -82,7 +83,7 @@ def test_a_second_head_on_a_run_directory_in_use_is_refused_naming_the_holder(tm
     status, _, err = finish(first)
     assert status == 0, err
     done = json.loads((run / "result.json").read_text())
-    asks, tells, results = journal_counts(run)
+    _asks, tells, results = journal_counts(run)
     assert tells == results == len(done["evaluations"])  # every result told once: no second writer
     # and the run is resumable by the next head: the lock died with its holder
     status, out, err = finish(head(run, "--resume", str(run), "--generations", "5"))
@@ -99,7 +100,7 @@ def test_two_heads_started_together_on_one_run_directory_exactly_one_runs(tmp_pa
     assert statuses == [0, 2], outcomes
     loser = next(err for status, _, err in outcomes if status == 2)
     assert "is in use by another evovae head" in one_error_line(loser)
-    asks, tells, results = journal_counts(run)
+    _asks, tells, results = journal_counts(run)
     assert tells == results == len(json.loads((run / "result.json").read_text())["evaluations"])
 
 
@@ -112,7 +113,7 @@ def test_two_resumes_started_together_one_runs_the_other_is_refused(tmp_path):
              head(run, "--resume", str(run), "--generations", "5")]
     outcomes = [finish(h) for h in heads]
     assert sorted(status for status, _, _ in outcomes) == [0, 2], outcomes
-    asks, tells, results = journal_counts(run)
+    _asks, tells, results = journal_counts(run)
     assert tells == results == len(json.loads((run / "result.json").read_text())["evaluations"])
     status, out, err = finish(head(run, "--resume", str(run)))  # the journal replays: nothing twice in it
     assert status == 0 and "0 run now" in out, (out, err)
@@ -163,7 +164,7 @@ def test_a_full_disk_stops_the_head_with_one_line_and_a_resume_after_freeing_spa
     assert status == 1, (out, err)
     assert "cannot write" in line and str(run) in line and f"evovae search --resume {run}" in line, line
     assert "full" in line or "No space" in line, line
-    asks, tells, journaled = journal_counts(run)
+    _asks, _tells, journaled = journal_counts(run)
     filler.unlink()
     status, out, err = finish(head(run, "--resume", str(run), sleep="0.05"))
     assert status == 0, (out, err)
