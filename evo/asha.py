@@ -30,7 +30,7 @@ epoch charged.
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 from .evaluation import Candidate, Evaluation
 from .genotype import Genotype
@@ -123,11 +123,11 @@ class AsyncHalving(AsyncStrategy):
                     if not self._fits_budget(spent + self.fidelities[0]):
                         self._budget_hit = True  # not even the cheapest new candidate fits what is left
                     break
-                genotype = self._propose_unseen({c.genotype for c in out})
-                if genotype is None:
+                fresh = self._propose_unseen({c.genotype for c in out})
+                if fresh is None:
                     self.exhausted = True
                     break
-                candidate = Candidate(genotype, self.fidelities[bracket])
+                candidate = Candidate(fresh, self.fidelities[bracket])
             spent += self.cost(candidate)
             out.append(candidate)
         for c in out:

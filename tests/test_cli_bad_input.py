@@ -439,7 +439,7 @@ def test_every_option_a_journal_fixes_is_named_when_a_resume_is_given_it_even_at
     from dataclasses import fields as dataclass_fields
 
     from evo.cli.app import _parser, _subparser
-    from evo.cli.search import SEARCH_KEYS
+    from evo.cli.search_options import SEARCH_KEYS
     from evo.strategies import StrategyOptions
 
     assert {f.name for f in dataclass_fields(StrategyOptions)} <= set(SEARCH_KEYS)

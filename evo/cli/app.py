@@ -13,7 +13,7 @@ from ..cmdline import validate as v
 from ..genotype import GenotypeError
 from ..strategies import MODES, OPERATORS, STRATEGIES
 from .distribution import add_distribution_options
-from .search import UsageError, spec_of
+from .search_options import UsageError, spec_of
 
 __all__ = ["main"]
 

@@ -1,6 +1,6 @@
-"""``evovae search``: the options become a :class:`~evo.search_config.SearchConfig`, the run a
-:class:`~evo.head.search_run.SearchRun`; this module parses, checks and wires (in-process trainer or a cluster of
-workers), and prints what a person reads. ``--resume RUN_DIR`` continues a search that stopped.
+"""``evovae search``: the options become a :class:`~evo.search_config.SearchConfig` (evo/cli/search_options.py),
+the run a :class:`~evo.head.search_run.SearchRun`; this module wires it to a trainer in this process or to a
+cluster of workers, and prints what a person reads. ``--resume RUN_DIR`` continues a search that stopped.
 """
 from __future__ import annotations
 
@@ -9,139 +9,36 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from gpuworker.data_options import spec_from_args
-
-from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..head.journal import JournalError
 from ..head.progress import format_report
 from ..head.search_run import RunDirLocked, SearchRun, StorageError, default_run_dir
-from ..multifidelity import parse_fidelities
 from ..search_config import SearchConfig
-from ..space import SearchSpace
-from ..spec import TrainSpec
-from ..strategies import OptionError, StrategyOptions
 from .distribution import worker_data_args
+from .search_options import (
+    UsageError,
+    check_data_here,
+    check_device,
+    check_options,
+    cluster_options_of,
+    config_of,
+    ignored_on_resume,
+)
 
-__all__ = ["SEARCH_KEYS", "UsageError", "config_of", "genotype_arg", "run", "spec_of"]
+if TYPE_CHECKING:
+    from ..head.cluster import ClusterOptions
+    from ..head.evaluators import InProcessEvaluator
+    from ..head.tasks import AsyncEvaluator
+    from ..strategy import Report
 
-#: The options that define a search (stored in its journal; a resumed run takes them from there).
-SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
-               "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
-               "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
-               "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
-               "brackets")
-
-#: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
-#: docs/experiments.md); the paper's evolution where an option only it has is given
-DEFAULT_STRATEGY = "tpe"
-
-
-class UsageError(Exception):
-    """Bad input from the person at the keyboard: one line, exit status 2."""
-
-
-def spec_of(args: argparse.Namespace) -> TrainSpec:
-    try:  # own data is read, fingerprinted and split here, as the workers will (gpuworker/data_options.py)
-        return spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+__all__ = ["run"]
 
 
-def genotype_arg(text: str) -> Genotype:
-    try:
-        return parse_genotype(text)
-    except GenotypeError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def default_strategy(args: argparse.Namespace) -> None:
-    """Fill in what a new search left to the defaults: 5 generations unless an end is given; ``--strategy``
-    (multi-fidelity TPE with rungs (0.3 x E, E) at ``--epochs`` E >= 3, as measured best; evolution with
-    --mode steady-state or --initial, which only it takes); asha's rungs (E/eta^2, E/eta, E)."""
-    if args.generations is None and args.budget_epochs is None:
-        args.generations = 5
-    if args.mode == "asha" and args.fidelities is None:
-        rungs = [max(1, round(args.epochs / args.eta ** k)) for k in (2, 1, 0)]
-        args.fidelities = sorted(set(rungs))
-    if args.strategy is not None:
-        return
-    if args.mode == "steady-state" or args.initial:  # the paper's steady-state future work; seeded generation 0
-        args.strategy = "evolution"
-        return
-    args.strategy = DEFAULT_STRATEGY
-    if args.fidelities is None and args.epochs >= 3:
-        args.fidelities = [max(1, round(0.3 * args.epochs)), args.epochs]
-
-
-def config_of(args: argparse.Namespace) -> SearchConfig:
-    """A new search's configuration from its options, checked as the strategy will take them (UsageError
-    naming the option). Own data is read, fingerprinted and split here, once."""
-    default_strategy(args)
-    space = SearchSpace(max_layers=args.max_layers)
-    try:
-        options = StrategyOptions(
-            strategy=args.strategy, population=args.population, offspring=args.offspring,
-            generations=args.generations, budget_epochs=args.budget_epochs, epochs=args.epochs,
-            fidelities=parse_fidelities(args.fidelities) if isinstance(args.fidelities, str) else
-            tuple(args.fidelities or ()), eta=args.eta, mode=args.mode,
-            tournament_size=args.tournament_size, startup_trials=args.startup_trials,
-            crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
-            initial=tuple(space.validate(parse_genotype(t)) for t in args.initial), seed=args.seed,
-            operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets)
-    except OptionError as exc:
-        raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
-    return SearchConfig(options, spec_of(args), space)
-
-
-def check_options(args: argparse.Namespace) -> None:
-    """What the options say together, for a new search (each value was checked while parsing; a resumed one
-    takes them from its journal). UsageError naming the options; nothing is created or read here."""
-    if args.in_process and args.local_workers:
-        raise UsageError(f"--local-workers {args.local_workers} starts worker processes, --in-process trains here "
-                         "without any: give one of them")
-    if args.resume:
-        return
-    space = SearchSpace(max_layers=args.max_layers)
-    try:  # also from a --config file, whose lists argparse does not check
-        initial = [str(space.validate(parse_genotype(text))) for text in args.initial]
-    except GenotypeError as exc:
-        raise UsageError(f"--initial: {exc}") from None
-    twice = sorted({g for g in initial if initial.count(g) > 1})
-    if twice:
-        raise UsageError(f"--initial gives {', '.join(twice)} more than once; give each genotype once")
-    if len(initial) > args.population:
-        raise UsageError(f"--initial gives {len(initial)} genotypes, more than --population {args.population} holds")
-
-
-def _check_device(name: str | None) -> None:
-    if not name or name == "cpu":
-        return
-    from gpuworker.train import check_device
-
-    try:
-        check_device(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _check_data_here(args: argparse.Namespace, spec: TrainSpec) -> None:
-    """The data the in-process trainer needs, loaded now, before any run directory exists."""
-    from gpuworker.data import DataError, splits
-    from gpuworker.train import set_threads
-
-    set_threads(args.threads or None)
-    try:
-        splits(spec, root=args.data_root, download=args.download)
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _in_process_evaluator(args: argparse.Namespace, checkpoints: Path | None):
+def _in_process_evaluator(args: argparse.Namespace, checkpoints: Path | None) -> InProcessEvaluator:
     """The trainer in this process (gpuworker); with ``checkpoints``, promotions continue from there."""
     from gpuworker.checkpoints import CheckpointStore
     from gpuworker.train import evaluate, set_threads
@@ -153,42 +50,6 @@ def _in_process_evaluator(args: argparse.Namespace, checkpoints: Path | None):
     return InProcessEvaluator(lambda genotype, task_spec: evaluate(
         genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download,
         checkpoints=store))
-
-
-def _cluster_options(args: argparse.Namespace):
-    """The cluster's options, checked even with --in-process (the key files are read here)."""
-    from ..head.cluster import Cluster, ClusterError
-    from .distribution import cluster_options
-
-    try:
-        options = cluster_options(args)
-        if not args.in_process or args.server_key_secret or args.allow:
-            Cluster(options)  # reads the key files: bad security options fail before anything is created
-        return options
-    except ClusterError as exc:
-        raise UsageError(str(exc)) from None
-
-
-#: the options whose flag is not their name
-_FLAGS = {"continue_promotions": "--restart-promotions"}
-
-
-def _ignored_on_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
-    """The options given (on the command line, even at their default value, or in the ``--config`` file) that
-    a resumed run takes from its journal instead (and ``--run-dir``: the run directory is RUN_DIR)."""
-    from_file = getattr(args, "config_values", None) or {}
-    on_line = getattr(args, "given", None)
-    ignored = []
-    for key in (*SEARCH_KEYS, "run_dir"):
-        if key == "generations" or key not in defaults:
-            continue
-        written = key in on_line if on_line is not None else getattr(args, key) != defaults[key]
-        in_file = key in from_file and getattr(args, key) == from_file[key]
-        if not (written or in_file):
-            continue
-        flag = _FLAGS.get(key, f"--{key.replace('_', '-')}")
-        ignored.append(f"{flag} (from {args.config})" if in_file and not written else flag)
-    return ignored
 
 
 def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
@@ -210,13 +71,13 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
     found before a run directory is created, a socket bound or a worker started - and a start refused later
     (a port in use, every local worker unfit) removes what it created while nothing was evaluated."""
     check_options(args)
-    options = _cluster_options(args)
-    ignored = _ignored_on_resume(args, parser_defaults or {}) if args.resume else []
+    options = cluster_options_of(args)
+    ignored = ignored_on_resume(args, parser_defaults or {}) if args.resume else []
     config = None if args.resume else config_of(args)
     if args.in_process or args.local_workers:  # training on this machine: its --device must be here
-        _check_device(args.device)
+        check_device(args.device)
     if args.in_process and config is not None:
-        _check_data_here(args, config.spec)
+        check_data_here(args, config.spec)
     search = _open(args, config)
     refused = True
     try:
@@ -252,12 +113,13 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         search.close(refused=refused)
 
 
-def _search(args: argparse.Namespace, search: SearchRun, wiring: Callable[[], tuple[Any, Callable[[], int]]],
-            stats: Callable[[], str] = lambda: "", at_report: Callable[[], object] = lambda: None) -> int:
+def _search(args: argparse.Namespace, search: SearchRun,
+            wiring: Callable[[], tuple[AsyncEvaluator, Callable[[], int]]], stats: Callable[[], str] = lambda: "",
+            at_report: Callable[[], object] = lambda: None) -> int:
     started = time.perf_counter()
     runner = search.runner
 
-    def progress(report) -> None:
+    def progress(report: Report) -> None:
         at_report()  # the head's counters in the log at every report, for an operator after a kill -9
         saved = (f"  reused {runner.reused + runner.replayed}  cache-hits {runner.cache_hits}"
                  if runner.reused or runner.replayed or runner.cache_hits else "")
@@ -269,22 +131,23 @@ def _search(args: argparse.Namespace, search: SearchRun, wiring: Callable[[], tu
     return 0
 
 
-def _search_on_cluster(args: argparse.Namespace, search: SearchRun, options) -> int:
+def _search_on_cluster(args: argparse.Namespace, search: SearchRun, options: ClusterOptions) -> int:
+    from ..cmdline.signals import stop_signals
     from ..head.cluster import Cluster, ClusterError
     from ..head.evaluators import SearchStopped
-    from ..cmdline.signals import stop_signals
 
     with stop_signals() as stop:
         try:
             with Cluster(options) as cluster:
+                broker = cluster.live_broker
                 if threading.current_thread() is threading.main_thread():  # SIGHUP: re-read the --allow keys
-                    signal.signal(signal.SIGHUP, lambda *_: cluster.broker.request_reload())
+                    signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
                 print(cluster.describe(), flush=True)
                 if not options.local_workers:  # e.g. a resume that left --local-workers out: say what it waits for
-                    print(f"waiting for workers: run `evovae worker --connect {cluster.broker.ventilator_endpoint}` "
+                    print(f"waiting for workers: run `evovae worker --connect {broker.ventilator_endpoint}` "
                           "on each node (or resume with --local-workers N)", flush=True)
                 return _search(args, search, lambda: (cluster.evaluator(stop=stop.event), cluster.capacity),
-                               stats=lambda: "  " + cluster.stats_line(), at_report=cluster.broker.log_counters)
+                               stats=lambda: "  " + cluster.stats_line(), at_report=broker.log_counters)
         except ClusterError as exc:
             raise UsageError(str(exc)) from None
         except SearchStopped as exc:

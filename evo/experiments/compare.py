@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
     echo(f"retraining {len(bests)} best genotypes {p.retrain_epochs} epochs (test ELBO and IW bound, "
          f"k = {p.iw_samples})")
     retrained = bench.tasks("retrain", [(parse_genotype(s["best"]["genotype"]), retrain_spec) for s in bests])
-    for s, e in zip(bests, retrained):
+    for s, e in zip(bests, retrained, strict=True):
         m = e.measurement
         s["retrain"] = {"ok": e.ok, "error": e.error, "val_loss": e.loss, "test_loss": m.test_loss,
                         "test_recon": m.test_recon, "test_kl": m.test_kl, "test_iw_loss": m.test_iw_loss,

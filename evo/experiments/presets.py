@@ -111,7 +111,8 @@ class ExperimentConfig:
         for name, low in _MINIMA.items():
             if getattr(p, name) < low:
                 raise ValueError(f"{name.replace('_', '-')} is too small: {getattr(p, name)} (at least {low})")
-        if not p.search_epochs or any(e < 1 for e in p.search_epochs) or len(set(p.search_epochs)) != len(p.search_epochs):
+        epochs = p.search_epochs
+        if not epochs or any(e < 1 for e in epochs) or len(set(epochs)) != len(epochs):
             raise ValueError(f"search epochs must be distinct positive integers, got {p.search_epochs}")
         if any(e < 1 for e in p.random_epochs):
             raise ValueError(f"random-search epochs must be positive integers, got {p.random_epochs}")
@@ -133,8 +134,11 @@ class ExperimentConfig:
 
     def spec(self, epochs: int) -> TrainSpec:
         p = self.preset
+        data = self.data
         return TrainSpec(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                         train_subset=p.train_subset, val_size=p.val_size, split_seed=self.split_seed, **self.data)
+                         train_subset=p.train_subset, val_size=p.val_size, split_seed=self.split_seed,
+                         dataset=data["dataset"], data_sha256=data["data_sha256"], columns=data["columns"],
+                         image_size=data["image_size"], likelihood=data["likelihood"])
 
     @property
     def random_seeds(self) -> list[int]:
@@ -147,8 +151,8 @@ class ExperimentConfig:
                                generations=p.generations, seed=self.seed)
         plans = [SearchPlan(f"evolution-{e}ep", "evolution", replace(base, epochs=e), self.spec(e))
                  for e in p.search_epochs]
-        plans += [SearchPlan(f"random-{e}ep-seed{seed}", "random", replace(base, strategy="random", epochs=e, seed=seed),
-                             self.spec(e))
+        plans += [SearchPlan(f"random-{e}ep-seed{seed}", "random",
+                             replace(base, strategy="random", epochs=e, seed=seed), self.spec(e))
                   for e in p.random_epochs for seed in self.random_seeds]
         return plans
 
@@ -157,7 +161,7 @@ class ExperimentConfig:
         return {**asdict(self), "preset": asdict(self.preset)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
         preset = dict(data["preset"])
         for key in ("search_epochs", "random_epochs"):
             preset[key] = tuple(preset[key])

@@ -42,7 +42,8 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return concordance / math.sqrt(nx * ny) if nx and ny else float("nan")
 
 
-def mean_sd(values: Sequence[float]) -> dict[str, Any]:
+def mean_sd(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, sd, min, max and count of the finite values (None and non-finite ones left out)."""
     v = [float(x) for x in values if x is not None and math.isfinite(x)]
     if not v:
         return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}

@@ -201,6 +201,11 @@ class Cluster:
             raise RuntimeError("the cluster is not started: use it inside `with cluster:`")
         return self.broker, self.workers
 
+    @property
+    def live_broker(self) -> Broker:
+        """The broker of the started cluster (RuntimeError outside ``with cluster:``)."""
+        return self._live()[0]
+
     def evaluator(self, stop: threading.Event | None = None) -> DistributedEvaluator:
         """A :class:`~evo.head.evaluators.DistributedEvaluator` on this cluster's broker; it looks after
         the local workers (:meth:`check`) while it waits."""

@@ -16,8 +16,9 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -26,10 +27,10 @@ from ..strategies import make_strategy
 from ..strategy import Report, StopReason, Strategy
 from .cache import ResultCache
 from .journal import JournalError, RunJournal
-from .store import StorageError, writing
 from .lock import RunDirLocked, RunLock
 from .progress import search_summary
 from .runner import Runner
+from .store import StorageError, writing
 from .tasks import AsyncEvaluator
 
 __all__ = ["RunDirLocked", "SearchRun", "StorageError", "default_run_dir"]
@@ -63,7 +64,7 @@ class SearchRun:
     # -- making and opening ------------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: str | Path, config: SearchConfig, *,
-               cache: ResultCache | str | Path | None = None) -> "SearchRun":
+               cache: ResultCache | str | Path | None = None) -> SearchRun:
         """A new search in ``run_dir`` (made, with its parents, if missing; an existing one must be empty).
         ValueError (from the strategy) for options it refuses, JournalError or RunDirLocked when the directory
         cannot be used: nothing is made or changed then."""
@@ -96,7 +97,7 @@ class SearchRun:
 
     @classmethod
     def open(cls, run_dir: str | Path, *, cache: ResultCache | str | Path | None = None,
-             generations: int | None = None) -> "SearchRun":
+             generations: int | None = None) -> SearchRun:
         """The stopped search in ``run_dir``, to resume. ``generations``: more than it was started with
         (never fewer). JournalError or RunDirLocked (nothing changed) when it cannot be resumed."""
         run_dir = Path(run_dir)
@@ -139,7 +140,7 @@ class SearchRun:
 
     @classmethod
     def named(cls, run_dir: str | Path, config: SearchConfig, *,
-              cache: ResultCache | None = None) -> "SearchRun":
+              cache: ResultCache | None = None) -> SearchRun:
         """The search ``config`` in ``run_dir``: opened if it was started there (with the same config; JournalError
         if not), else created."""
         if (Path(run_dir) / RunJournal.FILE).is_file():
@@ -152,7 +153,7 @@ class SearchRun:
 
     @classmethod
     def _with_cache(cls, run_dir: Path, config: SearchConfig, strategy: Strategy, journal: RunJournal,
-                    lock: RunLock, cache: ResultCache | str | Path | None, made: list[Path]) -> "SearchRun":
+                    lock: RunLock, cache: ResultCache | str | Path | None, made: list[Path]) -> SearchRun:
         owns = cache is not None and not isinstance(cache, ResultCache)
         if owns:
             path = Path(cache)  # type: ignore[arg-type]
@@ -238,7 +239,7 @@ class SearchRun:
         if refused and not self.evaluated:
             _remove(self._made)
 
-    def __enter__(self) -> "SearchRun":
+    def __enter__(self) -> SearchRun:
         return self
 
     def __exit__(self, *exc: object) -> None:

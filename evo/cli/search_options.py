@@ -1,0 +1,170 @@
+"""What ``evovae search``'s options mean together: the configuration of a new search (:func:`config_of`, checked
+as the strategy takes it, each refusal naming its flag), the checks made before anything is created, and the
+options a resumed search ignores because its journal fixes them."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from gpuworker.data_options import spec_from_args
+
+from ..genotype import Genotype, GenotypeError, parse_genotype
+from ..multifidelity import parse_fidelities
+from ..search_config import SearchConfig
+from ..space import SearchSpace
+from ..spec import TrainSpec
+from ..strategies import OptionError, StrategyOptions
+
+if TYPE_CHECKING:
+    from ..head.cluster import ClusterOptions
+
+__all__ = ["DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device", "check_options", "cluster_options_of",
+           "config_of", "default_strategy", "genotype_arg", "ignored_on_resume", "spec_of"]
+
+#: The options that define a search (stored in its journal; a resumed run takes them from there).
+SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
+               "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
+               "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
+               "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
+               "brackets")
+
+#: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
+#: docs/experiments.md); the paper's evolution where an option only it has is given
+DEFAULT_STRATEGY = "tpe"
+
+
+class UsageError(Exception):
+    """Bad input from the person at the keyboard: one line, exit status 2."""
+
+
+def spec_of(args: argparse.Namespace) -> TrainSpec:
+    try:  # own data is read, fingerprinted and split here, as the workers will (gpuworker/data_options.py)
+        return spec_from_args(args, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              train_subset=args.train_subset, val_size=args.val_size, split_seed=args.split_seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def genotype_arg(text: str) -> Genotype:
+    try:
+        return parse_genotype(text)
+    except GenotypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def default_strategy(args: argparse.Namespace) -> None:
+    """Fill in what a new search left to the defaults: 5 generations unless an end is given; ``--strategy``
+    (multi-fidelity TPE with rungs (0.3 x E, E) at ``--epochs`` E >= 3, as measured best; evolution with
+    --mode steady-state or --initial, which only it takes); asha's rungs (E/eta^2, E/eta, E)."""
+    if args.generations is None and args.budget_epochs is None:
+        args.generations = 5
+    if args.mode == "asha" and args.fidelities is None:
+        rungs = [max(1, round(args.epochs / args.eta ** k)) for k in (2, 1, 0)]
+        args.fidelities = sorted(set(rungs))
+    if args.strategy is not None:
+        return
+    if args.mode == "steady-state" or args.initial:  # the paper's steady-state future work; seeded generation 0
+        args.strategy = "evolution"
+        return
+    args.strategy = DEFAULT_STRATEGY
+    if args.fidelities is None and args.epochs >= 3:
+        args.fidelities = [max(1, round(0.3 * args.epochs)), args.epochs]
+
+
+def config_of(args: argparse.Namespace) -> SearchConfig:
+    """A new search's configuration from its options, checked as the strategy will take them (UsageError
+    naming the option). Own data is read, fingerprinted and split here, once."""
+    default_strategy(args)
+    space = SearchSpace(max_layers=args.max_layers)
+    try:
+        options = StrategyOptions(
+            strategy=args.strategy, population=args.population, offspring=args.offspring,
+            generations=args.generations, budget_epochs=args.budget_epochs, epochs=args.epochs,
+            fidelities=parse_fidelities(args.fidelities) if isinstance(args.fidelities, str) else
+            tuple(args.fidelities or ()), eta=args.eta, mode=args.mode,
+            tournament_size=args.tournament_size, startup_trials=args.startup_trials,
+            crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
+            initial=tuple(space.validate(parse_genotype(t)) for t in args.initial), seed=args.seed,
+            operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets)
+    except OptionError as exc:
+        raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
+    return SearchConfig(options, spec_of(args), space)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """What the options say together, for a new search (each value was checked while parsing; a resumed one
+    takes them from its journal). UsageError naming the options; nothing is created or read here."""
+    if args.in_process and args.local_workers:
+        raise UsageError(f"--local-workers {args.local_workers} starts worker processes, --in-process trains here "
+                         "without any: give one of them")
+    if args.resume:
+        return
+    space = SearchSpace(max_layers=args.max_layers)
+    try:  # also from a --config file, whose lists argparse does not check
+        initial = [str(space.validate(parse_genotype(text))) for text in args.initial]
+    except GenotypeError as exc:
+        raise UsageError(f"--initial: {exc}") from None
+    twice = sorted({g for g in initial if initial.count(g) > 1})
+    if twice:
+        raise UsageError(f"--initial gives {', '.join(twice)} more than once; give each genotype once")
+    if len(initial) > args.population:
+        raise UsageError(f"--initial gives {len(initial)} genotypes, more than --population {args.population} holds")
+
+
+def check_device(name: str | None) -> None:
+    if not name or name == "cpu":
+        return
+    from gpuworker.train import check_device
+
+    try:
+        check_device(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_data_here(args: argparse.Namespace, spec: TrainSpec) -> None:
+    """The data the in-process trainer needs, loaded now, before any run directory exists."""
+    from gpuworker.data import DataError, splits
+    from gpuworker.train import set_threads
+
+    set_threads(args.threads or None)
+    try:
+        splits(spec, root=args.data_root, download=args.download)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cluster_options_of(args: argparse.Namespace) -> ClusterOptions:
+    """The cluster's options, checked even with --in-process (the key files are read here)."""
+    from ..head.cluster import Cluster, ClusterError
+    from .distribution import cluster_options
+
+    try:
+        options = cluster_options(args)
+        if not args.in_process or args.server_key_secret or args.allow:
+            Cluster(options)  # reads the key files: bad security options fail before anything is created
+        return options
+    except ClusterError as exc:
+        raise UsageError(str(exc)) from None
+
+
+#: the options whose flag is not their name
+_FLAGS = {"continue_promotions": "--restart-promotions"}
+
+
+def ignored_on_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> list[str]:
+    """The options given (on the command line, even at their default value, or in the ``--config`` file) that
+    a resumed run takes from its journal instead (and ``--run-dir``: the run directory is RUN_DIR)."""
+    from_file = getattr(args, "config_values", None) or {}
+    on_line = getattr(args, "given", None)
+    ignored = []
+    for key in (*SEARCH_KEYS, "run_dir"):
+        if key == "generations" or key not in defaults:
+            continue
+        written = key in on_line if on_line is not None else getattr(args, key) != defaults[key]
+        in_file = key in from_file and getattr(args, key) == from_file[key]
+        if not (written or in_file):
+            continue
+        flag = _FLAGS.get(key, f"--{key.replace('_', '-')}")
+        ignored.append(f"{flag} (from {args.config})" if in_file and not written else flag)
+    return ignored
