@@ -269,3 +269,40 @@ def test_resume_of_a_foreign_directory_is_a_clear_error(tmp_path):
     out = _search("--resume", str(tmp_path / "x"))
     assert out.returncode == 2 and "is not an evovae run journal (file is not a database)" in out.stderr
     assert (tmp_path / "x" / "journal.sqlite").read_text() == "hello"
+
+
+@pytest.mark.slow
+def test_kill_9_of_an_asha_head_then_resume_replays_its_decisions_and_continues_its_promotions(tmp_path):
+    """An asynchronous multi-fidelity search killed mid-way: the resume replays every journaled decision (a
+    replay that asked for anything else would be refused), reuses every result, and finishes its budget."""
+    run = tmp_path / "asha"
+    asha = ["--mode", "asha", "--strategy", "evolution", "--operators", "local", "--fidelities", "1,3,9",
+            "--budget-epochs", "150", "--population", "4", "--offspring", "4", "--seed", "7", "--dataset",
+            "synthetic", "--heartbeat", "0.2", "--log-format", "json", "--log-level", "info"]
+    workers = [*_fake("0.05"), "--worker-arg=--fake-per-epoch"]
+    head = Process("asha", [sys.executable, "-m", "evo.cli", "search", "--bind",
+                            f"tcp://127.0.0.1:{free_port_pair()}", *asha, *workers, "--run-dir", str(run)], tmp_path)
+    try:
+        def promoted_once() -> bool:  # a 3-epoch result is in: the schedule has promoted, and more is out
+            return any(e.get("epochs") == 3 for e in head.log.events("task.completed", role="search"))
+
+        wait_until(promoted_once, 60, "a promotion's result in the head's log", fail=head.describe)
+        head.signal(signal.SIGKILL)
+        assert head.wait(10) == -signal.SIGKILL
+    finally:
+        head.kill_group()
+    con = sqlite3.connect(run / "journal.sqlite")
+    finished_before = {row[0] for row in con.execute("SELECT task_id FROM results")}
+    con.close()
+    assert (run / "checkpoints").is_dir() and not (run / "result.json").exists()
+
+    resumed = _search("--resume", str(run), *workers, "--heartbeat", "0.2", "--log-format", "json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = _result(run)
+    assert done["stop_reason"] == "budget" and done["epochs_total"] <= 150 and done["strategy"] == "HalvingEvolution"
+    assert done["replayed_from_journal"] + done["reused_from_journal"] == len(finished_before)
+    assert done["evaluated_now"] == len(done["evaluations"]) - len(finished_before)
+    completed = [json.loads(line) for line in resumed.stderr.splitlines()
+                 if line.startswith("{") and '"task.completed"' in line]
+    assert not {e["task_id"] for e in completed} & finished_before
+    assert {e["epochs"] for e in done["evaluations"]} == {1, 3, 9} and not (run / "checkpoints").exists()
