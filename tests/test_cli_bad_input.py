@@ -71,6 +71,8 @@ CASES = [
     ("search-asha-eta-equals-epochs", ["search", "--mode", "asha", "--epochs", "1"],
      "--fidelities: asha needs two or more rungs"),
     ("search-unknown-operators", ["search", "--operators", "tiny"], "argument --operators: invalid choice"),
+    ("search-simulate-without-in-process", ["search", "--simulate-workers", "4"], "give --in-process too"),
+    ("search-simulate-zero", ["search", "--in-process", "--simulate-workers", "0"], "argument --simulate-workers"),
     ("search-fidelities-steady", ["search", "--fidelities", "1,3", "--mode", "steady-state"], "--fidelities"),
     ("search-unknown-strategy", ["search", "--strategy", "annealing"], "argument --strategy: invalid choice"),
     ("search-negative-local-workers", ["search", "--local-workers", "-1"], "argument --local-workers"),

@@ -75,3 +75,20 @@ def test_asha_keeps_sixteen_simulated_workers_busier_than_generational_rungs():
     rungs = MultiFidelityEvolution(space, mu=10, lam=10, seed=1, fidelities=(1, 3, 9), eta=3, budget_epochs=900)
     busy_asha, busy_rungs = utilization(asha, 16), utilization(rungs, 16)
     assert busy_asha > 0.9 > busy_rungs, (busy_asha, busy_rungs)
+
+
+def test_evovae_search_simulate_workers_records_the_simulated_clock(tmp_path, capsys):
+    import json
+
+    from evo.cli.app import main
+
+    run = tmp_path / "run"
+    assert main(["search", "--in-process", "--simulate-workers", "4", "--dataset", "synthetic", "--train-subset",
+                 "200", "--val-size", "100", "--mode", "asha", "--strategy", "random", "--epochs", "3",
+                 "--budget-epochs", "20", "--run-dir", str(run), "--log-level", "warning"]) == 0
+    done = json.loads((run / "result.json").read_text())
+    simulated = done["simulated"]
+    assert simulated["workers"] == 4 and len(simulated["utilization"]) == 4
+    times = [at for _, at in simulated["delivered"]]
+    assert len(times) == len(done["evaluations"]) and times == sorted(times) and times[-1] == simulated["seconds"]
+    assert "simulated: 4 workers" in capsys.readouterr().out

@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="a result cache shared across runs (SQLite file)")
     d = add_distribution_options(search)
     d.add_argument("--in-process", action="store_true", help="train in this process: no sockets, no workers")
+    d.add_argument("--simulate-workers", type=v.whole(1, 100_000), default=0, metavar="N",
+                   help="with --in-process: train every task here, one after another, but deliver the results in "
+                        "the order N parallel workers would (simulated clock from the measured training seconds), "
+                        "so the search decides as it would on N workers; result.json records the simulated time")
     _add_training_options(search, epochs=2)
     _add_log_options(search)
 

@@ -30,26 +30,37 @@ from .search_options import (
 )
 
 if TYPE_CHECKING:
+    from gpuworker.result import TrainResult
+
+    from ..genotype import Genotype
     from ..head.cluster import ClusterOptions
-    from ..head.evaluators import InProcessEvaluator
+    from ..head.evaluators import InProcessEvaluator, SimulatedEvaluator
     from ..head.tasks import AsyncEvaluator
+    from ..spec import TrainSpec
     from ..strategy import Report
 
 __all__ = ["run"]
 
 
-def _in_process_evaluator(args: argparse.Namespace, checkpoints: Path | None) -> InProcessEvaluator:
-    """The trainer in this process (gpuworker); with ``checkpoints``, promotions continue from there."""
+def _in_process_evaluator(args: argparse.Namespace,
+                          checkpoints: Path | None) -> InProcessEvaluator | SimulatedEvaluator:
+    """The trainer in this process (gpuworker); with ``checkpoints``, promotions continue from there; with
+    ``--simulate-workers N``, results come in the order N workers would deliver them."""
     from gpuworker.checkpoints import CheckpointStore
     from gpuworker.train import evaluate, set_threads
 
-    from ..head.evaluators import InProcessEvaluator
+    from ..head.evaluators import InProcessEvaluator, SimulatedEvaluator
 
     set_threads(args.threads or None)
     store = CheckpointStore(checkpoints) if checkpoints is not None else None
-    return InProcessEvaluator(lambda genotype, task_spec: evaluate(
-        genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download,
-        checkpoints=store))
+
+    def train(genotype: Genotype, task_spec: TrainSpec) -> TrainResult:
+        return evaluate(genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download,
+                        checkpoints=store)
+
+    if args.simulate_workers:
+        return SimulatedEvaluator(train, args.simulate_workers)
+    return InProcessEvaluator(train)
 
 
 def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
@@ -96,7 +107,9 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
             raise UsageError(str(exc)) from None
         print(f"run directory {search.run_dir}", flush=True)
         if args.in_process:
-            status = _search(args, search, lambda: (_in_process_evaluator(args, checkpoints), lambda: 1))
+            evaluator = _in_process_evaluator(args, checkpoints)
+            capacity = getattr(evaluator, "capacity", lambda: 1)
+            status = _search(args, search, lambda: (evaluator, capacity))
         else:
             status = _search_on_cluster(args, search, options)
         refused = False
@@ -127,7 +140,7 @@ def _search(args: argparse.Namespace, search: SearchRun,
 
     evaluator, capacity = wiring()
     search.run(evaluator, capacity, on_report=progress)
-    _finish(args, search)
+    _finish(args, search, evaluator)
     return 0
 
 
@@ -156,7 +169,7 @@ def _search_on_cluster(args: argparse.Namespace, search: SearchRun, options: Clu
             return stop.exit_status
 
 
-def _finish(args: argparse.Namespace, search: SearchRun) -> None:
+def _finish(args: argparse.Namespace, search: SearchRun, evaluator: AsyncEvaluator) -> None:
     strategy, runner = search.strategy, search.runner
     print("final population (best first):")
     for rank_, e in enumerate(strategy.population, 1):
@@ -165,6 +178,11 @@ def _finish(args: argparse.Namespace, search: SearchRun) -> None:
     print(f"stopped: {reason}; evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the "
           f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "
           f"from the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
-    search.finish()
+    summary = search.summary()
+    simulated = getattr(evaluator, "summary", None)
+    if simulated is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
+        summary["simulated"] = simulated()
+        print(f"simulated: {args.simulate_workers} workers, {summary['simulated']['seconds']:.0f} s of wall clock")
+    search.finish(summary)
     if args.output:
         Path(args.output).write_text((search.run_dir / "result.json").read_text())

@@ -94,6 +94,9 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
 def check_options(args: argparse.Namespace) -> None:
     """What the options say together, for a new search (each value was checked while parsing; a resumed one
     takes them from its journal). UsageError naming the options; nothing is created or read here."""
+    if args.simulate_workers and not args.in_process:
+        raise UsageError(f"--simulate-workers {args.simulate_workers} simulates workers in this process: give "
+                         "--in-process too")
     if args.in_process and args.local_workers:
         raise UsageError(f"--local-workers {args.local_workers} starts worker processes, --in-process trains here "
                          "without any: give one of them")

@@ -163,6 +163,7 @@ class SimulatedEvaluator:
         self._free_at = [0.0] * workers
         self._queue: list[Task] = []                                  # submitted, no worker free yet
         self._running: dict[str, tuple[float, int, Finished]] = {}    # task id -> (finish time, worker, result)
+        self.delivered: list[tuple[str, float]] = []                  # (task id, simulated time) as delivered
 
     def capacity(self) -> int:
         return self.workers
@@ -200,8 +201,15 @@ class SimulatedEvaluator:
         tid = min(self._running, key=lambda t: self._running[t][0])
         finish, _, finished = self._running.pop(tid)
         self.clock = max(self.clock, finish)
+        self.delivered.append((tid, self.clock))
         self._start()
         return [finished]
+
+    def summary(self) -> dict[str, object]:
+        """What result.json records of the simulation: workers, simulated seconds, each worker's busy
+        fraction, and the simulated time at which each result was delivered (in order)."""
+        return {"workers": self.workers, "seconds": self.clock, "utilization": self.utilization(),
+                "delivered": [[tid, at] for tid, at in self.delivered]}
 
     def utilization(self) -> list[float]:
         """Each simulated worker's busy fraction of the simulated time so far."""
