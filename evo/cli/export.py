@@ -193,7 +193,7 @@ def main_export(argv: Sequence[str] | None = None) -> int:
         from ..selection import rank
 
         try:
-            journal = RunJournal.open(args.run)
+            journal = RunJournal.open(args.run, readonly=True)  # a head may be running it
         except JournalError as exc:
             return _fail(p.prog, str(exc))
         try:

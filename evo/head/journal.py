@@ -109,7 +109,9 @@ class RunJournal:
         return cls(run_dir, connect(run_dir / cls.FILE), config)
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> RunJournal:
+    def open(cls, run_dir: str | Path, *, readonly: bool = False) -> RunJournal:
+        """The journal in ``run_dir``, migrated to this format and checked writable; with ``readonly``, only
+        read (e.g. by ``evovae export`` while a head runs the search): nothing is written."""
         run_dir = Path(run_dir)
         path = run_dir / cls.FILE
         if not path.is_file():
@@ -123,6 +125,11 @@ class RunJournal:
             config = json.loads(meta["config"])
         except (KeyError, ValueError) as exc:
             raise JournalError(f"{path}: the stored configuration is unreadable ({exc})") from None
+        if readonly:
+            if meta.get("version") == "1":
+                raise JournalError(f"{path} is of format 1: resume the search once with this evovae to migrate "
+                                   "it, then read it")
+            return cls(run_dir, connect(path, readonly=True), config)
         try:
             con = connect(path)
             migrate(con, meta, epochs=_format_1_epochs(config))
