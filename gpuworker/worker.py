@@ -4,6 +4,9 @@ Stateless: any worker takes any task; the data set is loaded once per process
 (and per split) and kept. A training failure becomes a failed result and the
 worker lives on. SIGINT/SIGTERM stop it within about a second: a task in the
 middle of training is abandoned (its heartbeats stop, so the head re-sends it).
+A result the head will not take (it refuses this worker's key: removed from its
+allow-list while the worker trained) is one ``result.unsent`` line, no traceback;
+the worker goes on asking for work, and joins again if its key is put back.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: thread
 
 def _serve(channel, task, evaluator: Evaluator) -> bool:
     """Evaluate one task and send its result; False when the worker is stopping and abandoned it."""
+    from transport.channel import ResultUnsent
     from transport.protocol import MAX_ERROR_LEN, Result
 
     started = time.perf_counter()
@@ -75,7 +79,11 @@ def _serve(channel, task, evaluator: Evaluator) -> bool:
     # the wire carries the measurement's flat dict (protocol v1's Result.metrics)
     result = Result(channel.worker_id, task.task_id, task.attempt, outcome.ok, outcome.measurement.to_dict(),
                     outcome.error[:MAX_ERROR_LEN])
-    channel.send_result(result)
+    try:
+        channel.send_result(result)
+        delivered = True
+    except ResultUnsent:  # the channel logged why (result.unsent); the head counts the attempt as lost
+        delivered = False
     log.info("task.finished", ok=result.ok, loss=outcome.measurement.loss, error=result.error or None,
-             seconds=round(time.perf_counter() - started, 3))
+             seconds=round(time.perf_counter() - started, 3), delivered=delivered)
     return True

@@ -315,3 +315,29 @@ def test_json_output_is_the_library_summary(head):
     out = io.StringIO()
     assert logs_main(["summarize", "--json", path], stdout=out, stderr=io.StringIO()) == 0
     assert json.loads(out.getvalue()) == json.loads(json.dumps(summary(path)))
+
+
+def test_forged_results_are_counted_whether_their_task_was_in_flight_or_completed(head):
+    start(head, "w0")
+    one_task(head, "w0", "a" * 24)
+    thief = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+    for state in ("running", "completed"):
+        head.warning("security.identity_mismatch", key=thief, worker_id="w0", address="10.0.0.66", mismatches=1,
+                     task_id="a" * 24, message="result", task_state=state, reason="task handed to another key")
+    head.warning("security.identity_mismatch", key=thief, worker_id="w0", address="10.0.0.66", mismatches=3,
+                 task_id="a" * 24, message="heartbeat", task_state="running", reason="task handed to another key")
+    head.warning("security.identity_mismatch.suppressed", key=thief, message="result", count=7)
+    head.warning("security.identity_mismatch.suppressed", key=thief, message="ready", count=2)
+    head.warning("security.identity_mismatch.suppressed", key=thief, count=4)  # the older form: no message
+    head.warning("ready.stale", worker_id="w0", identity="0080000001", current="0080000002", stale_readies=1,
+                 reason="a ready on a connection this worker has replaced: ignored")
+    head.warning("ready.stale.suppressed", worker_id="w0", count=5)
+    s = summary(head.save())
+    h = s["head"]
+    assert (h["forged_results"], h["identity_mismatches"], h["duplicates"], h["stale_readies"]) == (9, 16, 0, 6)
+    (w0,) = s["workers"]
+    assert (w0["results"], w0["accepted"]) == (1, 1)  # the forgeries are not w0's
+    by_sender = {r["sender"]: r for r in s["rejected_senders"]}
+    assert by_sender[thief]["dropped"] == 16 and by_sender[thief]["addresses"] == ["10.0.0.66"]
+    shown = text(head.path.as_posix())
+    assert "forged results (CURVE)  9" in shown and "stale readies           6" in shown

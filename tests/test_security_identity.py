@@ -3,6 +3,8 @@ is cut off), refusals logged with the peer's address. Real CURVE sockets on 127.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import time
@@ -197,3 +199,54 @@ def test_refusals_are_logged_with_the_peer_address_once_per_peer(ring, ctx, logs
     summaries = events(logs, "auth.refused.suppressed")  # what was held back, per peer
     assert summaries and all(s["address"] in ("127.0.0.1", "?") for s in summaries)
     assert sum(s["count"] for s in summaries) >= failures - len(refused) - 1
+
+
+def test_a_forged_result_for_a_completed_task_is_a_security_event_and_summarized_as_forged(ring, ctx, tmp_path):
+    """Issue 18.4: an allowed key sending a result for a task another key already completed was logged as
+    ``result.duplicate`` under the claimed worker id, without the key or the address."""
+    from evo.cmdline.log_setup import configure
+    from evo.logs import format_summary, read_logs, summarize
+
+    stream = io.StringIO()
+    configure("json", "info", stream=stream, role="search")  # as the head logs: what `evovae logs` reads
+    try:
+        with Broker(ANY, ANY, heartbeat_s=HB, curve=ring.server) as broker:
+            honest = RawWorker(ctx, broker, ring.w1, ring.head_key, "honest-1")
+            forger = RawWorker(ctx, broker, ring.w2, ring.head_key, "forger-1")
+            broker.submit(*TASK)
+            got: list[Task] = []
+            until(broker, lambda _: got, lambda: (honest.ready(), got.extend(filter(None, [honest.task()]))))
+            task = got[0]
+            genuine = Result("honest-1", task.task_id, task.attempt, True, {"loss": 250.0})
+            honest.send(genuine)
+            assert [o.result for o in until(broker, lambda out: out)] == [genuine]
+            # the forger (allowed, never handed the task) replays it as the honest worker's, with a better loss
+            forger.send(Result("honest-1", task.task_id, task.attempt, True, {"loss": 0.001}))
+            forger.send(Result("forger-1", task.task_id, task.attempt, True, {"loss": 0.001}))
+            honest.send(genuine)  # the holder's second copy: a duplicate, not a forgery
+            until(broker, lambda _: broker.stats.identity_mismatches == 2 and broker.stats.duplicates == 1)
+            assert broker.stats.completed == 1
+            honest.close()
+            forger.close()
+    finally:
+        structlog.reset_defaults()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    forged = [r for r in lines if r["event"] == "security.identity_mismatch"]
+    assert len(forged) == 2
+    for r in forged:
+        assert (r["key"], r["message"], r["task_id"], r["task_state"]) == (ring.w2[0].decode(), "result",
+                                                                          task.task_id, "completed")
+        assert r["address"] == "127.0.0.1" and r["level"] == "warning" and "already completed" in r["reason"]
+    assert [r["worker_id"] for r in forged] == ["honest-1", "forger-1"]
+    (duplicate,) = [r for r in lines if r["event"] == "result.duplicate"]
+    assert (duplicate["key"], duplicate["address"], duplicate["worker_id"]) == (ring.w1[0].decode(), "127.0.0.1",
+                                                                                 "honest-1")
+
+    log_file = tmp_path / "head.log"
+    log_file.write_text(stream.getvalue())
+    s = summarize(read_logs([str(log_file)]))
+    assert (s["head"]["forged_results"], s["head"]["identity_mismatches"], s["head"]["duplicates"]) == (2, 2, 1)
+    assert [w["worker_id"] for w in s["workers"]] == ["honest-1"]  # the forger's claim makes no worker of anyone
+    (row,) = [r for r in s["rejected_senders"] if r["kind"] == "key"]
+    assert (row["sender"], row["dropped"], row["addresses"]) == (ring.w2[0].decode(), 2, ["127.0.0.1"])
+    assert "forged results (CURVE)  2" in format_summary(s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import structlog
 
 from transport.leases import Dispatch, Done, Failed, Leases
 from transport.outcomes import Sender
@@ -111,7 +112,7 @@ def test_a_silent_worker_loses_its_attempt_which_goes_first_to_another():
     leases.submit("t0", G, SPEC, 0.0)
     leases.submit("t1", G, SPEC, 0.0)
     leases.ready("wA", 1, ident("wA"), 0.0)
-    (d,) = hand_out(leases, 0.0)
+    (_d,) = hand_out(leases, 0.0)
     leases.heartbeat(Heartbeat("wA", "t0", 1, 0.3), 2.0)
     assert leases.workers(2.0)["wA"]["progress"] == 0.3
     assert leases.next_deadline() == 5.0  # silence limit counted from the last heartbeat
@@ -284,7 +285,7 @@ def test_with_keys_only_a_key_handed_the_task_may_complete_it():
     leases.submit("t0", G, SPEC, 0.0)
     leases.ready("wA", 1, ident("wA"), 0.0, K1)
     leases.ready("wB", 1, ident("wB"), 0.0, K2)
-    (d, _) = hand_out(leases, 0.0) + [None]
+    (d, _) = [*hand_out(leases, 0.0), None]
     forged = Result("wA", "t0", 1, True, {"loss": 0.001}, "")  # wB's key claims wA's task
     assert leases.result(forged, 0.5, K2) is None
     leases.heartbeat(Heartbeat("wA", "t0", 1, 0.9), 0.5, K2)  # nor keep it alive
@@ -301,7 +302,7 @@ def test_with_keys_any_holder_of_an_attempt_may_complete_it():
     (first,) = hand_out(leases, 0.0)
     leases.expire(3.0)  # attempt 1 lost
     leases.ready("wB", 1, ident("wB"), 3.0, K2)
-    (second,) = hand_out(leases, 3.0)
+    (_second,) = hand_out(leases, 3.0)
     leases.heartbeat(Heartbeat("wB", "t0", 1, 0.5), 3.5, K1)  # an old holder's heartbeat: stale, not forged
     assert leases.stats.stale_heartbeats == 1 and leases.stats.identity_mismatches == 0
     done = leases.result(result(first), 4.0, K1)  # the first attempt came back after all
@@ -359,3 +360,113 @@ def test_the_workers_view_follows_liveness():
     leases.ready("wB", 1, ident("wB"), 2.0)
     assert set(leases.workers(2.9)) == {"wA", "wB"}
     assert set(leases.workers(3.0)) == {"wB"}  # wA's liveness expired, whether or not expire() ran
+
+
+# ------------------------------------------------------------------ forged results for finished tasks (issue 18.4)
+
+
+def test_with_keys_a_result_for_a_completed_task_from_another_key_is_forged_not_a_duplicate():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    (d,) = hand_out(leases, 0.0)
+    assert leases.result(result(d), 1.0, K1) is not None
+    with structlog.testing.capture_logs() as logs:
+        assert leases.result(result(d), 2.0, K2) is None  # K2 was never handed t0: forged, though t0 is done
+        leases.heartbeat(Heartbeat("wA", "t0", 1, 0.5), 2.0, K2)
+        assert leases.result(result(d), 2.5, K1) is None  # its holder's second copy: a duplicate
+    assert (leases.stats.identity_mismatches, leases.stats.duplicates, leases.stats.completed) == (2, 1, 1)
+    forged, forged_beat, duplicate = logs
+    assert forged["event"] == "security.identity_mismatch" and forged["log_level"] == "warning"
+    assert (forged["key"], forged["address"], forged["worker_id"], forged["message"]) == (K2.key, K2.address, "wA",
+                                                                                        "result")
+    assert (forged["task_id"], forged["task_state"]) == ("t0", "completed") and "completed" in forged["reason"]
+    assert (forged_beat["event"], forged_beat["message"]) == ("security.identity_mismatch", "heartbeat")
+    assert duplicate["event"] == "result.duplicate"
+    assert (duplicate["key"], duplicate["address"], duplicate["worker_id"]) == (K1.key, K1.address, "wA")
+
+
+def test_with_keys_a_result_for_a_task_given_up_from_another_key_is_forged():
+    leases = curve_leases(max_attempts=1)
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    (d,) = hand_out(leases, 0.0)
+    assert len(leases.expire(3.0)) == 1  # given up
+    with structlog.testing.capture_logs() as logs:
+        assert leases.result(result(d), 4.0, K2) is None
+        assert leases.result(result(d), 4.0, K1) is None  # the holder's: late
+    assert [(e["event"], e.get("task_state")) for e in logs] == [("security.identity_mismatch", "failed"),
+                                                                 ("result.late", None)]
+    assert (leases.stats.identity_mismatches, leases.stats.late_results) == (1, 1)
+
+
+def test_a_revoked_key_is_no_holder_of_a_finished_task_either():
+    leases = curve_leases()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0, K1)
+    (d,) = hand_out(leases, 0.0)
+    leases.result(result(d), 1.0, K1)
+    leases.revoke(K1.key, 2.0)
+    assert leases.result(result(d), 3.0, K1) is None and leases.stats.identity_mismatches == 1
+
+
+def test_in_plain_mode_a_second_result_is_a_duplicate_whoever_sends_it():
+    leases = make()
+    leases.submit("t0", G, SPEC, 0.0)
+    leases.ready("wA", 1, ident("wA"), 0.0)
+    (d,) = hand_out(leases, 0.0)
+    leases.result(result(d), 1.0, Sender(None, "10.0.0.1"))
+    assert leases.result(result(d, worker_id="wB"), 2.0, Sender(None, "10.0.0.2")) is None
+    assert (leases.stats.duplicates, leases.stats.identity_mismatches) == (1, 0)
+
+
+# ------------------------------------------------------------------ replaced connections (issue 18.6)
+
+
+def test_a_ready_on_a_replaced_connection_changes_nothing():
+    leases = make()
+    leases.ready("wA", 1, b"old", 0.0)
+    leases.ready("wA", 1, b"new", 0.5)  # the worker reconnected: a new routing id
+    leases.submit("t0", G, SPEC, 0.5)
+    (d,) = hand_out(leases, 0.5)
+    assert d.identity == b"new"
+    leases.heartbeat(Heartbeat("wA", "t0", 1, 0.3), 2.0)
+    with structlog.testing.capture_logs() as logs:
+        for now in (2.5, 2.6, 2.7):  # what the old connection still delivers, long after the hand-out
+            leases.ready("wA", 1, b"old", now)
+    assert leases.stats.stale_readies == 3
+    assert [e["event"] for e in logs] == ["ready.stale"]  # one line per worker every 10 s
+    assert (logs[0]["identity"], logs[0]["current"]) == (b"old".hex(), b"new".hex())
+    assert leases.expire(2.9) == [] and leases.stats.resends == 0  # not orphaned
+    assert leases.workers(2.9)["wA"]["state"] == "busy"
+    with structlog.testing.capture_logs() as logs:
+        leases.flush_logs(20.0)
+    assert [(e["event"], e["worker_id"], e["count"]) for e in logs] == [("ready.stale.suppressed", "wA", 2)]
+    assert leases.result(result(d), 3.0) is not None
+    leases.ready("wA", 1, b"new", 3.1)
+    leases.submit("t1", G, SPEC, 3.1)
+    (again,) = hand_out(leases, 3.1)
+    assert again.identity == b"new"
+
+
+def test_a_replaced_connection_stays_replaced_after_the_worker_was_dropped():
+    leases = make()
+    leases.ready("wA", 1, b"old", 0.0)
+    leases.expire(5.0)  # silent: dropped (a partition)
+    assert leases.workers(5.0) == {}
+    leases.ready("wA", 1, b"new", 6.0)  # back on a new connection
+    leases.submit("t0", G, SPEC, 6.0)
+    (d,) = hand_out(leases, 6.0)
+    leases.ready("wA", 1, b"old", 8.0)  # the kernel delivers the old connection's Ready at last
+    assert leases.stats.stale_readies == 1 and leases.expire(8.5) == [] and leases.stats.resends == 0
+    assert d.identity == b"new" and leases.workers(8.5)["wA"]["task_id"] == "t0"
+
+
+def test_a_ready_on_the_current_connection_still_reports_a_lost_task():
+    leases = make()
+    leases.ready("wA", 1, b"c1", 0.0)
+    leases.submit("t0", G, SPEC, 0.0)
+    hand_out(leases, 0.0)
+    leases.ready("wA", 1, b"c2", 2.0)  # it restarted (a new connection) and asks for work: it lost t0
+    assert leases.expire(3.5) == [] and leases.stats.resends == 1  # orphaned, then re-sent after the grace period
+    assert leases.stats.stale_readies == 0

@@ -96,6 +96,8 @@ class Broker:
         self.handshake_s = float(handshake_s)
         self.max_connections_per_address = max_connections_per_address or default_connection_cap()
         self.counters_every_s = float(counters_every_s)
+        self._zmtp_heartbeat_ms = zmtp_heartbeat_ms(self.heartbeat_s, liveness)
+        self.connection_timeout_s = self._zmtp_heartbeat_ms[1] / 1000
         self._clock = clock
         self._next_counters = clock() + self.counters_every_s
         self._closed = False
@@ -147,6 +149,13 @@ class Broker:
     def _secure(self, name: str, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, round(self.handshake_s * 1000)))
+        # ZMTP heartbeats: a PING every heartbeat interval on every connection; one whose peer has sent
+        # nothing (data or PONG) within the timeout is closed, so what a partitioned peer's kernel still
+        # holds is never read after the worker has moved on to a new connection. TTL: the peer closes
+        # its end after as long without a word from the head.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, self._zmtp_heartbeat_ms[0])
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._zmtp_heartbeat_ms[1])
+        sock.setsockopt(zmq.HEARTBEAT_TTL, self._zmtp_heartbeat_ms[1])
         if self._curve is not None:
             make_curve_server(name, sock, self._curve)
         self._watch.watch(name, sock)
@@ -156,7 +165,8 @@ class Broker:
                  heartbeat_s=self.heartbeat_s, liveness=self.liveness, lease_s=self.lease_s,
                  max_attempts=self.max_attempts, max_message_bytes=self.max_message_bytes,
                  handshake_s=self.handshake_s, max_connections_per_address=self.max_connections_per_address,
-                 counters_every_s=self.counters_every_s, fd_limit=fd_limits()[0])
+                 connection_timeout_s=self.connection_timeout_s, counters_every_s=self.counters_every_s,
+                 fd_limit=fd_limits()[0])
         if self._curve is not None:
             log.info("auth.enabled", mechanism="CURVE", allowed_keys=len(self._curve.allowed),
                      server_key=self._curve.public_key.decode("ascii"), zap_domain=ZAP_DOMAIN)
@@ -308,12 +318,12 @@ class Broker:
 
     def _next_timer(self) -> float:
         return min(self._leases.next_deadline(), self._next_counters, self._inbox.limiter.next_summary(),
-                   self._watch.next_flush(), self._leases.identities.next_flush())
+                   self._watch.next_flush(), self._leases.next_log_flush())
 
     def _flush_logs(self, now: float, *, force: bool = False) -> None:
         self._inbox.flush(now, force=force)
         self._watch.flush(now, force=force)
-        self._leases.identities.flush(now, force=force)
+        self._leases.flush_logs(now, force=force)
 
     def _reload(self, now: float, outcomes: list[Done | Failed]) -> bool:
         if self._curve is None or self._auth is None:
@@ -404,6 +414,16 @@ class Broker:
                 outcomes.append(done)
         else:
             self._leases.heartbeat(msg, now, sender)
+
+
+def zmtp_heartbeat_ms(heartbeat_s: float, liveness: int) -> tuple[int, int]:
+    """(interval, timeout) in ms of the ZMTP heartbeats on the head's sockets: a PING every
+    heartbeat interval (at least 100 ms); a connection silent for the silence limit
+    (``liveness x heartbeat_s``, at least 1 s so a loaded machine does not cut live peers, and at
+    most libzmq's TTL limit of 6553.5 s) is closed."""
+    interval = min(max(100, round(heartbeat_s * 1000)), 6_553_500)
+    timeout = min(max(1000, interval, round(liveness * heartbeat_s * 1000)), 6_553_500)
+    return interval, timeout
 
 
 def _check_settings(max_message_bytes: int, handshake_s: float, max_per_address: int | None,

@@ -23,12 +23,20 @@ head, a wrong server key, a key not on the head's allow-list) is logged by the c
 ``auth.handshake_failed`` while it waits for a task.  libzmq gives up on a connection the
 head refused outright (a key not allowed, a CURVE/plain mismatch), so the channel connects
 that socket again every ``reconnect_ivl_max_ms``: a worker started before its key was
-added to the allow-list joins once the head admits it.
+added to the allow-list joins once the head admits it, and so does a worker whose key was
+removed and put back (the heartbeat thread's socket included).
+
+A result that cannot be delivered (the head refuses this worker's key, e.g. it was removed
+from the allow-list while the worker trained; or 1000 results already wait for the head) is
+not queued: :meth:`WorkerChannel.send_result` logs one ``result.unsent`` line with the reason
+and raises :class:`ResultUnsent` (a ``TimeoutError``). The head counts that attempt as lost
+and sends the task again; the worker may go on asking for work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import math
 import os
@@ -38,7 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import NoReturn
 
 import structlog
 import zmq
@@ -49,7 +57,7 @@ from transport.keys import CurveClient
 from transport.protocol import Heartbeat, ProtocolError, Ready, Result, Task
 from transport.throttle import RateLimiter
 
-__all__ = ["WorkerChannel", "TaskProgress", "default_worker_id"]
+__all__ = ["ResultUnsent", "WorkerChannel", "TaskProgress", "default_worker_id"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +67,39 @@ _RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
 _RESULT_LINGER_MS = 2000  # on close, how long a queued result may still try to leave
 _RESULT_SEND_TIMEOUT_MS = 10000
 _HANDSHAKE_LOG_EVERY_S = 10.0  # auth.handshake_failed: at most one line per reason this often
+_HANDSHAKE_EVENTS = HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_SEND_POLL_MS = 100  # while a result waits for room: how often the refusals are looked at
+
+
+class ResultUnsent(TimeoutError):
+    """A result could not be handed to ZeroMQ: the head refuses this worker (``reason`` says why),
+    or the send queue stayed full for 10 s. The head counts the attempt as lost and re-sends it."""
+
+    def __init__(self, task_id: str, attempt: int, reason: str) -> None:
+        super().__init__(f"could not deliver the result of {task_id} (attempt {attempt}): {reason}")
+        self.task_id = task_id
+        self.attempt = attempt
+        self.reason = reason
+
+
+class _Watched:
+    """A connecting socket whose handshakes are watched: the head refusing it outright (libzmq
+    never retries that) is remembered until a handshake succeeds, and the socket is connected
+    again ``reconnect_ivl_max_ms`` after each refusal, or at once when a task came from the head
+    (which admits this worker's key again, then)."""
+
+    def __init__(self, name: str, sock: zmq.Socket[bytes], endpoint: str) -> None:
+        self.name = name
+        self.sock = sock
+        self.endpoint = endpoint
+        self.monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.retry_at: float | None = None  # when to connect again after a refusal (None: not waiting to)
+        self.refused: str | None = None  # why the head refused the last handshake (None: none since a success)
+
+    def close(self) -> None:
+        self.sock.disable_monitor()  # before closing the monitor socket, or libzmq may hang
+        self.monitor.close(linger=0)
 
 
 def default_worker_id() -> str:
@@ -120,8 +161,7 @@ class WorkerChannel:
         self.heartbeat_s = float(heartbeat_s)
         self._reconnect = (int(reconnect_ivl_ms), int(reconnect_ivl_max_ms))
         self._curve = curve
-        # [name, socket, endpoint, monitor, retry_at]: the DEALER and the result PUSH, watched for refusals
-        self._watched: list[list[Any]] = []
+        self._watched: list[_Watched] = []  # the DEALER and the result PUSH, watched for refusals
         self._handshake_log = RateLimiter(per_key=1, total=16, window_s=_HANDSHAKE_LOG_EVERY_S)
         self.handshake_failures = 0  # handshakes of the DEALER or the result PUSH that failed
         self._next_handshake_check = 0.0
@@ -133,6 +173,7 @@ class WorkerChannel:
         self._push: zmq.Socket[bytes]
         self._sockets: list[zmq.Socket[bytes]] = []  # those opened so far, for close()
         self._log = log.bind(worker_id=self.worker_id)
+        self._context = contextvars.copy_context()  # for the heartbeat thread: no task's fields bound yet
         self._beat_thread: threading.Thread | None = None
         self._beat_lock = threading.Lock()
         self._beat_wake = threading.Event()
@@ -150,8 +191,7 @@ class WorkerChannel:
             self._push = self._ctx.socket(zmq.PUSH)
             self._sockets.append(self._push)
             self._configure(self._push, linger_ms=_RESULT_LINGER_MS, sndhwm=1000)
-            self._push.setsockopt(zmq.SNDTIMEO, _RESULT_SEND_TIMEOUT_MS)
-            self._watch("sink", self._push, sink)
+            self._sink_watch = self._watch("sink", self._push, sink)
             self._push.connect(sink)
         except BaseException:
             self.close()
@@ -219,7 +259,9 @@ class WorkerChannel:
         self._check_open()
         job = TaskProgress()
         if self._beat_thread is None:
-            self._beat_thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            # in the context the channel was made in: its log lines carry the process's bound fields (role)
+            self._beat_thread = threading.Thread(target=self._context.run, args=(self._heartbeat_loop,),
+                                                 name="heartbeat", daemon=True)
             self._beat_thread.start()
         with self._beat_lock:
             self._current = (task, job, time.monotonic() + self.heartbeat_s)
@@ -233,20 +275,42 @@ class WorkerChannel:
     def send_result(self, result: Result) -> None:
         """Push the result to the sink.  It is queued if the head is away.
 
-        Raises TimeoutError if it cannot even be queued within 10 s (1000 results
-        already waiting), ProtocolError if the result is invalid.
+        Raises :class:`ResultUnsent` (a TimeoutError), after one ``result.unsent`` line with the
+        reason, when the head refuses this worker (its key is not, or no longer, on the allow-list;
+        a CURVE/plain mismatch), or when the result cannot even be queued within 10 s (1000 results
+        already waiting). ProtocolError if the result is invalid.
         """
         self._check_open()
         if not isinstance(result, Result):
             raise TypeError(f"send_result() takes a Result, got {type(result).__name__}")
         # a Result validated itself when it was built: pack it without checking it a second time
         payload = pack_checked("result", {name: getattr(result, name) for name in _RESULT_FIELDS})
-        try:
-            self._push.send(payload)
-        except zmq.Again:
-            self._log.error("result.unsent", task_id=result.task_id, attempt=result.attempt)
-            raise TimeoutError(f"could not queue the result of {result.task_id} for the sink") from None
+        sink = self._sink_watch
+        deadline = time.monotonic() + _RESULT_SEND_TIMEOUT_MS / 1000
+        while True:
+            now = time.monotonic()
+            self._check(sink, now)  # does the head refuse this worker now?
+            if sink.refused is not None:
+                # whatever is queued for a refused connection is dropped by libzmq: do not queue it.
+                # Connected again after the refusal: wait (at most the deadline) for that handshake
+                if sink.retry_at is not None or now >= deadline:
+                    self._unsent(result, sink.refused)
+                sink.monitor.poll(_SEND_POLL_MS, zmq.POLLIN)
+                continue
+            try:
+                self._push.send(payload, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if now >= deadline:
+                    self._unsent(result, f"it could not be queued for the sink within "
+                                         f"{_RESULT_SEND_TIMEOUT_MS / 1000:g} s (1000 results wait for the head)")
+                self._push.poll(_SEND_POLL_MS, zmq.POLLOUT)
         self._log.info("result.sent", task_id=result.task_id, attempt=result.attempt, ok=result.ok)
+
+    def _unsent(self, result: Result, reason: str) -> NoReturn:
+        self._log.error("result.unsent", task_id=result.task_id, attempt=result.attempt, reason=reason,
+                        note="the head counts this attempt as lost and sends the task again")
+        raise ResultUnsent(result.task_id, result.attempt, reason)
 
     def close(self) -> None:
         """Close the sockets (a queued result gets up to 2 s to leave). Idempotent."""
@@ -257,9 +321,8 @@ class WorkerChannel:
             self._beat_stop.set()
             self._beat_wake.set()
             self._beat_thread.join(timeout=5.0)
-        for _, sock, _, monitor, _ in self._watched:
-            sock.disable_monitor()  # before closing the monitor socket, or libzmq may hang
-            monitor.close(linger=0)
+        for watched in self._watched:
+            watched.close()
         self._watched = []
         for sock in self._sockets:
             sock.close()  # its own LINGER: 0 for the DEALER, up to 2 s for a queued result on the PUSH
@@ -285,33 +348,56 @@ class WorkerChannel:
         except zmq.Again:  # a few Ready are already queued for an unreachable head
             self._log.debug("ready.skipped", reason="send queue full")
 
-    def _watch(self, name: str, sock: zmq.Socket[bytes], endpoint: str) -> None:
-        monitor = sock.get_monitor_socket(HANDSHAKE_FAILED)
-        monitor.setsockopt(zmq.LINGER, 0)
-        self._watched.append([name, sock, endpoint, monitor, None])
+    def _watch(self, name: str, sock: zmq.Socket[bytes], endpoint: str) -> _Watched:
+        watched = _Watched(name, sock, endpoint)
+        self._watched.append(watched)
+        return watched
 
     def _check_handshakes(self, now: float) -> None:
         """Log (at most once per reason every 10 s) handshakes the head refused, and
         connect again the sockets whose connection libzmq gave up on."""
         for watched in self._watched:
-            name, sock, endpoint, monitor, retry_at = watched
-            for kind, value in monitor_events(monitor):
+            self._check(watched, now)
+
+    def _check(self, watched: _Watched, now: float, *, count: bool = True) -> None:
+        """Read one socket's handshake events; connect it again when a refusal's retry is due.
+        ``count``: add its failures to :attr:`handshake_failures` (the DEALER's and the result PUSH's)."""
+        for kind, value in monitor_events(watched.monitor):
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                watched.refused = None
+                continue
+            if count:
                 self.handshake_failures += 1
-                if kind != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # refused outright: libzmq will not retry
-                    watched[4] = retry_at = now + self._reconnect[1] / 1000
-                if not self._handshake_log.allow((kind, value), now):
-                    continue
-                self._log.warning("auth.handshake_failed", socket=name, endpoint=endpoint,
-                                  reason=handshake_reason(kind, value, side="worker"), curve=self._curve is not None,
-                                  failures=self.handshake_failures)
-            if retry_at is not None and now >= retry_at:
-                watched[4] = None
-                try:
-                    sock.disconnect(endpoint)
-                except zmq.ZMQError:  # the refused connection is already gone
-                    pass
-                sock.connect(endpoint)
-                self._log.debug("channel.reconnect", socket=name, endpoint=endpoint, reason="refused at the handshake")
+            reason = handshake_reason(kind, value, side="worker")
+            if kind != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # refused outright: libzmq will not retry
+                watched.retry_at = now + self._reconnect[1] / 1000
+                watched.refused = reason
+            if self._handshake_log.allow((kind, value), now):
+                self._log.warning("auth.handshake_failed", socket=watched.name, endpoint=watched.endpoint,
+                                  reason=reason, curve=self._curve is not None, failures=self.handshake_failures)
+        if watched.retry_at is not None and now >= watched.retry_at:
+            watched.retry_at = None
+            try:
+                watched.sock.disconnect(watched.endpoint)
+            except zmq.ZMQError:  # the refused connection is already gone
+                pass
+            watched.sock.connect(watched.endpoint)
+            self._log.debug("channel.reconnect", socket=watched.name, endpoint=watched.endpoint,
+                            reason="refused at the handshake")
+
+    def _admitted(self, now: float) -> None:
+        """A task came from the head, so it admits this worker's key now (e.g. put back on its
+        allow-list): connect again at once the result socket if the head refused it before, rather
+        than at its next retry (the heartbeat thread does the same for its own socket)."""
+        for watched in self._watched:
+            self._check(watched, now)  # what happened before the task came
+            if watched.refused is None:
+                continue
+            if watched.sock is self._dealer:  # the task came on it: its connection is admitted
+                watched.refused = watched.retry_at = None
+            elif watched.retry_at is not None:
+                watched.retry_at = now
+                self._check(watched, now)
 
     def _receive(self, timeout_ms: int) -> Task | None:
         """Wait up to timeout_ms for one Task; drop anything else."""
@@ -337,20 +423,31 @@ class WorkerChannel:
                                   reason=f"a {msg.TYPE} message from the ventilator")
                 continue
             self._log.info("task.received", task_id=msg.task_id, attempt=msg.attempt, genotype=msg.genotype)
+            self._admitted(time.monotonic())
             return msg
 
     def _heartbeat_loop(self) -> None:
-        """Runs in the heartbeat thread; owns its own PUSH socket."""
+        """Runs in the heartbeat thread; owns its own PUSH socket (and its handshake monitor, so a
+        connection the head refused is made again, as the channel's own sockets are)."""
         sock = None
+        watched = None
         try:
             # PUSH, connect, sink endpoint: Heartbeat messages, from this thread only
             sock = self._ctx.socket(zmq.PUSH)
             self._configure(sock, linger_ms=0, sndhwm=_HEARTBEAT_HWM)
+            watched = _Watched("heartbeat", sock, self.sink)
             sock.connect(self.sink)
+            seen: Task | None = None
             while not self._beat_stop.is_set():
                 with self._beat_lock:
                     current = self._current
                 now = time.monotonic()
+                if current is not None and current[0] is not seen:  # a task came: the head admits this worker
+                    seen = current[0]
+                    self._check(watched, now, count=False)
+                    if watched.retry_at is not None:  # refused before it came: connect again now
+                        watched.retry_at = now
+                self._check(watched, now, count=False)
                 if current is None:
                     wait = self.heartbeat_s
                 elif now < current[2]:
@@ -371,5 +468,7 @@ class WorkerChannel:
         except Exception:  # never kill the worker from the heartbeat thread
             self._log.exception("heartbeat.error")
         finally:
+            if watched is not None:
+                watched.close()
             if sock is not None:
                 sock.close(linger=0)

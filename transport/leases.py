@@ -21,6 +21,10 @@ The rules (docs/protocol.md, "Timing rules" and "Exactly-once semantics"):
 * a Ready from the worker that holds a running attempt, ``heartbeat_s`` or more after the
   hand-out, means it lost the task: the attempt is orphaned and lost unless its Result
   arrives within ``heartbeat_s`` (the two travel on different sockets);
+* a Ready counts only on the worker's current ventilator connection (routing id): once a
+  worker id has spoken on a new connection, a Ready that still comes on one it replaced (the
+  kernel delivering what it held through a network partition) changes nothing
+  (``ready.stale``);
 * exactly-once: the first Result for a pending task (from any attempt) completes it;
   every later one is dropped and counted;
 * identity (with CURVE, ``bind_keys=True``): see :mod:`transport.identity`; a key removed
@@ -40,6 +44,7 @@ import structlog
 from transport.identity import Identities
 from transport.outcomes import PLAIN, BrokerStats, Dispatch, Done, Failed, Sender
 from transport.protocol import Heartbeat, Result, Task
+from transport.throttle import RateLimiter
 
 __all__ = ["BrokerStats", "Dispatch", "Done", "Failed", "Leases"]
 
@@ -48,6 +53,10 @@ log = structlog.get_logger(__name__)
 _QUEUED = "queued"
 _RUNNING = "running"
 _ORPHANED = "orphaned"  # its worker asked for new work without a result; lost after a grace period
+_COMPLETED = "completed"  # no longer pending: a result completed it (the state named in security events)
+_FAILED = "failed"  # no longer pending: given up after max_attempts lost attempts
+_RETIRED_ROUTES = 16  # replaced connections remembered per worker id
+_STALE_LOG_EVERY_S = 10.0  # ready.stale: at most one line per worker id this often; the rest summed up
 
 
 @dataclass
@@ -80,6 +89,16 @@ class _WorkerState:
     task: tuple[str, int] | None = None  # (task_id, attempt) last handed to it, until its result or Ready
 
 
+@dataclass
+class _Route:
+    """The ventilator connections a worker id has spoken on: the current one (where its tasks go)
+    and those it replaced, which a reconnecting worker never uses again."""
+
+    current: bytes
+    retired: collections.deque[bytes] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=_RETIRED_ROUTES))
+
+
 def _check_settings(heartbeat_s: float, liveness: int, lease_s: float, max_attempts: int) -> None:
     if not (math.isfinite(heartbeat_s) and heartbeat_s > 0):
         raise ValueError(f"heartbeat_s must be a finite number > 0, got {heartbeat_s!r}")
@@ -109,8 +128,11 @@ class Leases:
         self._tasks: dict[str, _TaskState] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._inflight: dict[str, _TaskState] = {}  # running or orphaned
-        self._done: set[str] = set()
-        self._failed: set[str] = set()
+        # finished task ids -> the keys that were handed one of its attempts (results bound to identity)
+        self._done: dict[str, frozenset[str | None]] = {}
+        self._failed: dict[str, frozenset[str | None]] = {}
+        self._routes: dict[str, _Route] = {}  # worker id -> its connections; kept when the worker is dropped
+        self._stale_log = RateLimiter(per_key=1, total=20, window_s=_STALE_LOG_EVERY_S)
         self._workers: dict[str, _WorkerState] = {}
         self._idle: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._ever_seen: set[str] = set()
@@ -139,8 +161,8 @@ class Leases:
             log.debug("task.submit_ignored", task_id=task_id, reason="already pending")
             return
         if task_id in self._done or task_id in self._failed:
-            self._done.discard(task_id)
-            self._failed.discard(task_id)
+            self._done.pop(task_id, None)
+            self._failed.pop(task_id, None)
             log.info("task.resubmitted", task_id=task_id)
         self._tasks[task_id] = _TaskState(task_id=task_id, genotype=checked.genotype, spec=checked.spec,
                                           lease_s=checked.lease_s, submitted_at=now)
@@ -151,9 +173,12 @@ class Leases:
     # ------------------------------------------------------------------ messages
 
     def ready(self, worker_id: str, slots: int, identity: bytes, now: float, sender: Sender = PLAIN) -> None:
-        """A Ready from ``worker_id`` on the ventilator connection ``identity``: it is idle."""
+        """A Ready from ``worker_id`` on the ventilator connection ``identity``: it is idle. On a
+        connection the worker has replaced: ignored (``ready.stale``)."""
         known = self._workers.get(worker_id)
         if known is not None and not self.identities.may_claim(worker_id, known.key, sender, now):
+            return
+        if self._stale_route(worker_id, identity, now):
             return
         w = self._touch(worker_id, identity, now, sender)
         w.slots = slots
@@ -174,11 +199,10 @@ class Leases:
 
     def heartbeat(self, msg: Heartbeat, now: float, sender: Sender = PLAIN) -> None:
         """A Heartbeat: keeps its attempt alive if that attempt runs on that worker (and key)."""
-        self._touch(msg.worker_id, None, now, sender)
         t = self._tasks.get(msg.task_id)
-        if t is not None and not self.identities.may_report(t.holders, sender, msg.worker_id, msg.task_id,
-                                                            "heartbeat", now):
+        if not self._may_report(t, msg.task_id, sender, msg.worker_id, "heartbeat", now):
             return
+        self._touch(msg.worker_id, None, now, sender)
         if (t is None or t.state != _RUNNING or t.attempt != msg.attempt or t.worker_id != msg.worker_id
                 or t.worker_key != sender.key):
             self.stats.stale_heartbeats += 1
@@ -190,16 +214,18 @@ class Leases:
         t.progress = msg.progress
 
     def result(self, msg: Result, now: float, sender: Sender = PLAIN) -> Done | None:
-        """A Result: Done for the first one of a pending task, None for any other."""
+        """A Result: Done for the first one of a pending task, None for any other. With keys, one
+        from a key that was never handed the task is forged, in flight or finished
+        (``security.identity_mismatch``), not a duplicate."""
         t = self._tasks.get(msg.task_id)
-        if t is not None and not self.identities.may_report(t.holders, sender, msg.worker_id, msg.task_id,
-                                                            "result", now):
+        if not self._may_report(t, msg.task_id, sender, msg.worker_id, "result", now):
             return None
         w = self._touch(msg.worker_id, None, now, sender)
         if w is not None and w.task is not None and w.task[0] == msg.task_id:
             w.task = None  # it is done with it; it gets credit again with its next Ready
         fields = {"task_id": msg.task_id, "attempt": msg.attempt, "worker_id": msg.worker_id}
         if t is None:
+            fields.update(key=sender.key, address=sender.address)
             if msg.task_id in self._done:
                 self.stats.duplicates += 1
                 log.info("result.duplicate", **fields)
@@ -214,7 +240,7 @@ class Leases:
             self._queue.remove(t.task_id)
         del self._tasks[t.task_id]
         self._inflight.pop(t.task_id, None)
-        self._done.add(t.task_id)
+        self._done[t.task_id] = frozenset(t.holders | {sender.key})
         self.stats.completed += 1
         if not msg.ok:
             self.stats.task_errors += 1
@@ -325,11 +351,60 @@ class Leases:
             self._retry(t, "the worker's key was removed from the allow-list", outcomes)
         for t in self._tasks.values():
             t.holders.discard(key)
+        for finished in (self._done, self._failed):
+            for task_id in [tid for tid, holders in finished.items() if key in holders]:
+                finished[task_id] = finished[task_id] - {key}
         for w in [w for w in self._workers.values() if w.key == key]:
             self._drop_worker(w.worker_id, "its key was removed from the allow-list")
         return outcomes
 
+    def flush_logs(self, now: float, *, force: bool = False) -> None:
+        """Log what the rate limits held back (security events, stale Ready messages)."""
+        self.identities.flush(now, force=force)
+        for worker_id, count in self._stale_log.summary(now, force=force):
+            log.warning("ready.stale.suppressed", worker_id=worker_id, count=count)
+
+    def next_log_flush(self) -> float:
+        """When :meth:`flush_logs` next has something to say (inf: nothing held back)."""
+        return min(self.identities.next_flush(), self._stale_log.next_summary())
+
     # ------------------------------------------------------------------ internals
+
+    def _may_report(self, t: _TaskState | None, task_id: str, sender: Sender, worker_id: str, message: str,
+                    now: float) -> bool:
+        """The identity rule for a Result or Heartbeat about ``task_id`` (pending as ``t``, or finished)."""
+        if t is not None:
+            return self.identities.may_report(t.holders, sender, worker_id, task_id, message, now, task_state=t.state)
+        for state, finished in ((_COMPLETED, self._done), (_FAILED, self._failed)):
+            holders = finished.get(task_id)
+            if holders is not None:
+                return self.identities.may_report(set(holders), sender, worker_id, task_id, message, now,
+                                                  task_state=state)
+        return True  # an id this broker never had: result.unknown / heartbeat.ignored say so
+
+    def _stale_route(self, worker_id: str, identity: bytes, now: float) -> bool:
+        """Is ``identity`` a ventilator connection ``worker_id`` has replaced? A new one becomes its
+        current connection (a reconnected DEALER gets a new routing id and never uses the old one
+        again), so what the old one still delivers later is stale."""
+        route = self._routes.get(worker_id)
+        if route is None:
+            self._routes[worker_id] = _Route(identity)
+            return False
+        if identity == route.current:
+            return False
+        if identity not in route.retired:
+            if worker_id in self._workers:
+                log.info("worker.reconnected", worker_id=worker_id, identity=identity.hex(),
+                         replaced=route.current.hex())
+            route.retired.append(route.current)
+            route.current = identity
+            return False
+        self.stats.stale_readies += 1
+        if self._stale_log.allow(worker_id, now):
+            log.warning("ready.stale", worker_id=worker_id, identity=identity.hex(), current=route.current.hex(),
+                        stale_readies=self.stats.stale_readies,
+                        reason="a ready on a connection this worker has replaced: ignored")
+        return True
 
     @overload
     def _touch(self, worker_id: str, identity: bytes, now: float, sender: Sender) -> _WorkerState: ...
@@ -372,7 +447,7 @@ class Leases:
         del self._inflight[t.task_id]
         if t.attempt >= self.max_attempts:
             del self._tasks[t.task_id]
-            self._failed.add(t.task_id)
+            self._failed[t.task_id] = frozenset(t.holders)
             self.stats.failures += 1
             lost = f"{t.attempt} attempt{'s' if t.attempt != 1 else ''} lost"
             summary = f"{lost}: " + "; ".join(t.history)

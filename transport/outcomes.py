@@ -79,6 +79,7 @@ class BrokerStats:
     bad_frames: int = 0  # frames rejected (shape, msgpack, schema, wrong socket)
     heartbeats: int = 0  # heartbeats applied to a running attempt
     stale_heartbeats: int = 0  # heartbeats for attempts not running (ignored)
+    stale_readies: int = 0  # Ready messages on a connection the worker has replaced (ignored)
     workers_seen: int = 0  # distinct worker ids ever seen
     workers_lost: int = 0  # times a worker was dropped for silence or an unreachable socket
     handshake_failures: int = 0  # CURVE only: connections refused at the handshake (plaintext, wrong keys, not allowed)

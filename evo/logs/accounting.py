@@ -24,8 +24,8 @@ __all__ = ["Accounting", "BrokerRun", "CLAIMED_ID_EVENTS", "HEAD_COUNTERS", "HEA
 #: The head's counters, in the order the summary lists them.
 HEAD_COUNTERS = ("dispatched", "tasks", "resends", "orphaned", "results_accepted", "result_errors", "duplicates",
                  "late_results", "unknown_results", "gave_up", "bad_frames", "auth_refused", "connections_refused",
-                 "identity_mismatches", "revoked_messages", "fd_exhausted", "workers_seen", "workers_lost",
-                 "local_worker_restarts", "runs", "resumed")
+                 "identity_mismatches", "forged_results", "revoked_messages", "fd_exhausted", "stale_readies",
+                 "workers_seen", "workers_lost", "local_worker_restarts", "runs", "resumed")
 
 #: Head events that make the worker id they name a worker: it completed the handshake (asked for work)
 #: or sent a result for a task it was handed.
@@ -288,6 +288,17 @@ def _dropped_for_key(counter: str) -> Handler:
     return handler
 
 
+_mismatch_dropped = _dropped_for_key("identity_mismatches")
+
+
+def _identity_mismatch(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
+    """A message dropped because its key was not handed the task or does not own the worker id; a
+    ``result`` among them is a forged result, whether its task was in flight or already finished."""
+    _mismatch_dropped(acc, r, w)
+    if r.get("message") == "result":
+        acc.counters["forged_results"] += _count(r.get("count")) if r.event.endswith(".suppressed") else 1
+
+
 def _worker_seen(acc: Accounting, r: Record, w: WorkerTally | None) -> None:
     wid = r.get("worker_id")
     if r.get("returning") is not True and wid not in acc.seen_ids:
@@ -363,12 +374,14 @@ HEAD_HANDLERS: dict[str, Handler] = {
     "auth.key_refused.suppressed": _auth_refused,
     "connection.refused": _connection_refused,
     "connection.refused.suppressed": _connection_refused,
-    "security.identity_mismatch": _dropped_for_key("identity_mismatches"),
-    "security.identity_mismatch.suppressed": _dropped_for_key("identity_mismatches"),
+    "security.identity_mismatch": _identity_mismatch,
+    "security.identity_mismatch.suppressed": _identity_mismatch,
     "auth.revoked_message": _dropped_for_key("revoked_messages"),
     "auth.revoked_message.suppressed": _dropped_for_key("revoked_messages"),
     "broker.fd_exhausted": _simple("fd_exhausted"),
     "broker.fd_exhausted.suppressed": _simple("fd_exhausted"),
+    "ready.stale": _simple("stale_readies"),
+    "ready.stale.suppressed": _simple("stale_readies"),
     "worker.seen": _worker_seen,
     "worker.lost": _worker_lost,
     "local_worker.exited": _simple("local_worker_restarts"),

@@ -66,8 +66,9 @@ def _head(s: dict[str, Any]) -> list[str]:
             ("unknown results", h["unknown_results"]), ("gave up (failed tasks)", h["gave_up"]),
             ("bad frames", h["bad_frames"]), ("refused handshakes", h["auth_refused"]),
             ("refused connections", h["connections_refused"]), ("forged ids (CURVE)", h["identity_mismatches"]),
+            ("forged results (CURVE)", h["forged_results"]),
             ("revoked-key messages", h["revoked_messages"]), ("out of descriptors", h["fd_exhausted"]),
-            ("workers seen", h["workers_seen"]),
+            ("stale readies", h["stale_readies"]), ("workers seen", h["workers_seen"]),
             ("workers lost", h["workers_lost"]), ("local worker restarts", h["local_worker_restarts"])]
     return ["", "head"] + [f"  {name:<24}{value}" for name, value in rows]
 
