@@ -122,7 +122,8 @@ class AsyncHalving(AsyncStrategy):
                 if not self._fits_budget(spent + self.fidelities[bracket]):
                     if not self._fits_budget(spent + self.fidelities[0]):
                         self._budget_hit = True  # not even the cheapest new candidate fits what is left
-                    break
+                        break
+                    bracket = 0  # what is left of the budget fits only the cheapest start
                 fresh = self._propose_unseen({c.genotype for c in out})
                 if fresh is None:
                     self.exhausted = True

@@ -136,3 +136,10 @@ def test_one_bracket_is_plain_asha_and_too_many_are_refused():
     assert texts(run_workers(build("random", brackets=1), 4)[0]) == texts(run_workers(build("random"), 4)[0])
     with pytest.raises(ValueError, match="brackets must be an integer from 1 to the number of rungs"):
         build("random", brackets=4)
+
+
+@pytest.mark.parametrize("budget", [100, 101, 102, 107])
+def test_brackets_spend_the_budget_to_the_last_epoch_that_fits(budget):
+    strategy = build("random", brackets=3, budget_epochs=budget)
+    run_workers(strategy, 4)
+    assert strategy.stop_reason is StopReason.BUDGET and strategy.asked_epochs == budget
