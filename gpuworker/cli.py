@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -18,7 +19,11 @@ from evo.cmdline import validate as v
 from gpuworker.data_options import DataOptionError, add_data_options, check_worker_data
 from gpuworker.evaluators import WorkerUnfit, fake_evaluator, torch_evaluator
 from gpuworker.worker import run_worker
-from transport.protocol import sink_endpoint
+from transport.endpoints import sink_endpoint
+
+if TYPE_CHECKING:
+    from evo.cmdline.signals import StopSignals
+    from transport.keys import CurveClient
 
 __all__ = ["build_parser", "curve_of", "main"]
 
@@ -71,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def curve_of(args: argparse.Namespace):
+def curve_of(args: argparse.Namespace) -> CurveClient | None:
     """The CurveClient the options ask for, or None for plain TCP; ValueError (one line) if they conflict."""
     from transport.keys import CurveClient
 
@@ -121,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evovae worker: error: {exc}", file=sys.stderr)
         return 2
     if curve is None:  # a warning unless the head is on this machine
-        from transport.keys import is_loopback_endpoint
+        from transport.endpoints import is_loopback_endpoint
 
         local = is_loopback_endpoint(args.connect) and is_loopback_endpoint(sink)
         (log.info if local else log.warning)(
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, sink, curve, worker_id, stop)
 
 
-def _serve(args: argparse.Namespace, sink: str, curve, worker_id: str, stop) -> int:
+def _serve(args: argparse.Namespace, sink: str, curve: CurveClient | None, worker_id: str, stop: StopSignals) -> int:
     """Build the evaluator (checking this node's data first) and serve tasks until stopped."""
     if args.fake:
         evaluator = fake_evaluator(args.fake_sleep, args.fake_durations, args.poison, stop.event,

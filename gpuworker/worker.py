@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,12 +24,17 @@ from .result import TrainResult
 
 __all__ = ["run_worker"]
 
+if TYPE_CHECKING:
+    from transport.channel import WorkerChannel
+    from transport.keys import CurveClient
+    from transport.protocol import Task
+
 log = structlog.get_logger(__name__)
 
 
 def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: threading.Event,
                heartbeat_s: float = 1.0, worker_id: str | None = None, max_tasks: int = 0,
-               curve=None) -> int:
+               curve: CurveClient | None = None) -> int:
     """Serve tasks until ``stop`` is set (or ``max_tasks`` were done). Returns tasks done.
 
     ``curve``: a ``transport.keys.CurveClient`` to talk CURVE to the head; None: plain TCP."""
@@ -53,7 +59,7 @@ def run_worker(ventilator: str, sink: str, evaluator: Evaluator, *, stop: thread
     return done
 
 
-def _serve(channel, task, evaluator: Evaluator) -> bool:
+def _serve(channel: WorkerChannel, task: Task, evaluator: Evaluator) -> bool:
     """Evaluate one task and send its result; False when the worker is stopping and abandoned it."""
     from transport.channel import ResultUnsent
     from transport.protocol import MAX_ERROR_LEN, Result

@@ -18,7 +18,7 @@ from evo.head.cluster import Cluster, ClusterError, ClusterOptions, available_co
 from evo.head.runner import Runner
 from evo.spec import TrainSpec
 from gpuworker.evaluators import fake_loss
-from transport.keys import generate
+from transport.keyfiles import generate
 
 SPEC = TrainSpec(dataset="synthetic", epochs=1)
 GENOTYPES = [parse_genotype(t) for t in ("50|10|50", "100|20|100", "150,50|10|200")]

@@ -301,7 +301,7 @@ def test_killed_twice_with_sigkill_it_resumes_without_training_again_what_finish
 
 def test_with_no_local_workers_a_remote_worker_serves_it_under_curve(tmp_path):
     from distributed_helpers import free_port_pair
-    from transport.keys import generate
+    from transport.keyfiles import generate
 
     generate(tmp_path / "head-keys", "head")
     generate(tmp_path / "gpu0-keys", "gpu0")

@@ -14,7 +14,7 @@ import pytest
 import structlog
 import zmq
 
-from transport import keys
+from transport import keyfiles
 from transport.broker import Broker, Done
 from transport.codec import decode, encode
 from transport.keys import CurveServer
@@ -29,14 +29,14 @@ TASK = ("bound-1", "850|20|1000", {"epochs": 1})
 def ring(tmp_path):
     """head; w1 and w2 both on the allow-list (a directory), w3 not yet."""
     d, allow = tmp_path / "keys", tmp_path / "allow"
-    head_public, head_secret = keys.generate(d, "head")
+    head_public, head_secret = keyfiles.generate(d, "head")
     allow.mkdir()
-    out = SimpleNamespace(allow=allow, head_key=keys.load_public(head_public))
+    out = SimpleNamespace(allow=allow, head_key=keyfiles.load_public(head_public))
     for name in ("w1", "w2", "w3"):
-        public, secret = keys.generate(d, name)
+        public, secret = keyfiles.generate(d, name)
         if name != "w3":
             (allow / f"{name}.key").write_bytes(public.read_bytes())
-        setattr(out, name, keys.load_secret(secret))
+        setattr(out, name, keyfiles.load_secret(secret))
         setattr(out, f"{name}_file", public)
     out.server = CurveServer.from_files(head_secret, allow)
     return out

@@ -12,8 +12,9 @@ import pytest
 import zmq
 
 from evo.cli.keys import main as keys_main
-from transport import keys
-from transport.keys import CurveClient, CurveServer, KeyFileError
+from transport import keyfiles, keys
+from transport.keyfiles import KeyFileError
+from transport.keys import CurveClient, CurveServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,36 +27,36 @@ def mode(path: Path) -> int:
 
 
 def test_generate_writes_public_0644_and_secret_0600(tmp_path):
-    public, secret = keys.generate(tmp_path / "k", "head")
+    public, secret = keyfiles.generate(tmp_path / "k", "head")
     assert (public, secret) == (tmp_path / "k" / "head.key", tmp_path / "k" / "head.key_secret")
     assert mode(secret) == 0o600
     assert mode(public) == 0o644
     assert mode(tmp_path / "k") == 0o700  # created private
     pub, sec = keys.load_server_secret(secret)
-    assert keys.load_public(public) == pub
+    assert keyfiles.load_public(public) == pub
     assert zmq.curve_public(sec) == pub
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["head.key", "head.key_secret"]  # no scratch left
 
 
 def test_generate_never_overwrites(tmp_path):
-    _public, secret = keys.generate(tmp_path, "w")
+    _public, secret = keyfiles.generate(tmp_path, "w")
     before = secret.read_bytes()
     with pytest.raises(KeyFileError, match="already exists"):
-        keys.generate(tmp_path, "w")
+        keyfiles.generate(tmp_path, "w")
     assert secret.read_bytes() == before
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden", "-x", "x" * 65, "sp ace"])
 def test_generate_rejects_bad_names(tmp_path, name):
     with pytest.raises(KeyFileError, match="bad key name"):
-        keys.generate(tmp_path, name)
+        keyfiles.generate(tmp_path, name)
 
 
 # ---------------------------------------------------------------------- loading
 
 
 def test_load_server_secret_refuses_a_group_or_world_readable_file(tmp_path):
-    _, secret = keys.generate(tmp_path, "head")
+    _, secret = keyfiles.generate(tmp_path, "head")
     os.chmod(secret, 0o644)
     with pytest.raises(KeyFileError) as err:
         keys.load_server_secret(secret)
@@ -69,7 +70,7 @@ def test_load_server_secret_refuses_a_group_or_world_readable_file(tmp_path):
 
 
 def test_load_server_secret_refuses_what_is_not_a_secret_certificate(tmp_path):
-    public, _secret = keys.generate(tmp_path, "head")
+    public, _secret = keyfiles.generate(tmp_path, "head")
     os.chmod(public, 0o600)  # even private, a public certificate is not a secret one
     with pytest.raises(KeyFileError, match="not a secret key certificate"):
         keys.load_server_secret(public)
@@ -85,45 +86,45 @@ def test_load_server_secret_refuses_what_is_not_a_secret_certificate(tmp_path):
 
 
 def test_load_secret_refuses_a_tampered_pair(tmp_path):
-    _, secret = keys.generate(tmp_path, "a")
-    other_public, _ = keys.generate(tmp_path, "b")
+    _, secret = keyfiles.generate(tmp_path, "a")
+    other_public, _ = keyfiles.generate(tmp_path, "b")
     text = secret.read_text()
-    own = keys.load_public(tmp_path / "a.key").decode()
-    secret.write_text(text.replace(own, keys.load_public(other_public).decode()))
+    own = keyfiles.load_public(tmp_path / "a.key").decode()
+    secret.write_text(text.replace(own, keyfiles.load_public(other_public).decode()))
     with pytest.raises(KeyFileError, match="does not belong"):
-        keys.load_secret(secret)
+        keyfiles.load_secret(secret)
     secret.write_text(text.replace(own, "not-a-key"))
     with pytest.raises(KeyFileError, match="40-character"):
-        keys.load_secret(secret)
+        keyfiles.load_secret(secret)
 
 
 def test_load_public_refuses_a_secret_file(tmp_path):
-    _, secret = keys.generate(tmp_path, "w")
+    _, secret = keyfiles.generate(tmp_path, "w")
     with pytest.raises(KeyFileError, match="holds a secret key"):
-        keys.load_public(secret)
+        keyfiles.load_public(secret)
 
 
 def test_load_allowlist_from_a_directory_or_files(tmp_path):
     allow = tmp_path / "allow"
     names = ["w1", "w2", "w3"]
-    publics = [keys.generate(allow, n)[0] for n in names]  # secrets are in there too: only *.key count
-    expected = frozenset(keys.load_public(p) for p in publics)
-    assert keys.load_allowlist(allow) == expected
-    assert keys.load_allowlist(str(allow)) == expected
-    assert keys.load_allowlist(publics[:2]) == frozenset(keys.load_public(p) for p in publics[:2])
+    publics = [keyfiles.generate(allow, n)[0] for n in names]  # secrets are in there too: only *.key count
+    expected = frozenset(keyfiles.load_public(p) for p in publics)
+    assert keyfiles.load_allowlist(allow) == expected
+    assert keyfiles.load_allowlist(str(allow)) == expected
+    assert keyfiles.load_allowlist(publics[:2]) == frozenset(keyfiles.load_public(p) for p in publics[:2])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(KeyFileError, match="no worker public keys"):
-        keys.load_allowlist(empty)
+        keyfiles.load_allowlist(empty)
     with pytest.raises(KeyFileError, match="no such allow-list"):
-        keys.load_allowlist(tmp_path / "nope")
+        keyfiles.load_allowlist(tmp_path / "nope")
     with pytest.raises(KeyFileError, match="holds a secret key"):
-        keys.load_allowlist([allow / "w1.key_secret"])
+        keyfiles.load_allowlist([allow / "w1.key_secret"])
 
 
 def test_curve_settings_validate_and_never_show_the_secret(tmp_path):
-    _, head_secret = keys.generate(tmp_path, "head")
-    keys.generate(tmp_path / "allow", "w1")
+    _, head_secret = keyfiles.generate(tmp_path, "head")
+    keyfiles.generate(tmp_path / "allow", "w1")
     server = CurveServer.from_files(head_secret, tmp_path / "allow")
     assert len(server.allowed) == 1
     assert server.secret_key.decode() not in repr(server)
@@ -142,8 +143,8 @@ def test_curve_settings_validate_and_never_show_the_secret(tmp_path):
 
 def test_write_public_round_trips(tmp_path):
     pub, _ = zmq.curve_keypair()
-    path = keys.write_public(tmp_path / "server.key", pub)
-    assert keys.load_public(path) == pub
+    path = keyfiles.write_public(tmp_path / "server.key", pub)
+    assert keyfiles.load_public(path) == pub
     assert mode(path) & 0o777 == 0o644 & ~_umask()
 
 
@@ -189,7 +190,7 @@ def test_cli_generate_and_show(tmp_path, capsys):
     for name in ("head", "worker-gpu0"):
         assert mode(tmp_path / "keys" / f"{name}.key_secret") == 0o600
         assert mode(tmp_path / "keys" / f"{name}.key") == 0o644
-    public = keys.load_public(tmp_path / "keys" / "head.key").decode()
+    public = keyfiles.load_public(tmp_path / "keys" / "head.key").decode()
     assert public in out[0]
     for file in ("head.key", "head.key_secret"):  # show prints the public key, never the secret
         assert keys_main(["show", str(tmp_path / "keys" / file)]) == 0
@@ -245,8 +246,8 @@ def test_cli_as_a_process(tmp_path):
 
 
 def _head(tmp_path):
-    _, secret = keys.generate(tmp_path, "head")
-    keys.generate(tmp_path / "allow", "w1")
+    _, secret = keyfiles.generate(tmp_path, "head")
+    keyfiles.generate(tmp_path / "allow", "w1")
     return secret, tmp_path / "allow"
 
 
@@ -294,27 +295,27 @@ def test_local_worker_keys(tmp_path):
 @pytest.mark.parametrize("dir_mode", [0o777, 0o775, 0o1777])
 def test_an_allow_directory_others_can_write_is_refused(tmp_path, dir_mode):
     allow = tmp_path / "allow"
-    keys.generate(allow, "w1")
+    keyfiles.generate(allow, "w1")
     allow.chmod(dir_mode)
     with pytest.raises(KeyFileError) as err:
-        keys.load_allowlist(allow)
+        keyfiles.load_allowlist(allow)
     message = str(err.value)
     assert "allow-list directory" in message and "writable by group/others" in message
     assert f"chmod go-w {allow}" in message
     allow.chmod(0o755)
-    assert len(keys.load_allowlist(allow)) == 1
+    assert len(keyfiles.load_allowlist(allow)) == 1
 
 
 def test_a_public_key_file_others_can_write_is_refused(tmp_path):
-    public, _ = keys.generate(tmp_path / "allow", "w1")
+    public, _ = keyfiles.generate(tmp_path / "allow", "w1")
     public.chmod(0o666)
-    for load in (keys.load_public, keys.load_allowlist):
+    for load in (keyfiles.load_public, keyfiles.load_allowlist):
         with pytest.raises(KeyFileError, match=r"public key file .* is writable by group/others \(mode 0666\)"):
-            load(public if load is keys.load_public else tmp_path / "allow")
+            load(public if load is keyfiles.load_public else tmp_path / "allow")
 
 
 def test_a_public_key_given_as_the_secret_gets_a_precise_message(tmp_path):
-    public, _ = keys.generate(tmp_path, "head")
+    public, _ = keyfiles.generate(tmp_path, "head")
     assert mode(public) == 0o644  # readable by others, as a public key may be: not the problem here
     with pytest.raises(KeyFileError) as err:
         keys.load_server_secret(public)
@@ -324,26 +325,26 @@ def test_a_public_key_given_as_the_secret_gets_a_precise_message(tmp_path):
 
 
 def test_generate_many_is_all_or_nothing(tmp_path, capsys):
-    keys.generate(tmp_path, "b")
+    keyfiles.generate(tmp_path, "b")
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(KeyFileError, match=r"b\.key already exists.*nothing was written"):
-        keys.generate_many(tmp_path, ["a", "b", "c"])
+        keyfiles.generate_many(tmp_path, ["a", "b", "c"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no a.*, no c.*, no scratch directory
     assert keys_main(["generate", "--dir", str(tmp_path), "a", "b", "c"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    made = keys.generate_many(tmp_path, ["a", "c"])
+    made = keyfiles.generate_many(tmp_path, ["a", "c"])
     assert [p.name for pair in made for p in pair] == ["a.key", "a.key_secret", "c.key", "c.key_secret"]
 
 
 def test_reloaded_reads_the_allow_list_again_and_keeps_the_extra_keys(tmp_path):
-    _, head_secret = keys.generate(tmp_path, "head")
+    _, head_secret = keyfiles.generate(tmp_path, "head")
     allow = tmp_path / "allow"
-    w1 = keys.load_public(keys.generate(allow, "w1")[0])
+    w1 = keyfiles.load_public(keyfiles.generate(allow, "w1")[0])
     extra, _ = zmq.curve_keypair()
     server = CurveServer.from_files(head_secret, allow).allowing(extra)
-    w2 = keys.load_public(keys.generate(allow, "w2")[0])
+    w2 = keyfiles.load_public(keyfiles.generate(allow, "w2")[0])
     (allow / "w1.key").unlink()
     again = server.reloaded()
     assert again.allowed == {w2, extra} and w1 not in again.allowed

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from transport import keys
+from transport import keyfiles
 from transport.broker import Broker, Done
 from transport.keys import CurveServer
 
@@ -59,13 +59,13 @@ def holder(broker: Broker, task_id: str, attempt: int) -> str | None:
 def test_busy_workers_whose_key_is_revoked_exit_nothing_and_lose_nothing(tmp_path):
     key_dir, allow = tmp_path / "keys", tmp_path / "allow"
     allow.mkdir()
-    head_public, head_secret = keys.generate(key_dir, "head")
+    head_public, head_secret = keyfiles.generate(key_dir, "head")
     names = [f"w{i}" for i in range(REVOKED + 1)]
     public_keys = {}
     for name in names:
-        public, _ = keys.generate(key_dir, name)
+        public, _ = keyfiles.generate(key_dir, name)
         (allow / f"{name}.key").write_bytes(public.read_bytes())
-        public_keys[name] = keys.load_public(public).decode()
+        public_keys[name] = keyfiles.load_public(public).decode()
     rng = random.Random(18)
     procs: dict[str, subprocess.Popen] = {}
     logs = {name: tmp_path / f"{name}.log" for name in names}

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import zmq
 
-from transport import keys
+from transport import keyfiles
 from transport.broker import Broker, Done
 from transport.channel import WorkerChannel
 from transport.codec import encode
@@ -36,14 +36,14 @@ def ring(tmp_path):
     """head (server), w1 (allowed), w2 (not allowed), impostor (another head)."""
     d = tmp_path / "keys"
     allow = tmp_path / "allow"
-    head_public, head_secret = keys.generate(d, "head")
-    w1_public, w1_secret = keys.generate(d, "w1")
+    head_public, head_secret = keyfiles.generate(d, "head")
+    w1_public, w1_secret = keyfiles.generate(d, "w1")
     allow.mkdir()
     (allow / "w1.key").write_bytes(w1_public.read_bytes())
-    keys.generate(d, "w2")
-    keys.generate(d, "impostor")
-    w1 = keys.load_secret(w1_secret)
-    w2 = keys.load_secret(d / "w2.key_secret")
+    keyfiles.generate(d, "w2")
+    keyfiles.generate(d, "impostor")
+    w1 = keyfiles.load_secret(w1_secret)
+    w2 = keyfiles.load_secret(d / "w2.key_secret")
     return SimpleNamespace(
         dir=d,
         allow=allow,
@@ -54,8 +54,8 @@ def ring(tmp_path):
         good=CurveClient.from_files(w1_secret, head_public),
         w1=w1,
         w2=w2,
-        head_key=keys.load_public(head_public),
-        impostor_key=keys.load_public(d / "impostor.key"),
+        head_key=keyfiles.load_public(head_public),
+        impostor_key=keyfiles.load_public(d / "impostor.key"),
     )
 
 

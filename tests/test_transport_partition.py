@@ -4,7 +4,8 @@ The head (a Broker in the test) stays in the test's namespace; two ``python -m g
 (fake training) run in a namespace of their own, joined to it by a veth pair. The link is cut for a
 few seconds just before the workers finish, then restored: each end's neighbour entry for the
 other is pointed at a MAC address nobody has, so every frame is dropped by the receiving end
-(not for its MAC), silently, routes and links up, nothing reset: as a dead switch would. Before the fix the kernel delivered, after the workers
+(not for its MAC), silently, routes and links up, nothing reset: as a dead switch would.
+Before the fix the kernel delivered, after the workers
 had reconnected and taken new tasks, what it still held for their abandoned connections: the
 head took those old ``ready`` messages as "worker lost its task", orphaned the running tasks,
 re-sent one, and sent tasks on the dead connections. Now the head closes the silent connections

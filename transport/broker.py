@@ -34,7 +34,8 @@ from transport.auth import ZAP_DOMAIN, AllowList, SocketWatch, default_connectio
 from transport.codec import pack_checked
 from transport.endpoints import is_loopback_endpoint
 from transport.inbox import Inbox
-from transport.keys import CurveServer, KeyFileError
+from transport.keyfiles import KeyFileError
+from transport.keys import CurveServer
 from transport.leases import BrokerStats, Done, Failed, Leases
 from transport.protocol import Result
 

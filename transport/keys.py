@@ -13,7 +13,7 @@ The head loads its secret file (:func:`load_server_secret`, which refuses a file
 group or others can read) and an allow-list of worker public keys
 (:func:`load_allowlist`, refusing directories and files others can write); a worker loads
 its own secret file and the head's public file. The file rules live in
-:mod:`transport.keyfiles` (re-exported here); see docs/protocol.md, "Security".
+:mod:`transport.keyfiles`; see docs/protocol.md, "Security".
 """
 
 from __future__ import annotations
@@ -28,39 +28,10 @@ from typing import Union
 import structlog
 import zmq
 
-from transport.endpoints import is_loopback_endpoint  # re-exported: its old home
-from transport.keyfiles import (  # re-exported: transport.keys is where callers import them from
-    PUBLIC_SUFFIX,
-    SECRET_SUFFIX,
-    KeyFileError,
-    check_key,
-    generate,
-    generate_many,
-    load_allowlist,
-    load_public,
-    load_secret,
-    read_public_key,
-    write_public,
-)
+from transport.endpoints import is_loopback_endpoint
+from transport.keyfiles import KeyFileError, check_key, generate, load_allowlist, load_public, load_secret, write_public
 
-__all__ = [
-    "CurveClient",
-    "CurveServer",
-    "KeyFileError",
-    "PUBLIC_SUFFIX",
-    "SECRET_SUFFIX",
-    "generate",
-    "generate_many",
-    "head_curve",
-    "is_loopback_endpoint",
-    "local_worker_keys",
-    "load_allowlist",
-    "load_public",
-    "load_secret",
-    "load_server_secret",
-    "read_public_key",
-    "write_public",
-]
+__all__ = ["CurveClient", "CurveServer", "PathLike", "head_curve", "load_server_secret", "local_worker_keys"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -30,8 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from transport.endpoints import sink_endpoint  # re-exported: its old home
-
 __all__ = [
     "PROTOCOL_VERSION",
     "ProtocolError",
@@ -54,7 +52,6 @@ __all__ = [
     "MAX_SLOTS",
     "MAX_ATTEMPT",
     "wire_metrics",
-    "sink_endpoint",
 ]
 
 PROTOCOL_VERSION = 1

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``evovae keys generate --dir DIR NAME [NAME...]`` / ``evovae keys show FILE``."""
-    from transport.keys import KeyFileError, generate_many, load_public, read_public_key
+    from transport.keyfiles import KeyFileError, generate_many, load_public, read_public_key
 
     args = _parser().parse_args(argv)
     try:

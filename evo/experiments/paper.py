@@ -216,7 +216,7 @@ def comparison(config: ExperimentConfig, searches: list[dict[str, Any]], retrain
 # ---------------------------------------------------------------------------------------- the run
 
 def _protocol(config: ExperimentConfig, options: ClusterOptions, data: Splits) -> dict[str, Any]:
-    from transport.keys import is_loopback_endpoint
+    from transport.endpoints import is_loopback_endpoint
 
     p = config.preset
     own = {} if config.spec(1).builtin else {  # left out for the built-in sets: their report reads as before

@@ -105,7 +105,7 @@ class ClusterOptions:
             return self.sink_bind
         if self.bind.endswith(":*"):
             return self.bind
-        from transport.protocol import sink_endpoint
+        from transport.endpoints import sink_endpoint
 
         try:
             return sink_endpoint(self.bind)
@@ -133,7 +133,8 @@ class Cluster:
     """Keys, broker and local workers, as one context manager (see the module's docstring)."""
 
     def __init__(self, options: ClusterOptions) -> None:
-        from transport.keys import KeyFileError, head_curve
+        from transport.keyfiles import KeyFileError
+        from transport.keys import head_curve
 
         self.options = options
         try:  # read the key files now: bad security options fail before anything is opened
