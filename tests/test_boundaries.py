@@ -20,7 +20,7 @@ the head (``evo/head/``) the pure engine, transport and structlog, ZeroMQ only t
 tools (``evo/logs/``) the stdlib only; the command-line kit (``evo/cmdline/``) the pure engine, transport and
 structlog; transport zmq, msgpack and structlog, never evo; gpuworker torch and its data libraries, the pure
 engine, transport and the kit, never the head, the adapters or the command line of the head; the
-composition layer (``evo/cli/``, ``evo/experiments/``) everything.
+composition layer (``evo/cli/``, ``evo/experiments/``, the Python API ``evovae/``) everything.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ _LAYERS = [
 ]
 #: every library some layer may import: the composition layer may import all of them, and every layer
 _ALL_LIBRARIES = frozenset().union(*(layer.libraries for layer in _LAYERS))
-_LAYERS.append(Layer(COMPOSITION, ("evo.cli", "evo.experiments"), frozenset(layer.name for layer in _LAYERS),
+_LAYERS.append(Layer(COMPOSITION, ("evo.cli", "evo.experiments", "evovae"), frozenset(layer.name for layer in _LAYERS),
                      _ALL_LIBRARIES))
 LAYERS = {layer.name: layer for layer in _LAYERS}
 
@@ -235,7 +235,7 @@ def test_the_walk_finds_every_package_and_gives_each_module_a_layer():
             "gpuworker.cli", "gpuworker.data.images"} <= KNOWN
     assert layer_name("evo.strategies") == layer_name("evo") == PURE_ENGINE
     assert layer_name("gpuworker.data.images") == "worker"
-    assert layer_name("evo.cli.app") == layer_name("evo.experiments") == COMPOSITION
+    assert layer_name("evo.cli.app") == layer_name("evo.experiments") == layer_name("evovae") == COMPOSITION
     orphans = [m.name for m in MODULES if layer_of(m.name) is None]
     assert not orphans, f"modules no layer of docs/design.md holds: {orphans}"
 

@@ -27,6 +27,8 @@ DELEGATED = {
     "export": ("evo.cli.export:main_export", "retrain genotypes (or a run's best) and save each as a model"),
     "sample": ("evo.cli.export:main_sample", "write a PNG grid of samples from a saved model"),
     "reconstruct": ("evo.cli.export:main_reconstruct", "write test images beside a saved model's reconstructions"),
+    "encode": ("evo.cli.inference:main_encode", "write the latent means of every example of a file (a saved model)"),
+    "score": ("evo.cli.inference:main_score", "negative ELBO and IW bound of every example of a file (a saved model)"),
     "logs": ("evo.logs.command:main", "summarize a search's JSON logs, or trace one task across head and workers"),
 }
 

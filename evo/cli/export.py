@@ -104,18 +104,27 @@ def main_sample(argv: Sequence[str] | None = None) -> int:
 
 
 def main_reconstruct(argv: Sequence[str] | None = None) -> int:
-    """``evovae reconstruct MODEL_DIR``: test examples beside their reconstructions (PNG rows, or CSV rows)."""
+    """``evovae reconstruct MODEL_DIR``: test examples (or those of ``--data FILE``) beside their reconstructions
+    (PNG rows, or CSV rows); ``--out FILE.npy`` writes the reconstructions themselves."""
     from gpuworker.data import DataError
     from gpuworker.export import standardisation_of
     from gpuworker.figures import as_images, reconstruction_rows, reconstruction_table, save_grid, write_rows
 
+    from .inference import existing_data, load_with_data
+
     p = v.OneLineParser(prog="evovae reconstruct",
-                        description="Write test examples beside their reconstructions (mean decode of mu).")
+                        description="Write examples beside their reconstructions (mean decode of mu): the model's "
+                                    "test split, or every example of --data FILE.")
     p.add_argument("model_dir", type=v.existing_dir, metavar="MODEL_DIR")
+    p.add_argument("--data", type=existing_data, default=None, metavar="FILE",
+                   help="reconstruct the examples of this file or folder, of the kind the model was trained on "
+                        "(default: the test split of the model's own data)")
     p.add_argument("--out", type=v.file_to_create, default=None,
-                   help="file to write (default recon.png; recon.csv for a model of a table)")
-    p.add_argument("--n", type=v.whole(1, 10_000), default=32,
-                   help="test examples, 1 to 10000 (default 32, the first N of the test set)")
+                   help="file to write (default recon.png; recon.csv for a model of a table); FILE.npy: the "
+                        "reconstructions as an array [N, ...] in the data's units")
+    p.add_argument("--n", type=v.whole(1, 10_000_000), default=None,
+                   help="examples (default: 32 for a picture; with --data every example for .npy and .csv; the first "
+                        "N of the test set otherwise)")
     p.add_argument("--nrow", type=v.whole(1, 1000), default=8, help="images per row, 1 to 1000 (default 8)")
     p.add_argument("--data-root", type=v.data_root, default=None,
                    help="where the model's data is looked for besides its recorded path (see docs/data.md)")
@@ -125,29 +134,53 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(p, argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
         return args
-    _configure(args, "reconstruct")
+    loaded = load_with_data(args, "reconstruct")
+    if isinstance(loaded, str):
+        return _fail(p.prog, loaded)
+    model, rows = loaded
+    info = model.info
+    as_array = args.out is not None and Path(args.out).suffix.lower() == ".npy"
     try:
-        check_device(args.device)
-        model, info = load_model(args.model_dir, args.device)
-        out = _output(info, args.out, "recon")
-        spec = TrainSpec.from_dict(info["spec"])
-        test = splits(spec, "cpu", args.data_root, args.download).test
-    except (ModelDirError, DataError, ValueError) as exc:
+        out = args.out if as_array else _output(info, args.out, "recon")
+    except ValueError as exc:
         return _fail(p.prog, str(exc))
-    if test.shape[1] != model.input_dim:
-        return _fail(p.prog, f"test examples have {test.shape[1]} values, the model takes {model.input_dim}")
-    stats = standardisation_of(info)
+    if rows is None:
+        spec = TrainSpec.from_dict(info["spec"])
+        try:
+            rows = splits(spec, "cpu", args.data_root, args.download).test
+        except DataError as exc:
+            message = str(exc)
+            if not spec.builtin and "no copy of the data" in message:  # the head's words: say them for this command
+                message = (f"the test split of this model is carved from its training data {spec.dataset}, which is "
+                           f"not there or has changed since (SHA-256 {spec.data_sha256[:12]}...); reconstruct a file "
+                           "of your own with --data FILE, or give --data-root DIR holding a copy")
+            return _fail(p.prog, message)
+        if rows.shape[1] != model.input_dim:
+            return _fail(p.prog, f"test examples have {rows.shape[1]} values, the model takes {model.input_dim}")
+        rows = rows.to(model.device)
+    whole = args.data is not None and (as_array or _is_table(info))
+    count = args.n or (len(rows) if whole else 32)
+    rows = rows[:count]
+    source = args.data or "test examples"
     try:
+        if as_array:
+            import numpy as np
+
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            np.save(out, model.reconstruct_rows(rows))
+            print(f"wrote the reconstructions of {len(rows)} examples of {source} by {info['genotype']} to {out}")
+            return 0
+        stats = standardisation_of(info)
         if _is_table(info):
-            table, labels = reconstruction_table(model, test[:args.n], stats)
+            table, labels = reconstruction_table(model.vae, rows, stats)
             written = write_rows(table, _columns(info), out, labels=labels)
         else:
-            rows = reconstruction_rows(model, test[:args.n], nrow=args.nrow, standardisation=stats)
-            written = save_grid(as_images(rows, info["input_shape"]), out, nrow=args.nrow)
+            grid = reconstruction_rows(model.vae, rows, nrow=args.nrow, standardisation=stats)
+            written = save_grid(as_images(grid, info["input_shape"]), out, nrow=args.nrow)
     except OSError as exc:
         return _fail(p.prog, _cannot_write(exc, args.out))
-    print(f"wrote {min(args.n, len(test))} test examples and their reconstructions by {info['genotype']} to "
-          f"{written}")
+    print(f"wrote {len(rows)} {'examples of ' + source if args.data else source} and their reconstructions by "
+          f"{info['genotype']} to {written}")
     return 0
 
 
