@@ -92,3 +92,5 @@ def test_evovae_search_simulate_workers_records_the_simulated_clock(tmp_path, ca
     times = [at for _, at in simulated["delivered"]]
     assert len(times) == len(done["evaluations"]) and times == sorted(times) and times[-1] == simulated["seconds"]
     assert "simulated: 4 workers" in capsys.readouterr().out
+    # result.json keeps each evaluation's validation curve, one point per epoch it has trained
+    assert all(len(e["curve"]) == e["epochs"] for e in done["evaluations"] if e["state"] == "ok")

@@ -38,8 +38,10 @@ def anytime(evaluations: Iterable[Evaluation], final_epochs: int,
 
 
 def evaluation_item(e: Evaluation) -> dict[str, Any]:
+    """One evaluation in result.json, with its validation curve (the loss after each epoch trained)."""
     return {"genotype": str(e.genotype), "epochs": e.epochs, "state": e.state.value, "loss": e.loss,
-            "fitness": e.fitness, "seconds": round(e.seconds, 3), "error": e.error}
+            "fitness": e.fitness, "seconds": round(e.seconds, 3), "error": e.error,
+            "curve": list(e.measurement.curve)}
 
 
 def search_summary(strategy: Strategy) -> dict[str, Any]:
