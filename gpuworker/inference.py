@@ -180,11 +180,11 @@ class Model:
             values = array.astype(np.float32) / np.float32(255.0)
         else:
             values = array.astype(np.float32)
+        values = self._filled(values, name)
         finite = np.isfinite(values).all(axis=1)
         if not finite.all():
             first = int(np.flatnonzero(~finite)[0])
-            raise InputError(f"{name}: holds NaN or infinite values (first in example {first}); remove or fill "
-                             "them")
+            raise InputError(f"{name}: holds infinite values (first in example {first}); remove them")
         if self.likelihood == "bernoulli":
             low, high = float(values.min()), float(values.max())
             if low < 0 or high > 1:
@@ -195,6 +195,24 @@ class Model:
             mean, std = (v.to(rows.device) for v in self._stats)
             rows = (rows - mean) / std
         return rows
+
+    def _filled(self, values: np.ndarray, name: str) -> np.ndarray:
+        """``values`` (the data's units) with each missing value (NaN) filled as training filled it: with the
+        training split's mean of its feature when the model was trained with the missing rule ``mean``
+        (``model.json``, ``data.missing.fill``); otherwise a missing value is an InputError naming the first."""
+        gaps = np.isnan(values)
+        if not gaps.any():
+            return values
+        data = self.info.get("data")
+        missing = data.get("missing") if isinstance(data, dict) else None
+        fill = missing.get("fill") if isinstance(missing, dict) else None
+        if fill is not None and len(fill) == values.shape[1]:
+            return np.where(gaps, np.asarray(fill, dtype=values.dtype), values)
+        rule = missing.get("rule", "error") if isinstance(missing, dict) else "error"
+        gappy = np.flatnonzero(gaps.any(axis=1))
+        raise InputError(f"{name}: {int(gaps.sum())} missing values (NaN) in {len(gappy)} examples (the first in "
+                         f"example {int(gappy[0])}); the model was trained with the missing rule {rule!r}, which has "
+                         "no values to fill them with: fill them or leave those examples out")
 
     def _examples(self, rows: torch.Tensor) -> np.ndarray:
         """Decoded rows (the data's units) as ``[N, *input_shape]``."""

@@ -230,7 +230,8 @@ def test_a_model_refuses_what_it_cannot_take_in_one_line(models):
         (lambda: model.encode(np.zeros((3, 5, 5), np.uint8)), "x: examples of shape (5, 5); the model 50|4|50 was "
                                                               "trained on examples of shape (6, 6)"),
         (lambda: model.encode(np.full((2, 6, 6), 3.0)), "values run from 3 to 3"),
-        (lambda: model.elbo(np.full((2, 36), np.nan)), "NaN"),
+        (lambda: model.elbo(np.full((2, 36), np.nan)), "72 missing values (NaN) in 2 examples"),
+        (lambda: model.elbo(np.full((2, 36), np.inf)), "infinite values"),
         (lambda: model.decode(np.zeros((2, 3))), "z: shape (2, 3)"),
         (lambda: model.sample(0), "n:"),
         (lambda: model.iw_bound(blob_images(2), k=0), "k:"),
@@ -266,3 +267,22 @@ def test_a_table_model_takes_rows_in_their_own_units_by_column_name(models):
         model.encode(rows[:, :2])
     with pytest.raises(evovae.InputError, match="a table"):
         models["images"].encode(shuffled)
+
+
+def test_missing_values_are_filled_as_training_filled_them_or_refused(models):
+    import copy
+
+    pd = pytest.importorskip("pandas")
+    trained = models["table"]
+    rows = people(6, seed=8)
+    gappy = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    gappy.loc[[1, 4], "age"] = None
+    with pytest.raises(evovae.InputError, match=r"2 missing values \(NaN\) in 2 examples \(the first in example 1\); "
+                                                "the model was trained with the missing rule 'error'"):
+        trained.encode(gappy)
+    info = copy.deepcopy(trained.info)  # as model.json says after training with the missing rule 'mean'
+    info["data"]["missing"] = {"rule": "mean", "fill": [170.0, 68.0, 45.0]}
+    filling = evovae.Model(trained.vae, info)
+    filled = rows.copy()
+    filled[[1, 4], 2] = 45.0
+    assert np.allclose(filling.encode(gappy).mean, trained.encode(filled).mean, atol=1e-6)
