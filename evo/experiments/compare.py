@@ -20,10 +20,12 @@ import numpy as np
 from ..genotype import parse_genotype
 from ..spec import TrainSpec
 from ..strategies import StrategyOptions
+from .peers import PEER_CONTINUING, PEERS, make_peer, peer_config
 from .searches import SearchBench
 from .stats import bootstrap_mean_ci, mean_sd
 
-__all__ = ["ARMS", "COMPARE_PRESETS", "CONTINUING", "ComparePreset", "arm_options", "run_compare", "summarize"]
+__all__ = ["ARMS", "COMPARE_PRESETS", "CONTINUING", "ComparePreset", "arm_options", "run_arm", "run_compare",
+           "summarize"]
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,11 @@ ARMS = {
     "hyperband-tpe": "TPE proposals under asynchronous Hyperband: one bracket per rung, the last without early "
                      "stopping",
     "hyperband-evolution": "(mu + 1) evolution, local operators, under asynchronous Hyperband",
+    **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
-CONTINUING = tuple(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-")))
+CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-"))), *PEER_CONTINUING)
 
 
 def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
@@ -110,6 +113,8 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
         return replace(base, strategy="tpe", mode="steady-state")
     if arm == "tpe-multifidelity":
         return replace(base, strategy="tpe", fidelities=p.fidelities)
+    if arm in PEERS:
+        raise ValueError(f"{arm} is a peer arm: its own library's optimizer, no evovae strategy (run_arm)")
     if arm in CONTINUING:
         schedule, proposer = arm.split("-", 1)
         asha = replace(base, strategy=proposer, mode="asha", fidelities=p.rungs,
@@ -117,6 +122,20 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
                        brackets=len(p.rungs) if schedule == "hyperband" else 1)
         return asha
     raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+
+
+def run_arm(bench: SearchBench, arm: str, p: ComparePreset, seed: int, spec: TrainSpec,
+            name: str | None = None) -> dict[str, Any]:
+    """The summary of ``arm``'s search for ``seed`` (named ``ARM-seedN``), run first if needed: an evovae
+    strategy through ``bench.search``, a peer through ``bench.peer`` (its library's optimizer, charged the same
+    epochs: the preset's budget, final fidelity ``epochs``, lowest fidelity the first of the asha rungs)."""
+    name = name or f"{arm}-seed{seed}"
+    if arm in PEERS:
+        config = peer_config(arm, seed=seed, epochs=p.epochs, min_epochs=p.rungs[0], eta=p.eta,
+                             budget_epochs=p.budget_epochs, population=p.population,
+                             startup_trials=p.startup_trials, report_every=p.offspring)
+        return bench.peer(name, config, lambda directory: make_peer(config, directory, bench.space), spec)
+    return bench.search(name, arm_options(arm, p, seed), spec)
 
 
 def base_spec(p: ComparePreset, dataset: str, split_seed: int, spec_fields: dict[str, Any] | None = None) -> TrainSpec:
@@ -135,7 +154,7 @@ def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
     for seed in range(p.seeds):
         for arm in p.arms:
             name = f"{arm}-seed{seed}"
-            summary = bench.search(name, arm_options(arm, p, seed), spec)
+            summary = run_arm(bench, arm, p, seed, spec, name)
             best = summary["best"]
             echo(f"{name:24s} best {best['loss'] if best else float('nan'):8.2f} {best['genotype'] if best else '-'}"
                  f"  epochs {summary['epochs_total']}  evaluations {len(summary['evaluations'])}")

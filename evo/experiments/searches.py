@@ -5,6 +5,7 @@ result its journal holds."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,12 @@ import structlog
 from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..head.cache import ResultCache
-from ..head.journal import RunJournal
+from ..head.journal import JournalError, RunJournal
+from ..head.lock import RunLock
 from ..head.progress import search_summary
 from ..head.runner import Runner
 from ..head.search_run import SearchRun
+from ..head.store import writing
 from ..head.tasks import AsyncEvaluator, Task
 from ..search_config import SearchConfig
 from ..space import SearchSpace
@@ -62,6 +65,51 @@ class SearchBench:
             result = run.finish({"name": name, **summary(run.strategy), "spec": spec.to_dict(),
                                  "stop_reason": reason.value if reason else None,
                                  "seconds": run.summary()["seconds"]})
+        log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
+        return result
+
+    def peer(self, name: str, config: dict[str, Any], make: Callable[[Path], Strategy],
+             spec: TrainSpec) -> dict[str, Any]:
+        """The summary of search ``name`` driven by a strategy that is no engine strategy (a peer library's
+        optimizer, evo.experiments.peers): ``make(directory)`` builds it fresh; ``config`` (JSON-able) is what
+        defines it. As :meth:`search`: read back from ``result.json`` when finished, else its journal (which
+        holds ``config`` and ``spec``; another config there is refused) is replayed through the fresh strategy
+        and the search run on through this bench's evaluator and cache."""
+        directory = self.root / "searches" / name
+        done = directory / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        stored = {"peer": config, "spec": spec.to_dict()}
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = RunLock.acquire(directory)
+        try:
+            if (directory / RunJournal.FILE).is_file():
+                journal = RunJournal.open(directory)
+                if json.dumps(journal.config, sort_keys=True) != json.dumps(stored, sort_keys=True):
+                    journal.close()
+                    raise JournalError(f"{directory} was started with other settings; use a new run directory")
+            else:
+                journal = RunJournal.create(directory, stored)
+            try:
+                started = time.perf_counter()
+                strategy = make(directory)
+                runner = Runner(spec, journal=journal, cache=self.cache)
+                runner.replay(strategy)
+                on_report = self.on_report
+                runner.on_report = (lambda r: on_report(name, r)) if on_report else None
+                reason = runner.run(strategy, self.evaluator, self.capacity)
+                self.trained_now += runner.evaluated
+                result = {"name": name, **search_summary(strategy), "spec": spec.to_dict(), "peer": config,
+                          "stop_reason": reason.value if reason else None,
+                          "seconds": time.perf_counter() - started}
+                partial = directory / "result.json.partial"
+                with writing(done, "the result"):
+                    partial.write_text(json.dumps(result, indent=2))
+                    partial.replace(done)  # a kill leaves no half-written result behind
+            finally:
+                journal.close()
+        finally:
+            lock.release()
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
 
