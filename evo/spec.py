@@ -11,7 +11,8 @@ from typing import Any
 
 from .genotype import Genotype
 
-__all__ = ["DATASETS", "LIKELIHOODS", "TRAINER_VERSION", "TrainSpec", "is_builtin", "task_id", "prefix_id"]
+__all__ = ["DATASETS", "LIKELIHOODS", "MISSING_RULES", "TRAINER_VERSION", "TrainSpec", "is_builtin", "task_id",
+           "prefix_id"]
 
 #: Bumped whenever the trainer changes what a (genotype, spec) evaluates to, so
 #: cached or journaled results of an older trainer are never reused.
@@ -19,6 +20,11 @@ TRAINER_VERSION = 1
 
 DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10", "synthetic")
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+#: What becomes of missing values in own data (a table's NA or empty cells, a float array's NaN): ``error``
+#: refuses the data, naming the first; ``drop`` leaves out every example with one, before the split; ``mean``
+#: fills each with its feature's mean over the training split.
+MISSING_RULES = ("error", "drop", "mean")
 
 #: Fields added after the first wire version, with their defaults. At its default such a field is left out of
 #: ``to_dict()`` (the wire and the journal) and of ``canonical`` (task ids), so every task id of the built-in
@@ -30,6 +36,7 @@ OPTIONAL_FIELDS: dict[str, Any] = {
     "image_size": "",
     "report_test": False,
     "iw_samples": 0,
+    "missing": "error",
 }
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -60,7 +67,8 @@ class TrainSpec:
     part of its own gives up ``val_size`` more examples for it). ``train_subset`` (0 = all) keeps only the
     first N examples of the remaining training part, for fast runs. ``report_test`` also measures the test
     split (``test_loss``, ``test_recon``, ``test_kl``) and ``iw_samples`` = k > 0 the importance-weighted
-    bound with k samples (``test_iw_loss``).
+    bound with k samples (``test_iw_loss``). ``missing`` (:data:`MISSING_RULES`) is what every node does with
+    missing values in own data, so the head and every worker train on the same examples.
     """
 
     dataset: str = "fashion-mnist"
@@ -78,6 +86,7 @@ class TrainSpec:
     image_size: str = ""
     report_test: bool = False
     iw_samples: int = 0
+    missing: str = "error"
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("val_size", 1), ("train_subset", 0)):
@@ -107,8 +116,11 @@ class TrainSpec:
         for name in ("data_sha256", "columns", "image_size"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.missing not in MISSING_RULES:
+            raise ValueError(f"missing must be one of {', '.join(MISSING_RULES)}, got {self.missing!r}")
         if is_builtin(dataset):
             given = [name for name in ("data_sha256", "columns", "image_size") if getattr(self, name)]
+            given += ["missing"] if self.missing != "error" else []
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to data of your own, not to {dataset!r}")
             return

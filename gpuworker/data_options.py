@@ -2,9 +2,9 @@
 (gpuworker/cli.py): declared once, read once, here beside the data they read.
 
 ``add_data_options(parser)`` declares ``--dataset`` (a built-in name or the path of a NumPy file, a folder
-of images or a CSV/Parquet table), ``--columns``, ``--image-size``, ``--likelihood``, ``--data-root`` and
-``--download``. ``spec_from_args(args, epochs=..., ...)`` builds the TrainSpec: it reads own data once
-(numpy only: the head needs no torch), takes its fingerprint, resolves the default likelihood and splits
+of images or a CSV/Parquet table), ``--columns``, ``--image-size``, ``--likelihood``, ``--missing``,
+``--data-root`` and ``--download``. ``spec_from_args(args, epochs=..., ...)`` builds the TrainSpec: it reads
+own data once (numpy only: the head needs no torch), takes its fingerprint, resolves the default likelihood and splits
 the data as every worker will, so bad data is one line (:class:`DataOptionError`, a ValueError) before
 anything is created. ``check_worker_data(args)`` is a worker's start-up check. A ``--val-size`` not given
 (None) is resolved here, in one place (:func:`default_val_size`).
@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from evo.cmdline.validate import data_root
-from evo.spec import DATASETS, LIKELIHOODS, TrainSpec, is_builtin
+from evo.spec import DATASETS, LIKELIHOODS, MISSING_RULES, TrainSpec, is_builtin
 
-__all__ = ["DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split", "check_worker_data",
-           "data_fields", "default_val_size", "spec_from_args"]
+__all__ = ["BUILTIN_INPUT_DIMS", "DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split",
+           "check_worker_data", "data_fields", "default_val_size", "input_dim", "spec_from_args"]
 
 #: The TrainSpec fields the data options decide (journal them with a search: ``data_fields`` sets them on args).
-DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood")
+DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood", "missing")
 
 #: The validation split of the built-in sets when --val-size is not given (their task ids depend on it).
 DEFAULT_VAL_SIZE = 10_000
+
+#: The values per example of each built-in set (what the model takes in; the images flattened).
+BUILTIN_INPUT_DIMS = {"fashion-mnist": 784, "mnist": 784, "kmnist": 784, "cifar10": 3 * 32 * 32, "synthetic": 16 * 16}
 
 _PLACEHOLDER_SHA = "0" * 64
 
@@ -45,9 +48,11 @@ class DataOptionError(ValueError):
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, dataset_default: str | None = "fashion-mnist",
-                     title: str = "data (see docs/data.md)", likelihood: bool = True) -> argparse._ArgumentGroup:
+                     title: str = "data (see docs/data.md)", likelihood: bool = True,
+                     missing: bool | None = None) -> argparse._ArgumentGroup:
     """Declare the data options on ``parser`` (in a group of their own) and return the group; ``likelihood``
-    False leaves ``--likelihood`` out (a worker takes it from each task)."""
+    False leaves ``--likelihood`` out, ``missing`` False ``--missing`` (None: as ``likelihood``; a worker
+    takes both from each task)."""
     g = parser.add_argument_group(title)
     default = f" (default {dataset_default})" if dataset_default else ""
     g.add_argument("--dataset", default=dataset_default, metavar="NAME|PATH",
@@ -60,6 +65,11 @@ def add_data_options(parser: argparse.ArgumentParser, *, dataset_default: str | 
         g.add_argument("--likelihood", default=None, choices=LIKELIHOODS,
                        help="p(x|z): bernoulli (BCE on values in [0, 1]; the default for images) or gaussian (unit "
                             "variance on features standardised on the training split; the default for tables)")
+    if likelihood if missing is None else missing:
+        g.add_argument("--missing", default=None, choices=MISSING_RULES,
+                       help="missing values in a table (empty cells, NA, NaN, null, ...) or NaN in a float array: "
+                            "error (refuse the data, naming the first; the default), drop (leave out the examples "
+                            "holding one) or mean (fill each with its column's mean over the training split)")
     g.add_argument("--data-root", type=data_root, default=None, metavar="DIR",
                    help="where built-in sets live and where a worker also looks for own data by its file name; an "
                         "existing directory, never created (default ~/.cache/evovae/data or $EVOVAE_DATA_ROOT)")
@@ -83,13 +93,16 @@ def data_fields(args: argparse.Namespace, *, val_size: int = DEFAULT_VAL_SIZE) -
     _check_root(args)
     dataset = args.dataset
     columns, image_size = getattr(args, "columns", "") or "", getattr(args, "image_size", "") or ""
+    missing = getattr(args, "missing", None) or "error"
     if not dataset:
         raise DataOptionError("--dataset is needed: a built-in name or the path of your data")
     if is_builtin(dataset):
-        for flag, value in (("--columns", columns), ("--image-size", image_size)):
+        for flag, value in (("--columns", columns), ("--image-size", image_size),
+                            ("--missing", "" if missing == "error" else missing)):
             if value:
                 raise DataOptionError(f"{flag} only applies to data of your own, not to the built-in {dataset}")
-        fields = {"dataset": dataset, "likelihood": getattr(args, "likelihood", None) or "bernoulli"}
+        fields = {"dataset": dataset, "likelihood": getattr(args, "likelihood", None) or "bernoulli",
+                  "missing": missing}
         _set(args, fields, default_val_size(None, val_size))
         return fields
     path = Path(dataset).expanduser()
@@ -97,29 +110,35 @@ def data_fields(args: argparse.Namespace, *, val_size: int = DEFAULT_VAL_SIZE) -
         raise DataOptionError(f"--dataset {dataset}: neither a built-in data set ({', '.join(DATASETS)}) nor an "
                               "existing file or folder; check the path")
     try:  # the format options, normalised and checked before any data is read
-        probe = TrainSpec(dataset=str(path), data_sha256=_PLACEHOLDER_SHA, columns=columns, image_size=image_size)
+        probe = TrainSpec(dataset=str(path), data_sha256=_PLACEHOLDER_SHA, columns=columns, image_size=image_size,
+                          missing=missing)
     except ValueError as exc:
         raise DataOptionError(str(exc).replace("columns ", "--columns ", 1).replace("image_size ", "--image-size ", 1)
                               ) from None
     from .data import DataError, read_own
+    from .data.own import usable_examples
 
     try:
         raw = read_own(path, probe.columns, probe.image_size)
     except DataError as exc:
         raise DataOptionError(str(exc)) from None
+    if raw.kind == "images" and missing != "error":
+        raise DataOptionError(f"--missing {missing} only applies to tables and arrays of numbers: a folder of "
+                              "images has no missing values")
     expected = getattr(args, "data_sha256", "") or ""
     if expected and expected != raw.sha256:
         raise DataOptionError(f"{path}: has changed since this run was started (SHA-256 {expected[:12]}... then, "
                               f"{raw.sha256[:12]}... now); put the original back, or start a new run")
     fields = {"dataset": str(path.resolve()), "data_sha256": raw.sha256, "columns": probe.columns,
-              "image_size": probe.image_size, "likelihood": getattr(args, "likelihood", None) or raw.default_likelihood}
-    _set(args, fields, default_val_size(len(raw.train), val_size))
+              "image_size": probe.image_size, "likelihood": getattr(args, "likelihood", None) or raw.default_likelihood,
+              "missing": missing}
+    _set(args, fields, default_val_size(usable_examples(raw, missing), val_size))
     return fields
 
 
 def _set(args: argparse.Namespace, fields: dict[str, Any], val_size: int) -> None:
     for key in DATA_KEYS:
-        setattr(args, key, fields.get(key, ""))
+        setattr(args, key, fields.get(key, "error" if key == "missing" else ""))
     if hasattr(args, "val_size") and args.val_size is None:  # not given: the default that fits the data
         args.val_size = val_size
 
@@ -137,6 +156,23 @@ def spec_from_args(args: argparse.Namespace, **training: Any) -> TrainSpec:
         raise DataOptionError(str(exc)) from None
     check_split(spec, args.data_root)
     return spec
+
+
+def input_dim(spec: TrainSpec, data_root: str | None = None) -> int:
+    """The values per example the model of ``spec`` takes in (own data: as read, numpy only, from the copy
+    :func:`data_fields` read; DataOptionError if it cannot be found)."""
+    if spec.builtin:
+        return BUILTIN_INPUT_DIMS[spec.dataset]
+    from .data import DataError, locate
+
+    try:
+        shape = locate(spec, data_root).shape
+    except DataError as exc:
+        raise DataOptionError(str(exc)) from None
+    dim = 1
+    for size in shape:
+        dim *= int(size)
+    return dim
 
 
 def check_split(spec: TrainSpec, data_root: str | None = None) -> None:

@@ -25,7 +25,7 @@ TOML_RESUMED = "[search]\nseed = 7\npopulation = 3\n"
 CASES = [
     # evovae train
     ("train-20-digit-width", ["train", "9" * 20 + "|20|100"], "is too large: width 99999999999999999999"),
-    ("train-six-layers", ["train", "100,100,100,100,100,100|10|100"], "the encoder has 6 hidden layers"),
+    ("train-21-layers", ["train", ",".join(["100"] * 21) + "|10|100"], "the encoder has 21 hidden layers"),
     ("train-genotype-with-dash", ["train", "-1|20|100"], "bad genotype '-1|20|100': the encoder has '-1'"),
     ("train-malformed-genotype", ["train", "850|20"], "expected three '|'-separated parts"),
     ("train-no-genotype", ["train"], "required: genotype"),

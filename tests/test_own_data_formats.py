@@ -146,24 +146,20 @@ def _bad(tmp_path, kind):
     if kind == "objects":
         np.save(tmp_path / "o.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
         return tmp_path / "o.npy", {}, "holds Python objects"
-    if kind == "nan array":
-        np.save(tmp_path / "n.npy", np.array([[0.5, np.nan], [0.1, 0.2]]))
-        return tmp_path / "n.npy", {}, "NaN or infinite values (first in example 0)"
+    if kind == "infinite array":
+        np.save(tmp_path / "n.npy", np.array([[0.5, 0.1], [0.1, -np.inf]]))  # NaN is missing (test_own_data_missing)
+        return tmp_path / "n.npy", {}, "infinite values (first in example 1)"
     if kind == "one-dimensional":
         np.save(tmp_path / "v.npy", np.arange(10.0))
         return tmp_path / "v.npy", {}, "expected [N, ...]"
     if kind == "non-numeric column":
         return write_cancer_csv(tmp_path), {}, "column 'diagnosis' is not numeric (line 2: 'M'); choose numeric"
-    if kind == "nan in table":
+    if kind == "inf in table":  # NaN and an empty cell are missing values (test_own_data_missing)
         path = write_cancer_csv(tmp_path, diagnosis=False)
         lines = path.read_text().splitlines()
-        lines[5] = "nan," + lines[5].split(",", 1)[1]
+        lines[5] = "inf," + lines[5].split(",", 1)[1]
         path.write_text("\n".join(lines) + "\n")
-        return path, {}, "line 6, column 'mean radius' is 'nan'"
-    if kind == "empty cell":
-        path = tmp_path / "e.csv"
-        path.write_text("a,b\n1,2\n3,\n")
-        return path, {}, "line 3, column 'b' is empty"
+        return path, {}, "line 6, column 'mean radius' is 'inf', not a finite number"
     if kind == "ragged row":
         path = tmp_path / "r.csv"
         path.write_text("a,b\n1,2\n3\n")
@@ -190,8 +186,8 @@ def _bad(tmp_path, kind):
     raise AssertionError(kind)
 
 
-BAD = ["missing", "truncated npy", "truncated npz", "npz without train", "objects", "nan array", "one-dimensional",
-       "non-numeric column", "nan in table", "empty cell", "ragged row", "unknown column", "corrupt png",
+BAD = ["missing", "truncated npy", "truncated npz", "npz without train", "objects", "infinite array", "one-dimensional",
+       "non-numeric column", "inf in table", "ragged row", "unknown column", "corrupt png",
        "not an image", "empty folder", "unknown suffix", "columns on an array"]
 
 

@@ -50,6 +50,25 @@ def _add_training_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--threads", type=v.THREADS, default=0, help="torch CPU threads (default: the cores available)")
 
 
+def _add_space_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search space (default: the paper's; the latent kept below the input dimension of "
+                             "small data: docs/design.md#the-search-space)")
+    layers, width, latent = v.whole(1, v.MAX_LAYERS), v.whole(1, v.MAX_WIDTH), v.whole(1, v.MAX_LATENT)
+    g.add_argument("--min-layers", type=layers, default=None, metavar="N",
+                   help=f"hidden layers per network, at least (1 to {v.MAX_LAYERS}, default 1)")
+    g.add_argument("--max-layers", type=layers, default=None, metavar="N",
+                   help=f"hidden layers per network, at most (1 to {v.MAX_LAYERS}, default 5)")
+    for name, kind, low, high, step in (("width", width, 50, 1000, 50), ("latent", latent, 10, 100, 10)):
+        what = "hidden layer widths" if name == "width" else "latent sizes"
+        g.add_argument(f"--{name}-min", type=kind, default=None, metavar="N", help=f"{what}: the smallest "
+                       f"(default {low})")
+        capped = "; not given: the largest grid value below the data's input dimension" if name == "latent" else ""
+        g.add_argument(f"--{name}-max", type=kind, default=None, metavar="N",
+                       help=f"{what}: the largest (default {high}{capped})")
+        g.add_argument(f"--{name}-step", type=kind, default=None, metavar="N",
+                       help=f"{what}: the grid's step from the smallest (default {step}; it must divide the range)")
+
+
 def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", default="auto", choices=("auto", "console", "json"),
                    help="console for people, json for machines (auto: json unless stderr is a terminal)")
@@ -117,8 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mutation-rate", type=v.probability(), default=0.8, help="0 to 1 (default 0.8)")
     s.add_argument("--initial", nargs="*", type=v.genotype(), default=[], metavar="GENOTYPE",
                    help="genotypes to seed generation 0 (inside the search space)")
-    s.add_argument("--max-layers", type=v.whole(1, 20), default=5,
-                   help="hidden layers per network, at most (1 to 20, default 5)")
+    _add_space_options(search)
     s.add_argument("--output", type=v.new_file, default=None, metavar="FILE",
                    help="also write the search's result (JSON) here")
     s.add_argument("--run-dir", type=v.dir_to_create, default=None,

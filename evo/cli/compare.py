@@ -81,7 +81,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         preset = replace(preset, arms=arms)
-    config = {"format": FORMAT, "preset": asdict(preset), **{key: fields.get(key, "") for key in DATA_FIELDS},
+    config = {"format": FORMAT, "preset": asdict(preset), **_data_of(fields),
               "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
     check_split(_spec_of(preset, config), args.data_root)  # e.g. a --val-size too large for the table: one line
     return config
@@ -89,7 +89,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 def _data_of(config: dict[str, Any]) -> dict[str, str]:
     """The data fields of a configuration (one from before own data has only ``dataset``)."""
-    return {key: config.get(key, "bernoulli" if key == "likelihood" else "") for key in DATA_FIELDS}
+    defaults = {"likelihood": "bernoulli", "missing": "error"}
+    return {key: config.get(key, defaults.get(key, "")) for key in DATA_FIELDS}
 
 
 def _spec_of(preset: ComparePreset, config: dict[str, Any]) -> TrainSpec:
@@ -99,7 +100,7 @@ def _spec_of(preset: ComparePreset, config: dict[str, Any]) -> TrainSpec:
 
 
 #: what defines a comparison: taken from RUN_DIR/compare.json by --resume, so not to be given with it
-_DEFINING = ("preset", "dataset", "columns", "image_size", "likelihood", "val_size", "split_seed", "seeds",
+_DEFINING = ("preset", "dataset", "columns", "image_size", "likelihood", "missing", "val_size", "split_seed", "seeds",
              "budget_epochs", "arms", "fidelity_count", "run_dir")
 
 

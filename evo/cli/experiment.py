@@ -29,7 +29,7 @@ PROG = "evovae experiment"
 _OVERRIDES = ("population", "offspring", "generations", "train_subset", "val_size", "search_epochs", "random_epochs",
               "random_seeds", "retrain_epochs", "manifold_epochs")
 #: what defines an experiment: taken from RUN_DIR/experiment.json by --resume, so not to be given with it
-_DEFINING = ("dataset", "columns", "image_size", "likelihood", "preset", "seed", "split_seed", *_OVERRIDES)
+_DEFINING = ("dataset", "columns", "image_size", "likelihood", "missing", "preset", "seed", "split_seed", *_OVERRIDES)
 
 
 _EPOCH_TEXT = v.whole_list(1, example="2,5")

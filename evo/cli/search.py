@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +179,7 @@ def _finish(args: argparse.Namespace, search: SearchRun, evaluator: AsyncEvaluat
           f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "
           f"from the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
     summary = search.summary()
+    summary["space"] = asdict(search.config.space)  # the grid searched (the options, the latent capped)
     simulated = getattr(evaluator, "summary", None)
     if simulated is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
         summary["simulated"] = simulated()

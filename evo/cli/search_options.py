@@ -4,14 +4,15 @@ options a resumed search ignores because its journal fixes them."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
-from gpuworker.data_options import spec_from_args
+from gpuworker.data_options import input_dim, spec_from_args
 
 from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..multifidelity import parse_fidelities
 from ..search_config import SearchConfig
-from ..space import SearchSpace
+from ..space import SPACE_FIELDS, SearchSpace, space_for
 from ..spec import TrainSpec
 from ..strategies import OptionError, StrategyOptions
 
@@ -19,14 +20,15 @@ if TYPE_CHECKING:
     from ..head.cluster import ClusterOptions
 
 __all__ = ["DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device", "check_options", "cluster_options_of",
-           "config_of", "default_strategy", "genotype_arg", "ignored_on_resume", "spec_of"]
+           "config_of", "default_strategy", "genotype_arg", "ignored_on_resume", "space_of", "spec_of"]
 
 #: The options that define a search (stored in its journal; a resumed run takes them from there).
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
                "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
                "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
-               "brackets")
+               "brackets", "min_layers", "width_min", "width_max", "width_step", "latent_min", "latent_max",
+               "latent_step", "missing")
 
 #: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
 #: docs/experiments.md); the paper's evolution where an option only it has is given
@@ -71,11 +73,41 @@ def default_strategy(args: argparse.Namespace) -> None:
         args.fidelities = [max(1, round(0.3 * args.epochs)), args.epochs]
 
 
+def _flag(field: str) -> str:
+    return f"--{field.replace('_', '-')}"
+
+
+def space_of(args: argparse.Namespace, features: int | None = None) -> tuple[SearchSpace, str]:
+    """The search space of the options (``--min-layers`` ... ``--latent-step``; not given: the paper's) for
+    data of ``features`` input dimensions (None: not read yet), and the note of the latent cap ("" if none):
+    :func:`evo.space.space_for`. UsageError (one line naming the options) for a combination that makes no grid."""
+    try:
+        return space_for({field: getattr(args, field, None) for field in SPACE_FIELDS}, features, _flag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _initial(args: argparse.Namespace, space: SearchSpace) -> tuple[Genotype, ...]:
+    try:  # also from a --config file, whose lists argparse does not check
+        return tuple(space.validate(parse_genotype(text)) for text in args.initial)
+    except GenotypeError as exc:
+        raise UsageError(f"--initial: {exc}") from None
+
+
 def config_of(args: argparse.Namespace) -> SearchConfig:
     """A new search's configuration from its options, checked as the strategy will take them (UsageError
-    naming the option). Own data is read, fingerprinted and split here, once."""
+    naming the option). Own data is read, fingerprinted and split here, once; the search space's latent is
+    kept below the data's input dimension unless ``--latent-max`` is given (one note on stderr says so)."""
     default_strategy(args)
-    space = SearchSpace(max_layers=args.max_layers)
+    spec = spec_of(args)
+    try:
+        features = input_dim(spec, args.data_root)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    space, note = space_of(args, features)
+    if note:
+        print(f"evovae: note: {note}", file=sys.stderr, flush=True)
+    initial = _initial(args, space)
     try:
         options = StrategyOptions(
             strategy=args.strategy, population=args.population, offspring=args.offspring,
@@ -84,11 +116,11 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
             tuple(args.fidelities or ()), eta=args.eta, mode=args.mode,
             tournament_size=args.tournament_size, startup_trials=args.startup_trials,
             crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
-            initial=tuple(space.validate(parse_genotype(t)) for t in args.initial), seed=args.seed,
+            initial=initial, seed=args.seed,
             operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets)
     except OptionError as exc:
         raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
-    return SearchConfig(options, spec_of(args), space)
+    return SearchConfig(options, spec, space)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -102,11 +134,8 @@ def check_options(args: argparse.Namespace) -> None:
                          "without any: give one of them")
     if args.resume:
         return
-    space = SearchSpace(max_layers=args.max_layers)
-    try:  # also from a --config file, whose lists argparse does not check
-        initial = [str(space.validate(parse_genotype(text))) for text in args.initial]
-    except GenotypeError as exc:
-        raise UsageError(f"--initial: {exc}") from None
+    space, _ = space_of(args)  # the data is not read yet: the latent is capped in config_of
+    initial = [str(g) for g in _initial(args, space)]
     twice = sorted({g for g in initial if initial.count(g) > 1})
     if twice:
         raise UsageError(f"--initial gives {', '.join(twice)} more than once; give each genotype once")

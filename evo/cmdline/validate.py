@@ -33,13 +33,22 @@ from ..genotype import Genotype, GenotypeError, parse_genotype
 from ..space import SearchSpace
 
 __all__ = ["BATCH_SIZE", "BIND", "CONNECT", "EPOCHS", "HEARTBEAT", "LEARNING_RATE", "LEASE", "LIVENESS",
-           "LOCAL_WORKERS", "MAX_ATTEMPTS", "MAX_SEED", "SEED", "THREADS", "TRAIN_SUBSET", "VAL_SIZE",
+           "LOCAL_WORKERS", "MAX_ATTEMPTS", "MAX_LATENT", "MAX_LAYERS", "MAX_SEED", "MAX_WIDTH", "SEED", "THREADS",
+           "TRAIN_SUBSET", "VAL_SIZE", "WIDEST",
            "OneLineParser", "OptionError", "choice_list", "data_root", "device", "dir_to_create", "endpoint",
            "existing_dir", "file_to_create", "genotype", "new_file", "number", "parse_args",
            "probability", "seconds", "seed", "trainable_genotype", "whole", "whole_list", "worker_id"]
 
 #: Seeds (of a search, of the validation split, of sampling) are 0 .. 2**32 - 1, as numpy's legacy seeding takes.
 MAX_SEED = 2**32 - 1
+
+#: The largest search space the options allow (``evovae search --max-layers/--width-max/--latent-max``), and so
+#: the largest genotype ``evovae train`` and ``export`` take (:func:`trainable_genotype`).
+MAX_LAYERS = 20
+MAX_WIDTH = 10_000
+MAX_LATENT = 10_000
+WIDEST = SearchSpace(max_layers=MAX_LAYERS, width_min=1, width_max=MAX_WIDTH, width_step=1, latent_min=1,
+                     latent_max=MAX_LATENT, latent_step=1)
 
 _DEVICE = re.compile(r"(cpu|mps|meta|(cuda|xpu)(:[0-9]{1,3})?)")
 _WORKER_ID = re.compile(ID_PATTERN)  # the id travels on the wire: the protocol's rule
@@ -292,10 +301,10 @@ def genotype(space: SearchSpace | None = None, *, bounded: bool = False) -> Call
     return _named(check, "genotype")
 
 
-def trainable_genotype(text: Any, space: SearchSpace = SearchSpace()) -> Genotype:
+def trainable_genotype(text: Any, space: SearchSpace = WIDEST) -> Genotype:
     """A genotype to train on its own (``evovae train``, ``evovae export``): any positive widths and latent
-    size, but none above the search space's largest, and no more layers than it allows - so a 20-digit width
-    is refused here, not by torch. GenotypeError (one line) otherwise."""
+    size, but none above the largest a search may use (:data:`WIDEST`), and no more layers than it allows -
+    so a 20-digit width is refused here, not by torch. GenotypeError (one line) otherwise."""
     parsed = parse_genotype(text)
     problems = [f"{name} has {len(net)} hidden layers" for name, net in (("the encoder", parsed.encoder),
                                                                          ("the decoder", parsed.decoder))

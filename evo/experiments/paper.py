@@ -221,7 +221,8 @@ def _protocol(config: ExperimentConfig, options: ClusterOptions, data: Splits) -
     p = config.preset
     own = {} if config.spec(1).builtin else {  # left out for the built-in sets: their report reads as before
         "data_name": config.data_name, "data_kind": data.kind, "data_sha256": config.data_sha256,
-        "likelihood": config.likelihood, "columns": config.columns, "image_size": config.image_size}
+        "likelihood": config.likelihood, "columns": config.columns, "image_size": config.image_size,
+        "missing": config.missing}
     return {
         "dataset": config.dataset, **own, "input_shape": list(data.shape), "train_images": len(data.train),
         "validation_images": len(data.val), "test_images": len(data.test), "split_seed": config.split_seed,

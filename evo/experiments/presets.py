@@ -12,7 +12,7 @@ from ..strategies import StrategyOptions, budget_of
 __all__ = ["DATA_FIELDS", "HAND_DESIGNED", "METRIC", "METRICS", "PRESETS", "ExperimentConfig", "Preset", "SearchPlan"]
 
 #: the TrainSpec fields that name the data (the data options of the command line, resolved)
-DATA_FIELDS = ("dataset", "likelihood", "data_sha256", "columns", "image_size")
+DATA_FIELDS = ("dataset", "likelihood", "data_sha256", "columns", "image_size", "missing")
 
 #: The PyTorch example VAE: 784-400-20-400-784.
 HAND_DESIGNED = Genotype((400,), 20, (400,))
@@ -91,7 +91,7 @@ class ExperimentConfig:
     """A preset with its overrides, plus the data and seeds.
 
     ``dataset`` is a built-in name or the path of own data, then with its fingerprint ``data_sha256`` and
-    ``columns``, ``image_size`` (the TrainSpec fields of that name, :data:`DATA_FIELDS`); ``likelihood``
+    ``columns``, ``image_size``, ``missing`` (the TrainSpec fields of that name, :data:`DATA_FIELDS`); ``likelihood``
     as the data options resolved it. Stored in ``experiment.json``, so a resume re-checks the data."""
 
     preset: Preset
@@ -104,6 +104,7 @@ class ExperimentConfig:
     data_sha256: str = ""
     columns: str = ""
     image_size: str = ""
+    missing: str = "error"
 
     def __post_init__(self) -> None:
         p = self.preset
@@ -138,7 +139,7 @@ class ExperimentConfig:
         return TrainSpec(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                          train_subset=p.train_subset, val_size=p.val_size, split_seed=self.split_seed,
                          dataset=data["dataset"], data_sha256=data["data_sha256"], columns=data["columns"],
-                         image_size=data["image_size"], likelihood=data["likelihood"])
+                         image_size=data["image_size"], likelihood=data["likelihood"], missing=data["missing"])
 
     @property
     def random_seeds(self) -> list[int]:

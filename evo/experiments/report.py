@@ -47,8 +47,9 @@ def _data(pr: dict[str, Any]) -> str:
     shape = "x".join(map(str, pr["input_shape"]))
     if "data_name" not in pr:  # a built-in set (and every report written before own data)
         return f"{pr['dataset']}, images {shape}"
-    options = "".join(f", {flag} {pr[key]}" for flag, key in (("--columns", "columns"), ("--image-size", "image_size"))
-                      if pr.get(key))
+    options = "".join(f", {flag} {pr[key]}" for flag, key in (("--columns", "columns"), ("--image-size", "image_size"),
+                                                              ("--missing", "missing"))
+                      if pr.get(key) and pr[key] != "error")
     what = f"{pr['input_shape'][0]} columns" if pr["data_kind"] == "table" else f"{shape} per example"
     return (f"`{pr['dataset']}`: {pr['data_kind']}, {what}{options}; SHA-256 `{pr['data_sha256'][:16]}...`; "
             f"likelihood {pr['likelihood']}")

@@ -35,7 +35,10 @@ class Raw:
     """Data as read, before any split: ``train`` [N, ...] (and ``test``, when the data has its own).
 
     ``kind`` is ``array``, ``images`` or ``table``; ``shape`` one example's shape; ``scale`` what the values
-    are divided by to be used (255 for 8-bit pixels, else 1); ``columns`` a table's column names."""
+    are divided by to be used (255 for 8-bit pixels, else 1); ``columns`` a table's column names.
+    ``missing_cells`` counts the missing values (NaN in ``train`` and ``test``: a table's NA or empty cells,
+    a float array's NaN), ``first_missing`` says where the first is (``line 5, column 'x' ('NA')``); the
+    training spec's ``missing`` rule decides what becomes of them (:func:`gpuworker.data.own.prepare`)."""
 
     path: str
     sha256: str
@@ -45,6 +48,8 @@ class Raw:
     shape: tuple[int, ...]
     scale: float = 1.0
     columns: tuple[str, ...] = ()
+    missing_cells: int = 0
+    first_missing: str = ""
 
     @property
     def default_likelihood(self) -> str:
@@ -54,7 +59,8 @@ class Raw:
         if self.scale != 1.0:
             return "bernoulli"
         parts = [self.train] if self.test is None else [self.train, self.test]
-        inside = all(part.size == 0 or (part.min() >= 0 and part.max() <= 1) for part in parts)
+        inside = all(part.size == 0 or (np.nanmin(part, initial=0.0) >= 0 and np.nanmax(part, initial=1.0) <= 1)
+                     for part in parts)
         return "bernoulli" if inside else "gaussian"
 
 
@@ -144,12 +150,12 @@ def _checked(path: Path, name: str, array: np.ndarray) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: {name} holds {array.dtype} values; expected numbers (uint8 pixels, "
                         "integers or floats)")
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if not finite.all():
-            first = int(np.flatnonzero(~finite)[0])
-            raise DataError(f"{path}: {name} holds NaN or infinite values (first in example {first}); "
-                            "remove or fill them")
+    if array.dtype.kind == "f":  # NaN is a missing value (the spec's missing rule); infinity is refused
+        infinite = np.isinf(array.reshape(len(array), -1)).any(axis=1)
+        if infinite.any():
+            first = int(np.flatnonzero(infinite)[0])
+            raise DataError(f"{path}: {name} holds infinite values (first in example {first}); remove or fill "
+                            "them")
     if array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
         array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # N, H, W, C -> N, C, H, W
     if array.dtype == np.uint8:
@@ -168,4 +174,15 @@ def _as_raw(path: Path, sha: str, train: np.ndarray, test: np.ndarray | None, na
             raise DataError(f"{path}: 'train' is {train.dtype} and 'test' is {test.dtype}; save both as uint8 "
                             "pixels or both as numbers")
     scale = 255.0 if train.dtype == np.uint8 else 1.0  # uint8 is 8-bit pixels; 0/1 data is stored as bool
-    return Raw(str(path), sha, "array", train, test, tuple(int(s) for s in train.shape[1:]), scale)
+    cells, first = 0, ""
+    for part_name, part in (("", train), ("test", test)):
+        if part is None or part.dtype.kind != "f":
+            continue
+        gaps = np.isnan(part.reshape(len(part), -1))
+        count = int(gaps.sum())
+        if count and not first:
+            example = int(np.flatnonzero(gaps.any(axis=1))[0])
+            value = int(np.flatnonzero(gaps[example])[0])
+            first = f"{f'array {part_name!r} ' if part_name else ''}example {example}, value {value} (NaN)"
+        cells += count
+    return Raw(str(path), sha, "array", train, test, tuple(int(s) for s in train.shape[1:]), scale, (), cells, first)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from evo.spec import TrainSpec
 from .base import DataError
 from .formats import Raw, read
 
-__all__ = ["Prepared", "candidates", "forget", "locate", "prepare", "read_own", "standardisation"]
+__all__ = ["Prepared", "candidates", "fill_missing", "forget", "locate", "missing_rule", "prepare", "read_own",
+           "standardisation", "usable_examples"]
 
 _CACHE_SIZE = 4
 _raw_cache: OrderedDict[tuple[str, str, str], Raw] = OrderedDict()
@@ -91,7 +93,8 @@ def locate(spec: TrainSpec, data_root: str | Path | None = None) -> Raw:
 @dataclass(frozen=True)
 class Prepared:
     """The fixed split of the data, as float32 rows: standardised for ``gaussian``, in [0, 1] for ``bernoulli``
-    (``mean`` and ``std`` are then None)."""
+    (``mean`` and ``std`` are then None). ``missing``: what the spec's missing rule did (None when the data
+    has no missing values; see :func:`missing_rule`)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -101,6 +104,7 @@ class Prepared:
     columns: tuple[str, ...]
     mean: np.ndarray | None
     std: np.ndarray | None
+    missing: dict[str, Any] | None = None
 
 
 def standardisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +122,59 @@ def _rows(raw: Raw, part: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _kind_of_gaps(raw: Raw) -> str:
+    return "NA, empty or NaN cells" if raw.kind == "table" else "NaN values"
+
+
+def usable_examples(raw: Raw, missing: str) -> int:
+    """The examples of the training part the split is made of: with ``missing`` = ``drop`` those without a
+    missing value, else all of them (what the default ``--val-size`` is a fifth of)."""
+    if missing != "drop" or not raw.missing_cells:
+        return len(raw.train)
+    rows = raw.train.reshape(len(raw.train), -1)
+    return int(len(rows) - np.isnan(rows).any(axis=1).sum()) if rows.dtype.kind == "f" else len(rows)
+
+
+def _gaps(rows: np.ndarray) -> np.ndarray:
+    """Which rows hold a missing value (NaN)."""
+    return np.isnan(rows).any(axis=1)
+
+
+def _refuse_missing(raw: Raw, rows: int) -> DataError:
+    cells = f"{raw.missing_cells} missing value{'' if raw.missing_cells == 1 else 's'}"
+    unit = ("row" if raw.kind == "table" else "example") + ("" if rows == 1 else "s")
+    feature = "column" if raw.kind == "table" else "feature"
+    return DataError(f"{raw.path}: {cells} ({_kind_of_gaps(raw)}) in {rows} {unit}, the first at "
+                     f"{raw.first_missing}; pass --missing drop to leave those {unit} out, or --missing mean to fill "
+                     f"each with its {feature}'s mean over the training split (or fill them in the file)")
+
+
+def _fill_means(raw: Raw, train: np.ndarray) -> np.ndarray:
+    """Each feature's mean over the training rows, ignoring missing values (DataError for a feature missing in
+    every training row)."""
+    present = ~np.isnan(train)
+    counts = present.sum(axis=0)
+    if (counts == 0).any():
+        j = int(np.flatnonzero(counts == 0)[0])
+        what = f"column {raw.columns[j]!r}" if raw.columns else f"value {j} of every example"
+        raise DataError(f"{raw.path}: {what} is missing in every row of the training split, so --missing mean has "
+                        "no mean to fill it with; leave it out (--columns) or use --missing drop")
+    sums = np.where(present, train, 0.0).sum(axis=0, dtype=np.float64)
+    return (sums / counts).astype(np.float32)
+
+
+def missing_rule(raw: Raw, spec: TrainSpec, rows: int, fill: np.ndarray | None = None) -> dict[str, Any] | None:
+    """What ``spec.missing`` did to the data (JSON-friendly, kept in a saved model's ``model.json`` as
+    ``data.missing``): the rule, the missing cells and the examples holding them, and for ``mean`` the value
+    each feature was filled with (in the data's own units). None for data without missing values."""
+    if not raw.missing_cells:
+        return None
+    described: dict[str, Any] = {"rule": spec.missing, "cells": raw.missing_cells, "examples": rows}
+    if fill is not None:
+        described["fill"] = [float(v) for v in fill]
+    return described
+
+
 def _split(raw: Raw, spec: TrainSpec, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Indices of (training, validation, carved test or None) for ``n`` examples."""
     v, carve = spec.val_size, raw.test is None
@@ -133,15 +190,41 @@ def _split(raw: Raw, spec: TrainSpec, n: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def prepare(spec: TrainSpec, data_root: str | Path | None = None) -> Prepared:
-    """Locate, split and (for ``gaussian``) standardise the data of ``spec``, as every worker will."""
+    """Locate, split and (for ``gaussian``) standardise the data of ``spec``, as every worker will.
+
+    Missing values (NaN: :attr:`Raw.missing_cells`) follow ``spec.missing``: ``error`` refuses the data in one
+    line (the count, the examples, the first); ``drop`` leaves out every example holding one before the split
+    (the permutation is of the complete examples); ``mean`` splits all examples, then fills each missing value
+    with its feature's mean over the training split's present values (before ``train_subset``), in the
+    training, validation and test splits alike."""
     raw = locate(spec, data_root)
     x = _rows(raw, raw.train)
+    own_test = _rows(raw, raw.test) if raw.test is not None else None
+    described = None
+    if raw.missing_cells:
+        gappy = int(_gaps(x).sum()) + (int(_gaps(own_test).sum()) if own_test is not None else 0)
+        if spec.missing == "error":
+            raise _refuse_missing(raw, gappy)
+        if spec.missing == "drop":
+            x = x[~_gaps(x)]
+            own_test = own_test[~_gaps(own_test)] if own_test is not None else None
+            if not len(x) or (own_test is not None and not len(own_test)):
+                part = "training part" if not len(x) else "test part"
+                raise DataError(f"{raw.path}: every example of its {part} holds a missing value, so --missing drop "
+                                "leaves none; use --missing mean, or fill them in the file")
+            described = missing_rule(raw, spec, gappy)
     train_idx, val_idx, test_idx = _split(raw, spec, len(x))
-    test = x[test_idx] if test_idx is not None else _rows(raw, raw.test)  # type: ignore[arg-type]
+    test = x[test_idx] if test_idx is not None else own_test
+    assert test is not None
     train, val = x[train_idx], x[val_idx]
+    if raw.missing_cells and spec.missing == "mean":
+        fill = _fill_means(raw, train)
+        train, val, test = (np.where(np.isnan(part), fill, part).astype(np.float32) for part in (train, val, test))
+        described = missing_rule(raw, spec, gappy, fill)
     mean = std = None
     if spec.likelihood == "bernoulli":
-        low, high = float(min(x.min(), test.min())), float(max(x.max(), test.max()))
+        low = float(min(train.min(), val.min(), test.min()))
+        high = float(max(train.max(), val.max(), test.max()))
         if low < 0 or high > 1:
             raise DataError(f"{raw.path}: values run from {low:g} to {high:g}, outside the [0, 1] of --likelihood "
                             "bernoulli; use --likelihood gaussian (standardised), or scale the data to [0, 1]")
@@ -154,4 +237,23 @@ def prepare(spec: TrainSpec, data_root: str | Path | None = None) -> Prepared:
     if spec.train_subset:
         train = train[:spec.train_subset]
     return Prepared(np.ascontiguousarray(train), np.ascontiguousarray(val), np.ascontiguousarray(test), raw.shape,
-                    raw.kind, raw.columns, mean, std)
+                    raw.kind, raw.columns, mean, std, described)
+
+
+def fill_missing(rows: np.ndarray, missing: dict[str, Any] | None, where: str) -> np.ndarray:
+    """New rows (float, in the data's own units, NaN where a value is missing) as a saved model takes them:
+    with the model's ``data.missing`` rule ``mean`` each NaN becomes the training split's mean of its feature
+    (``missing["fill"]``, stored with the model); otherwise rows with a missing value are a DataError of one
+    line naming ``where`` (the file) and the first (dropping them would leave the rows out of line with their
+    latents). For ``evovae encode``/``score`` and the Python API on data read after training."""
+    gaps = np.isnan(rows)
+    if not gaps.any():
+        return rows
+    fill = (missing or {}).get("fill")
+    if fill is not None and len(fill) == rows.shape[1]:
+        return np.where(gaps, np.asarray(fill, dtype=rows.dtype), rows)
+    gappy = np.flatnonzero(gaps.any(axis=1))
+    rule = (missing or {}).get("rule", "error")
+    raise DataError(f"{where}: {int(gaps.sum())} missing values in {len(gappy)} rows (the first in row "
+                    f"{int(gappy[0]) + 1}); the model was trained with --missing {rule}, which has no values to "
+                    "fill them with: fill them or leave those rows out")

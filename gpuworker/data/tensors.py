@@ -45,16 +45,20 @@ class Splits:
     columns: tuple[str, ...] = ()
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    missing: dict[str, Any] | None = None
 
     @property
     def input_dim(self) -> int:
         return int(self.train.shape[1])
 
     def description(self) -> dict[str, Any]:
-        """What a saved model needs to know of its data (JSON-friendly): kind, shape, columns, standardisation."""
+        """What a saved model needs to know of its data (JSON-friendly): kind, shape, columns, standardisation,
+        and what the missing rule did (``missing``: rule, cells, examples, and for ``mean`` the fill values in
+        the data's units; None when the data had no missing values)."""
         return {"kind": self.kind, "shape": list(self.shape), "columns": list(self.columns),
                 "likelihood": self.likelihood,
-                "standardisation": {"mean": list(self.mean), "std": list(self.std)} if self.mean else None}
+                "standardisation": {"mean": list(self.mean), "std": list(self.std)} if self.mean else None,
+                "missing": self.missing}
 
 
 def _builtin(spec: TrainSpec, root: str, download: bool, device: str) -> Splits:
@@ -94,7 +98,7 @@ def _own(spec: TrainSpec, root: str, device: str) -> Splits:
     mean = tuple(float(v) for v in p.mean) if p.mean is not None else ()
     std = tuple(float(v) for v in p.std) if p.std is not None else ()
     return Splits(to_device(p.train), to_device(p.val), to_device(p.test), p.shape, spec.likelihood, p.kind,
-                  p.columns, mean, std)
+                  p.columns, mean, std, p.missing)
 
 
 def splits(spec: TrainSpec, device: torch.device | str = "cpu", root: str | Path | None = None,
@@ -103,7 +107,8 @@ def splits(spec: TrainSpec, device: torch.device | str = "cpu", root: str | Path
 
     Own data is keyed by its fingerprint, not its path: a hit is the very data the head fingerprinted."""
     root = str(root or default_root())
-    data = (spec.data_sha256, spec.columns, spec.image_size) if not spec.builtin else (spec.dataset, root, download)
+    data = ((spec.data_sha256, spec.columns, spec.image_size, spec.missing) if not spec.builtin
+            else (spec.dataset, root, download))
     key = (*data, spec.likelihood, spec.val_size, spec.split_seed, spec.train_subset, str(device))
     if key in _cache:
         _cache.move_to_end(key)
