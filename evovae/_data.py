@@ -55,22 +55,24 @@ def column_text(columns: str | Sequence[str] | None) -> str:
     return ",".join(names)
 
 
-def stage(data: Any, columns: str | Sequence[str] | None = None) -> Staged:
-    """``data`` (array, tensor, DataFrame or path) as a file to search on (see the module's docstring)."""
+def stage(data: Any, columns: str | Sequence[str] | None = None, missing: str = "error") -> Staged:
+    """``data`` (array, tensor, DataFrame or path) as a file to search on (see the module's docstring). With
+    ``missing`` ``drop`` or ``mean``, missing values (NaN, NA) pass through to the reader, which applies the rule;
+    with ``error`` they are refused here."""
     if isinstance(data, (str, os.PathLike)):
         path = Path(data).expanduser()
         if not path.exists():
             raise OptionError("data", f"{path}: no such file or folder")
         return Staged(path.name, source=path.absolute(), columns=column_text(columns))
     if hasattr(data, "columns") and hasattr(data, "to_numpy"):
-        names, payload = _frame_csv(data, columns)
+        names, payload = _frame_csv(data, columns, missing)
         return Staged("data.csv", payload=payload, columns=",".join(names))
     if columns is not None:
         raise OptionError("columns", "chooses the columns of a DataFrame or of a table file; the data is an array")
-    return Staged("data.npy", payload=_npy(_numbers(data)))
+    return Staged("data.npy", payload=_npy(_numbers(data, missing)))
 
 
-def _numbers(data: Any) -> np.ndarray:
+def _numbers(data: Any, missing: str = "error") -> np.ndarray:
     if hasattr(data, "detach") and hasattr(data, "cpu"):  # a torch tensor, on any device
         tensor = data.detach().cpu()
         try:
@@ -88,11 +90,17 @@ def _numbers(data: Any) -> np.ndarray:
         raise OptionError("data", f"has shape {array.shape}; give [N, ...], one example per row, N >= 1 (N numbers "
                                   "of one feature: data.reshape(-1, 1))")
     if array.dtype.kind == "f":
-        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-        if not finite.all():
-            first = int(np.flatnonzero(~finite)[0])
-            raise OptionError("data", f"holds NaN or infinite values ({int((~finite).sum())} examples, the first "
-                                      f"at index {first}); remove or fill them")
+        flat = array.reshape(len(array), -1)
+        infinite = np.isinf(flat).any(axis=1)
+        if infinite.any():
+            raise OptionError("data", f"holds infinite values ({int(infinite.sum())} examples, the first at index "
+                                      f"{int(np.flatnonzero(infinite)[0])}); remove them")
+        gaps = np.isnan(flat).any(axis=1)
+        if gaps.any() and missing == "error":
+            raise OptionError("data", f"holds missing values (NaN) in {int(gaps.sum())} examples, the first at "
+                                      f"index {int(np.flatnonzero(gaps)[0])}; pass missing='drop' to leave those "
+                                      "examples out or missing='mean' to fill each with its feature's mean, or fill "
+                                      "them first")
     return np.ascontiguousarray(array)
 
 
@@ -102,8 +110,9 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _frame_csv(frame: Any, columns: str | Sequence[str] | None) -> tuple[list[str], bytes]:
-    """The chosen numeric columns of a DataFrame as CSV bytes (header, then one line per row)."""
+def _frame_csv(frame: Any, columns: str | Sequence[str] | None, missing: str = "error") -> tuple[list[str], bytes]:
+    """The chosen numeric columns of a DataFrame as CSV bytes (header, then one line per row; a missing value an
+    empty cell)."""
     by_name: dict[str, Any] = {}
     for column in frame.columns:
         name = str(column)
@@ -113,10 +122,10 @@ def _frame_csv(frame: Any, columns: str | Sequence[str] | None) -> tuple[list[st
     wanted = column_text(columns)
     names = wanted.split(",") if wanted else list(by_name)
     column_text(names)  # names the spec can hold
-    missing = [n for n in names if n not in by_name]
-    if missing:
+    absent = [n for n in names if n not in by_name]
+    if absent:
         shown = ", ".join(list(by_name)[:12]) + (" ..." if len(by_name) > 12 else "")
-        raise OptionError("columns", f"no column {', '.join(map(repr, missing))}; the DataFrame's columns are {shown}")
+        raise OptionError("columns", f"no column {', '.join(map(repr, absent))}; the DataFrame's columns are {shown}")
     if not names:
         raise OptionError("data", "the DataFrame has no columns")
     values = np.empty((len(frame), len(names)), dtype=np.float64)
@@ -131,15 +140,20 @@ def _frame_csv(frame: Any, columns: str | Sequence[str] | None) -> tuple[list[st
             values[:, j] = series.to_numpy(dtype="float64", na_value=np.nan)
         except TypeError:  # a DataFrame-like object without pandas' na_value
             values[:, j] = np.asarray(series.to_numpy(), dtype=np.float64)
-        missing_rows = np.flatnonzero(~np.isfinite(values[:, j]))
-        if len(missing_rows):
-            raise OptionError("data", f"column {name!r} has {len(missing_rows)} missing or infinite values (the first "
-                                      f"in row {int(missing_rows[0])}); drop or fill them first (data.dropna(), "
-                                      "data.fillna(...))")
+        infinite = np.flatnonzero(np.isinf(values[:, j]))
+        if len(infinite):
+            raise OptionError("data", f"column {name!r} has {len(infinite)} infinite values (the first in row "
+                                      f"{int(infinite[0])}); replace them")
+        missing_rows = np.flatnonzero(np.isnan(values[:, j]))
+        if len(missing_rows) and missing == "error":
+            raise OptionError("data", f"column {name!r} has {len(missing_rows)} missing values (the first in row "
+                                      f"{int(missing_rows[0])}); pass missing='drop' to leave those rows out or "
+                                      "missing='mean' to fill each with its column's mean, or drop or fill them "
+                                      "first (data.dropna(), data.fillna(...))")
     if len(values) == 0:
         raise OptionError("data", "the DataFrame has no rows")
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(names)
-    writer.writerows([repr(v) for v in row] for row in values.tolist())
+    writer.writerows(["" if v != v else repr(v) for v in row] for row in values.tolist())  # NaN: an empty cell
     return names, text.getvalue().encode("utf-8")

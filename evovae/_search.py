@@ -19,6 +19,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import structlog
+
 from evo.evaluation import Evaluation
 from evo.genotype import Genotype, GenotypeError, parse_genotype
 from evo.head.cache import ResultCache
@@ -27,7 +30,7 @@ from evo.head.search_run import RunDirLocked, SearchRun, StorageError, default_r
 from evo.multifidelity import parse_fidelities
 from evo.search_config import SearchConfig
 from evo.selection import rank
-from evo.space import SearchSpace
+from evo.space import SPACE_FIELDS, SearchSpace, space_for
 from evo.spec import TrainSpec
 from evo.strategies import OptionError, StrategyOptions
 from evo.strategy import Report
@@ -41,9 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SearchResult", "search"]
 
+log = structlog.get_logger(__name__)
+
 #: the TrainSpec fields a caller names as parameters of :func:`search` (an error about one names it)
 _SPEC_PARAMETERS = ("epochs", "batch_size", "lr", "seed", "train_subset", "val_size", "split_seed", "likelihood",
-                    "columns", "image_size")
+                    "columns", "image_size", "missing")
 
 
 def _whole(name: str, value: object, low: int) -> int:
@@ -59,9 +64,11 @@ def search(data: Any, *,
            population: int = 10, offspring: int = 10, tournament_size: int = 3, startup_trials: int = 10,
            crossover_rate: float = 0.5, mutation_rate: float = 0.8, operators: str = "paper",
            continue_promotions: bool = True, initial: Sequence[str | Genotype] = (),
-           max_layers: int = 5, space: SearchSpace | None = None,
+           space: SearchSpace | None = None, min_layers: int | None = None, max_layers: int | None = None,
+           width_min: int | None = None, width_max: int | None = None, width_step: int | None = None,
+           latent_min: int | None = None, latent_max: int | None = None, latent_step: int | None = None,
            columns: str | Sequence[str] | None = None, image_size: str | Sequence[int] | None = None,
-           likelihood: str | None = None, val_size: int | None = None, split_seed: int = 0,
+           likelihood: str | None = None, missing: str = "error", val_size: int | None = None, split_seed: int = 0,
            train_subset: int = 0, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
            run_dir: str | os.PathLike[str] | None = None, workers: int = 0, device: str | None = None,
            threads: int = 0, cache: str | os.PathLike[str] | None = None,
@@ -75,9 +82,12 @@ def search(data: Any, *,
     The search: ``strategy`` (``tpe`` by default, ``evolution``, ``regularized``, ``random``), ``mode``,
     ``fidelities``, ``eta``, ``brackets`` and the rest as ``evovae search`` takes them (``StrategyOptions``);
     an end: ``budget_epochs`` (training epochs in all) and/or ``generations`` (5 when neither is given).
-    Training: ``epochs`` per evaluation, ``batch_size``, ``lr``, ``seed``; the split: ``val_size`` (default a
-    fifth of the examples, at most 10,000), ``split_seed``; ``likelihood`` (default: ``bernoulli`` for values in
-    [0, 1], ``gaussian`` for tables and other numbers).
+    The space: ``min_layers``, ``max_layers``, ``width_min``, ``width_max``, ``width_step``, ``latent_min``,
+    ``latent_max``, ``latent_step`` (not given: the paper's, the latent kept below the data's input dimension
+    unless ``latent_max`` is given), or ``space=SearchSpace(...)`` exactly. Training: ``epochs`` per evaluation,
+    ``batch_size``, ``lr``, ``seed``; the split: ``val_size`` (default a fifth of the examples, at most 10,000),
+    ``split_seed``; ``likelihood`` (default: ``bernoulli`` for values in [0, 1], ``gaussian`` for tables and other
+    numbers); ``missing``: ``error`` (the default), ``drop`` or ``mean`` for missing values (NaN, NA).
 
     ``run_dir`` (default ``runs/search-TIME-PID``): a new or empty directory, or one holding this same search,
     which then resumes where it stopped (what was evaluated is not evaluated again; a finished search returns
@@ -92,13 +102,17 @@ def search(data: Any, *,
         _whole("threads", threads, 0)
         _whole("epochs", epochs, 1)
         _whole("eta", eta, 2)
-        space = _space(space, max_layers)
-        options = _options(dict(
-            strategy=strategy, mode=mode, generations=generations, budget_epochs=budget_epochs, epochs=epochs,
-            fidelities=fidelities, eta=eta, brackets=brackets, population=population, offspring=offspring,
-            tournament_size=tournament_size, startup_trials=startup_trials, crossover_rate=crossover_rate,
-            mutation_rate=mutation_rate, operators=operators, continue_promotions=continue_promotions,
-            initial=initial, seed=seed), space)
+        given_space = dict(min_layers=min_layers, max_layers=max_layers, width_min=width_min, width_max=width_max,
+                           width_step=width_step, latent_min=latent_min, latent_max=latent_max,
+                           latent_step=latent_step)
+        for name, value in given_space.items():
+            if value is not None:
+                _whole(name, value, 1)
+        if space is not None and not isinstance(space, SearchSpace):
+            raise OptionError("space", f"must be an evo.space.SearchSpace, got {type(space).__name__}")
+        named = [name for name, value in given_space.items() if value is not None]
+        if space is not None and named:
+            raise OptionError(named[0], "give the space's bounds or space=SearchSpace(...), not both")
         if device is not None:
             _check_device(device)
         run_path = Path(run_dir).expanduser() if run_dir is not None else default_run_dir()
@@ -108,27 +122,34 @@ def search(data: Any, *,
         if not resuming and run_path.exists() and any(run_path.iterdir()):
             raise OptionError("run_dir", f"{run_path} is not empty, and holds no search; give a new or empty "
                                          "directory (or the run directory of a search to resume)")
-        staged = stage(data, columns)
-        spec = _spec(staged, run_path, image_size=image_size, likelihood=likelihood, val_size=val_size,
-                     epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, train_subset=train_subset,
-                     split_seed=split_seed)
+        staged = stage(data, columns, missing)
+        spec, input_dim = _spec(staged, run_path, image_size=image_size, likelihood=likelihood, missing=missing,
+                                val_size=val_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                train_subset=train_subset, split_seed=split_seed)
+        space = space if space is not None else _space(given_space, input_dim)
+        options = _options(dict(
+            strategy=strategy, mode=mode, generations=generations, budget_epochs=budget_epochs, epochs=epochs,
+            fidelities=fidelities, eta=eta, brackets=brackets, population=population, offspring=offspring,
+            tournament_size=tournament_size, startup_trials=startup_trials, crossover_rate=crossover_rate,
+            mutation_rate=mutation_rate, operators=operators, continue_promotions=continue_promotions,
+            initial=initial, seed=seed), space)
         config = SearchConfig(options, spec, space)
         return _run(config, staged, run_path, workers=workers, device=device, threads=threads,
                     cache=cache, on_report=on_report, verbose=verbose)
 
 
-def _space(space: SearchSpace | None, max_layers: int) -> SearchSpace:
-    if space is not None:
-        if max_layers != SearchSpace.max_layers:
-            raise OptionError("max_layers", "give max_layers or space, not both (space=SearchSpace(max_layers=...))")
-        if not isinstance(space, SearchSpace):
-            raise OptionError("space", f"must be an evo.space.SearchSpace, got {type(space).__name__}")
-        return space
-    _whole("max_layers", max_layers, 1)
+def _space(given: dict[str, int | None], input_dim: int) -> SearchSpace:
+    """The space of the bounds given (None: the paper's), the latent kept below ``input_dim`` unless
+    ``latent_max`` is given (:func:`evo.space.space_for`, as ``evovae search`` makes it)."""
     try:
-        return SearchSpace(max_layers=max_layers)
+        space, note = space_for(given, input_dim)
     except ValueError as exc:
-        raise OptionError("max_layers", str(exc)) from None
+        text = str(exc)
+        first = text.split(" ", 1)[0]
+        raise OptionError(first if first in SPACE_FIELDS else "space", text) from None
+    if note:
+        log.info("search.space", note=note)
+    return space
 
 
 def _options(given: dict[str, Any], space: SearchSpace) -> StrategyOptions:
@@ -176,11 +197,13 @@ def _spec_error(exc: Exception, probe: Path | None) -> OptionError:
 
 
 def _spec(staged: Staged, run_dir: Path, *, image_size: str | Sequence[int] | None, likelihood: str | None,
-          val_size: int | None, **training: Any) -> TrainSpec:
+          missing: str, val_size: int | None, **training: Any) -> tuple[TrainSpec, int]:
     """The training spec of a search of ``staged`` in ``run_dir``: the data read (from a temporary copy when it
     is to be written into the run directory), fingerprinted and split as every worker will, before anything is
-    created. OptionError naming the parameter for anything wrong."""
+    created; and the data's input dimension (values per example). OptionError naming the parameter for anything
+    wrong."""
     from gpuworker.data import DataError, read_own
+    from gpuworker.data.own import usable_examples
     from gpuworker.data_options import DataOptionError, check_split, default_val_size
 
     size = image_size if image_size is None or isinstance(image_size, str) else ",".join(str(v) for v in image_size)
@@ -192,20 +215,20 @@ def _spec(staged: Staged, run_dir: Path, *, image_size: str | Sequence[int] | No
             probe.write_bytes(staged.payload)
         try:
             checked = TrainSpec(dataset=str(final), data_sha256="0" * 64, columns=staged.columns,
-                                image_size=size or "")  # the format options, before any data is read
+                                image_size=size or "", missing=missing)  # the format options, before data is read
             raw = read_own(probe, checked.columns, checked.image_size)
         except (DataError, ValueError) as exc:
             raise _spec_error(exc, probe) from None
         if val_size is None:
-            val_size = default_val_size(len(raw.train))
+            val_size = default_val_size(usable_examples(raw, missing))
         try:
             spec = TrainSpec(dataset=str(final), data_sha256=raw.sha256, columns=checked.columns,
                              image_size=checked.image_size, likelihood=likelihood or raw.default_likelihood,
-                             val_size=val_size, **training)
+                             missing=missing, val_size=val_size, **training)
             check_split(spec)  # split (and standardised) as every worker will: too few rows, values outside [0, 1]
         except (DataOptionError, ValueError) as exc:
             raise _spec_error(exc, probe) from None
-    return spec
+    return spec, int(np.prod(raw.shape))
 
 
 def _differences(old: SearchConfig, new: SearchConfig) -> str:

@@ -150,6 +150,32 @@ def test_a_dataframe_search_trains_a_table_model_in_its_own_units(tmp_path):
     assert rows.shape == (500, 3) and abs(rows[:, 0].mean() - 170) < 5 and abs(rows[:, 2].mean() - 45) < 5
 
 
+@pytest.mark.slow
+def test_missing_values_in_a_dataframe_follow_the_missing_rule_and_the_latent_stays_below_the_columns(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(people(300), columns=list(TABLE_COLUMNS))
+    frame.loc[[3, 50, 51], "weight"] = None
+    exc = refusal(data=frame, run_dir=tmp_path / "r")
+    assert exc.option == "data" and "'weight' has 3 missing values" in exc.message and "missing='mean'" in exc.message
+    settings = dict(budget_epochs=2, epochs=1, strategy="random", population=2, offspring=2, max_layers=1,
+                    width_max=100)
+    dropped = evovae.search(frame, missing="drop", run_dir=tmp_path / "drop", **settings)
+    assert dropped.spec.missing == "drop" and dropped.spec.val_size == 59  # a fifth of the 297 complete rows
+    space = dropped.config.space
+    assert (space.latent_min, space.latent_max, space.latent_step) == (1, 2, 1)  # below the 3 columns
+    assert ",".join(pd.read_csv(tmp_path / "drop" / "data.csv").columns) == ",".join(TABLE_COLUMNS)
+    filled = evovae.search(frame, missing="mean", run_dir=tmp_path / "mean", latent_max=10, **settings)
+    assert filled.config.space.latent_max == 10                                   # given: no cap
+    model = filled.train_best(epochs=1)
+    fill = model.info["data"]["missing"]["fill"]
+    assert model.info["data"]["missing"]["rule"] == "mean" and abs(fill[1] - frame["weight"].mean()) < 3
+    gappy = frame.loc[[3]]
+    completed = gappy.fillna({"weight": fill[1]})
+    assert np.allclose(model.encode(gappy).mean, model.encode(completed).mean, atol=1e-6)
+    exc = refusal(data=frame, missing="sometimes", run_dir=tmp_path / "x")
+    assert exc.option == "missing"
+
+
 @pytest.mark.slow  # starts two worker processes
 def test_local_workers_search_the_data_written_in_the_run_directory(tmp_path):
     settings = dict(budget_epochs=4, epochs=1, strategy="random", population=2, offspring=2, space=SMALL)
