@@ -175,18 +175,24 @@ def input_dim(spec: TrainSpec, data_root: str | None = None) -> int:
     return dim
 
 
-def check_split(spec: TrainSpec, data_root: str | None = None) -> None:
+def check_split(spec: TrainSpec, data_root: str | None = None, *, subset_given: bool = True) -> None:
     """Own data of ``spec`` split (and standardised) as every worker will split it: too few rows for its
-    ``val_size`` or values outside [0, 1] for ``bernoulli`` are a DataOptionError here, before anything is
-    created. Nothing to do for a built-in set (the head has no torch to load it)."""
+    ``val_size``, values outside [0, 1] for ``bernoulli``, or (``subset_given``: the person asked for it) a
+    ``--train-subset`` larger than the training rows are a DataOptionError here, before anything is created.
+    An experiment's preset subset larger than the data means all of it. Nothing to do for a built-in set (the
+    head has no torch to load it; the trainer refuses a subset larger than the set)."""
     if spec.builtin:
         return
     from .data import DataError, prepare
 
     try:
-        prepare(spec, data_root)
+        prepared = prepare(spec, data_root)
     except DataError as exc:
         raise DataOptionError(str(exc)) from None
+    if subset_given and spec.train_subset > prepared.available:
+        raise DataOptionError(f"--train-subset {spec.train_subset}: {spec.dataset} has only {prepared.available} "
+                              f"training examples after the {len(prepared.val)} of the validation split; give at "
+                              f"most {prepared.available}, or 0 for all")
 
 
 def check_worker_data(args: argparse.Namespace) -> str:

@@ -83,7 +83,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         preset = replace(preset, arms=arms)
     config = {"format": FORMAT, "preset": asdict(preset), **_data_of(fields),
               "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
-    check_split(_spec_of(preset, config), args.data_root)  # e.g. a --val-size too large for the table: one line
+    # e.g. a --val-size too large for the table: one line; the preset's subset larger than the data is all of it
+    check_split(_spec_of(preset, config), args.data_root, subset_given=False)
     return config
 
 

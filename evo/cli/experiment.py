@@ -92,7 +92,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     changes = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     config = ExperimentConfig(replace(preset, **changes), **fields, seed=args.seed or 0,
                               split_seed=args.split_seed or 0)
-    check_split(config.spec(1), args.data_root)  # e.g. a --val-size too large for the table: one line, now
+    # e.g. a --val-size too large for the table: one line, now; the preset's subset larger than the data is all of it
+    check_split(config.spec(1), args.data_root, subset_given=False)
     return config
 
 

@@ -94,7 +94,8 @@ def locate(spec: TrainSpec, data_root: str | Path | None = None) -> Raw:
 class Prepared:
     """The fixed split of the data, as float32 rows: standardised for ``gaussian``, in [0, 1] for ``bernoulli``
     (``mean`` and ``std`` are then None). ``missing``: what the spec's missing rule did (None when the data
-    has no missing values; see :func:`missing_rule`)."""
+    has no missing values; see :func:`missing_rule`). ``available``: the training rows there were before
+    ``train_subset`` (a subset larger than that is all of them)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -105,6 +106,7 @@ class Prepared:
     mean: np.ndarray | None
     std: np.ndarray | None
     missing: dict[str, Any] | None = None
+    available: int = 0  # training rows before ``train_subset`` took its first N
 
 
 def standardisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,13 +233,11 @@ def prepare(spec: TrainSpec, data_root: str | Path | None = None) -> Prepared:
     else:
         mean, std = standardisation(train)
         train, val, test = ((part - mean) / std for part in (train, val, test))
-    if spec.train_subset > len(train):
-        raise DataError(f"--train-subset {spec.train_subset}: {raw.path} has only {len(train)} training examples "
-                        f"after the {len(val)} of the validation split; give at most {len(train)}, or 0 for all")
+    available = len(train)
     if spec.train_subset:
         train = train[:spec.train_subset]
     return Prepared(np.ascontiguousarray(train), np.ascontiguousarray(val), np.ascontiguousarray(test), raw.shape,
-                    raw.kind, raw.columns, mean, std, described)
+                    raw.kind, raw.columns, mean, std, described, available)
 
 
 def fill_missing(rows: np.ndarray, missing: dict[str, Any] | None, where: str) -> np.ndarray:
