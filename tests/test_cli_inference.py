@@ -148,3 +148,21 @@ def test_reconstruct_without_data_whose_training_file_moved_says_what_to_do(file
         moved.rename(data)
     assert status == 2 and "--data FILE" in err and "head" not in err and "node" not in err
     assert run(["reconstruct", str(model_dir), "--out", str(tmp_path / "r.csv")], capsys)[0] == 0
+
+
+@pytest.mark.slow
+def test_score_per_example_into_a_pipe_closed_early_ends_quietly(files):
+    """``evovae score ... --per-example | head -1``: the reader closes the pipe; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    root, model_dir = files["root"], str(files["images"])
+    many = root / "many.npy"  # more lines than a pipe holds (64 KiB): the writer meets the closed pipe
+    np.save(many, np.concatenate([files["new"]] * 100))
+    score = subprocess.Popen([sys.executable, "-m", "evo.cli", "score", model_dir, "--data", str(many),
+                              "--k", "0", "--per-example", "--log-level", "warning"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert score.stdout is not None and score.stdout.readline().startswith(b"example")
+    score.stdout.close()  # as head -1 does
+    _, err = score.communicate(timeout=120)
+    assert score.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,13 +140,18 @@ def main_score(argv: Sequence[str] | None = None) -> int:
                 _write(fh, header, table)
         except OSError as exc:
             return _fail(p.prog, f"cannot write {args.out}: {exc.strerror or exc}")
-    if args.per_example:
-        _write(sys.stdout, header, table)
     units = "nats per example (standardised features)" if model.likelihood == "gaussian" else "nats per example"
     line = f"{args.data}: {len(elbo)} examples  negative ELBO {-float(elbo.mean()):.3f}"
     if iw is not None:
         line += f"  negative IW bound (k={args.k}) {-float(iw.mean()):.3f}"
-    print(f"{line}  {units}, by {model.genotype}" + (f"; per example in {args.out}" if args.out else ""))
+    try:
+        if args.per_example:
+            _write(sys.stdout, header, table)
+        print(f"{line}  {units}, by {model.genotype}" + (f"; per example in {args.out}" if args.out else ""))
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
     return 0
 
 
