@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -78,11 +79,13 @@ class _Peer(Strategy):
         self._waiting: dict[Candidate, list[Any]] = {}  # candidate -> the library's questions waiting for it
         self._window: list[Evaluation] = []
 
+    @abstractmethod
     def _question(self) -> tuple[Candidate, Any]:
-        raise NotImplementedError
+        """The library's next question: a candidate and the library's handle for it."""
 
+    @abstractmethod
     def _answer(self, handle: Any, evaluation: Evaluation) -> None:
-        raise NotImplementedError
+        """Tell the library the result of the question ``handle``."""
 
     def _ask(self, n: int | None) -> list[Candidate]:
         out: list[Candidate] = []
