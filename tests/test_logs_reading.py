@@ -78,3 +78,29 @@ def test_every_logged_event_is_documented():
     assert len(found) > 30
     missing = {event: str(path) for event, path in found.items() if f"`{event}`" not in doc}
     assert not missing, f"events missing from docs/logging.md: {missing}"
+
+
+def test_trace_shows_a_worker_record_after_the_dispatch_it_answers(tmp_path):
+    # the head logs task.dispatched once the send went through; the worker may log task.received first
+    lines = [
+        {"event": "task.received", "role": "worker", "worker_id": "w1", "task_id": "abcdef01", "attempt": 1,
+         "timestamp": "2026-01-01T00:00:00.693Z", "level": "info"},
+        {"event": "task.dispatched", "task_id": "abcdef01", "attempt": 1, "worker_id": "w1",
+         "timestamp": "2026-01-01T00:00:00.694Z", "level": "info"},
+        {"event": "task.resent", "task_id": "abcdef01", "attempt": 1, "next_attempt": 2,
+         "timestamp": "2026-01-01T00:00:01.000Z", "level": "warning"},
+        {"event": "task.dispatched", "task_id": "abcdef01", "attempt": 2, "worker_id": "w2",
+         "timestamp": "2026-01-01T00:00:01.001Z", "level": "info"},
+        {"event": "task.received", "role": "worker", "worker_id": "w2", "task_id": "abcdef01", "attempt": 2,
+         "timestamp": "2026-01-01T00:00:01.002Z", "level": "info"},
+        # a late line of the first worker (its clock behind) stays in its own time order
+        {"event": "result.sent", "role": "worker", "worker_id": "w1", "task_id": "abcdef01", "attempt": 1,
+         "timestamp": "2026-01-01T00:00:00.900Z", "level": "info"},
+    ]
+    log = tmp_path / "run.log"
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    status, out, err = run("trace", "abcdef01", str(log))
+    assert status == 0, err
+    events = [line.split()[2] if line.split()[1] == "head" else line.split()[3] for line in out.splitlines()]
+    assert events == ["task.dispatched", "task.received", "result.sent", "task.resent", "task.dispatched",
+                      "task.received"], out

@@ -1,4 +1,9 @@
-"""``evovae logs trace``: every record about one task (or one genotype's tasks), in time order."""
+"""``evovae logs trace``: every record about one task (or one genotype's tasks), in time order.
+
+Time order across processes is only as good as their clocks (and the head logs ``task.dispatched``
+once the send went through, a moment after the worker may already have logged ``task.received``),
+so a worker's record of an attempt is never shown before the head's dispatch of that attempt.
+"""
 from __future__ import annotations
 
 from .reading import Logs, Record
@@ -24,4 +29,18 @@ def trace(logs: Logs, query: str) -> list[Record]:
         wanted = {tid for tid in ids if tid.startswith(query)}
     else:
         wanted = set()
-    return [r for r in logs.records if r.get("task_id") in wanted]
+    return _causal([r for r in logs.records if r.get("task_id") in wanted])
+
+
+def _causal(records: list[Record]) -> list[Record]:
+    """``records`` in time order, each worker record of an attempt after the head dispatched it."""
+    sent = {(r.get("task_id"), r.get("attempt")): r.time for r in records
+            if r.role == "search" and r.event == "task.dispatched"}
+
+    def key(r: Record) -> tuple[float, int, int]:
+        at = sent.get((r.get("task_id"), r.get("attempt"))) if r.role == "worker" else None
+        if at is not None and r.time <= at:
+            return at, 1, r.order  # just after the dispatch it answers
+        return r.time, 0, r.order
+
+    return sorted(records, key=key)
