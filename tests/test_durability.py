@@ -75,6 +75,28 @@ def test_replay_restores_the_engine_exactly(tmp_path):
     assert curves == {SPEC.epochs} and all(e.measurement.fake for e in fresh.evaluations)   # one point per epoch
 
 
+def test_observers_see_every_tell_once_live_then_replayed_on_resume(tmp_path):
+    journal = RunJournal.create(tmp_path / "run", {"seed": 5})
+    engine = EvolutionEngine(mu=4, lam=4, seed=5, epochs=1, generations=3)
+    runner = Runner(SPEC, journal=journal)
+    live = []
+    runner.observers.append(lambda c, e, key, replayed: live.append((str(c.genotype), e.loss, key, replayed)))
+    runner.run(engine, InProcessEvaluator(_fake_train))
+    journal.close()
+    assert [(str(e.genotype), e.loss) for e in engine.evaluations] == [(g, loss) for g, loss, _, _ in live]
+    assert not any(replayed for *_, replayed in live)
+
+    runner = Runner(SPEC, journal=RunJournal.open(tmp_path / "run"))
+    seen = []
+    runner.observers.append(lambda c, e, key, replayed: seen.append((str(c.genotype), e.loss, replayed)))
+    fresh = EvolutionEngine(mu=4, lam=4, seed=5, epochs=1, generations=4)
+    runner.replay(fresh)
+    assert seen == [(g, loss, True) for g, loss, _, _ in live]
+    runner.run(fresh, InProcessEvaluator(_fake_train))
+    assert [(str(e.genotype), e.loss) for e in fresh.evaluations] == [(g, loss) for g, loss, _ in seen]
+    assert [replayed for *_, replayed in seen].count(False) == 4  # the one new generation, once each
+
+
 def test_the_fake_worker_reports_a_measurement_with_one_curve_point_per_epoch():
     from evo.genotype import parse_genotype
     from gpuworker.result import TrainResult

@@ -23,7 +23,10 @@ from ..strategy import Report, StopReason, Strategy
 from .journal import JournalError, ResultCache, RunJournal
 from .tasks import AsyncEvaluator, Finished, Task
 
-__all__ = ["Runner"]
+__all__ = ["Observer", "Runner"]
+
+#: Called after each tell: ``(candidate, evaluation, worker_key, replayed)``.
+Observer = Callable[[Candidate, Evaluation, "str | None", bool], None]
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +35,10 @@ class Runner:
     """Runs strategies (and one-off tasks) through an evaluator; ``journal`` and ``cache`` are optional.
 
     ``spec`` is the training spec of the search (a candidate at other epochs gets it with its own epochs);
-    ``on_report`` gets every progress report. Counters: ``evaluated`` (results that came from evaluation now),
+    ``on_report`` gets every progress report; each of ``observers`` is called after every tell of the strategy
+    (live or replayed on resume: ``replayed`` True) with the candidate, its evaluation and the CURVE key of the
+    worker that sent it (None: from the journal, the cache or an unauthenticated worker).
+    Counters: ``evaluated`` (results that came from evaluation now),
     ``reused`` (taken from this run's journal), ``cache_hits`` (from the cache), ``replayed`` (results replayed
     into the strategy on resume), ``epochs_trained`` and ``train_seconds`` (paid now).
     """
@@ -43,6 +49,7 @@ class Runner:
         self.journal = journal
         self.cache = cache
         self.on_report = on_report
+        self.observers: list[Observer] = []
         self.poll_s = poll_s
         self.evaluated = self.reused = self.cache_hits = self.replayed = 0
         self.epochs_trained = 0
@@ -71,6 +78,9 @@ class Runner:
                 raise JournalError(f"{journal.run_dir}: a tell names results that are not journaled "
                                    f"({missing[:3]}); the journal is corrupt")
             strategy.tell([results[t] for t in tids])
+            for t in tids:
+                if (candidate := self._candidates.get(t)) is not None:
+                    self._observe(candidate, results[t], None, replayed=True)
             tells += 1
             self.replayed += len(tids)
             if state is not None and strategy.snapshot()["population"] != state["population"]:
@@ -117,8 +127,8 @@ class Runner:
                 log.warning("search.exhausted", evaluations=strategy.evaluation_count, epochs=strategy.asked_epochs,
                             outstanding=len(strategy.outstanding))
                 return None
-            for tid, evaluation, _ in self._receive(evaluator):
-                self._tell(strategy, tid, evaluation)
+            for tid, evaluation, worker_key in self._receive(evaluator):
+                self._tell(strategy, tid, evaluation, worker_key)
         return strategy.stop_reason
 
     def evaluate_specs(self, items: Sequence[tuple[Genotype, TrainSpec]],
@@ -142,14 +152,20 @@ class Runner:
         for tid, evaluation in known.items():
             self._tell(strategy, tid, evaluation)
 
-    def _tell(self, strategy: Strategy, tid: str, evaluation: Evaluation) -> None:
+    def _tell(self, strategy: Strategy, tid: str, evaluation: Evaluation, worker_key: str | None = None) -> None:
         candidate = self._candidates.get(tid)
         if candidate is None:  # a one-off task's result, or a stray one: not the strategy's
             return
         strategy.tell([evaluation])
         if self.journal is not None:
             self.journal.record_tell([tid], strategy.snapshot())
+        self._observe(candidate, evaluation, worker_key, replayed=False)
         self._flush_reports(strategy)
+
+    def _observe(self, candidate: Candidate, evaluation: Evaluation, worker_key: str | None, *,
+                 replayed: bool) -> None:
+        for observer in self.observers:
+            observer(candidate, evaluation, worker_key, replayed)
 
     def _flush_reports(self, strategy: Strategy, replayed: bool = False) -> None:
         for report in strategy.history[self._reported:]:

@@ -29,7 +29,7 @@ from .cache import ResultCache
 from .journal import JournalError, RunJournal
 from .lock import RunDirLocked, RunLock
 from .progress import search_summary
-from .runner import Runner
+from .runner import Observer, Runner
 from .store import StorageError, writing
 from .tasks import AsyncEvaluator
 
@@ -170,6 +170,11 @@ class SearchRun:
                    made=made)
 
     # -- the search --------------------------------------------------------------------------
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(candidate, evaluation, worker_key, replayed)`` after every tell from now on (those
+        replayed by ``replay()`` included, when it is added before)."""
+        self.runner.observers.append(observer)
+
     def replay(self) -> int:
         """Bring the fresh strategy to the journal's last state; returns the tells replayed. JournalError
         when the journal does not replay (the configuration or the code changed)."""
