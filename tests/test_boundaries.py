@@ -66,7 +66,7 @@ _LAYERS = [
 #: every library some layer may import: the composition layer may import all of them, and every layer
 _ALL_LIBRARIES = frozenset().union(*(layer.libraries for layer in _LAYERS))
 #: the peer arms' libraries (evo/experiments/peers.py; setup.cfg's compare extra): the composition layer's alone
-PEER_LIBRARIES = frozenset({"dehb", "ConfigSpace", "loguru"})
+PEER_LIBRARIES = frozenset({"dehb", "ConfigSpace", "loguru", "smac"})
 _LAYERS.append(Layer(COMPOSITION, ("evo.cli", "evo.experiments", "evovae"), frozenset(layer.name for layer in _LAYERS),
                      _ALL_LIBRARIES | PEER_LIBRARIES))
 LAYERS = {layer.name: layer for layer in _LAYERS}

@@ -1,6 +1,7 @@
 """The peer arms of the comparison (evo/experiments/peers.py): each runs the tiny preset end to end through the
 comparison's SearchBench and an in-process evaluator (the real trainer, synthetic data, a small space),
-charges exactly the epochs it reports, and an interrupted arm resumes to the result of an uninterrupted one."""
+charges exactly the epochs it reports, and an interrupted arm resumes to the result of an uninterrupted one.
+SMAC's resume is marked slow: three SMAC runs, its random forest refitted at every ask, take about 8 s."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 pytest.importorskip("dehb")
+pytest.importorskip("smac")
 
 from evo.experiments.compare import ARMS, COMPARE_PRESETS, CONTINUING, base_spec, run_arm, run_compare
 from evo.experiments.peers import PEERS, configuration_space, genotype_of
@@ -62,7 +64,7 @@ def _one_thread():
 
 def test_peers_are_arms_and_optuna_hyperband_gets_the_checkpoint_store():
     assert set(PEERS) <= set(ARMS)
-    assert "optuna-hyperband" in CONTINUING and "dehb" not in CONTINUING
+    assert "optuna-hyperband" in CONTINUING and "dehb" not in CONTINUING and "smac" not in CONTINUING
 
 
 def test_the_configuration_space_is_the_conditional_space():
@@ -87,10 +89,11 @@ def test_a_peer_runs_the_tiny_preset_and_charges_what_it_reports(tmp_path, arm):
         assert {e["epochs"] for e in s["evaluations"]} == set(range(1, PRESET.epochs + 1))
     else:  # each configuration at its fidelity, charged its epochs (a checkpoint may save the worker some)
         assert s["epochs_total"] == sum(e["epochs"] for e in s["evaluations"]) >= trainer.trained
+        assert {e["epochs"] for e in s["evaluations"]} <= set(range(PRESET.rungs[0], PRESET.epochs + 1))
     assert json.loads((tmp_path / "searches" / f"{arm}-seed0" / "result.json").read_text()) == s
 
 
-@pytest.mark.parametrize("arm", list(PEERS))
+@pytest.mark.parametrize("arm", [pytest.param(arm, marks=pytest.mark.slow) if arm == "smac" else arm for arm in PEERS])
 def test_an_interrupted_peer_resumes_to_the_uninterrupted_result(tmp_path, arm):
     spec = base_spec(PRESET, "synthetic", 0)
     whole = run_arm(_bench(tmp_path / "whole", Trainer(tmp_path / "whole")), arm, PRESET, 0, spec)
@@ -124,7 +127,7 @@ def test_another_config_in_a_peer_directory_is_refused(tmp_path):
 
 
 def test_a_compare_of_the_peers_retrains_their_bests(tmp_path):
-    preset = replace(PRESET, arms=("dehb", "optuna-hyperband"), seeds=1)
+    preset = replace(PRESET, arms=tuple(PEERS), seeds=1)
     raw = run_compare(_bench(tmp_path, Trainer(tmp_path)), preset, base_spec(preset, "synthetic", 0))
-    assert [s["arm"] for s in raw["searches"]] == ["dehb", "optuna-hyperband"]
+    assert [s["arm"] for s in raw["searches"]] == list(PEERS)
     assert all(s["retrain"]["ok"] and s["retrain"]["test_iw_loss"] for s in raw["searches"])

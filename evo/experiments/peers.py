@@ -10,7 +10,13 @@ workers and cache as every other arm) and charged the same training epochs.
   that reports the validation loss after every epoch with ``trial.report`` and stops when
   ``trial.should_prune()``. Each epoch is one task at that many epochs, which a worker continues from the
   previous epoch's checkpoint (gpuworker/checkpoints.py: bit for bit the from-scratch result), so each step
-  is charged one epoch. The workers need the checkpoint store (compare.CONTINUING).
+  is charged one epoch. The workers need the checkpoint store (compare.CONTINUING). Its evaluations are these
+  epoch steps; its trials (what the report counts) are the configurations it trained.
+- ``smac``: SMAC3's multi-fidelity facade (``smac.MultiFidelityFacade``: a random-forest surrogate with its
+  Hyperband intensifier, budgets in epochs from the lowest asha rung to the final fidelity, spaced by eta)
+  through its ``ask``/``tell`` interface, over the same conditional ConfigSpace as DEHB. A trial at budget b
+  trains round(b) epochs from scratch (SMAC's promotions are new trials at the higher budget) and is charged
+  those epochs; SMAC is told the validation loss as the trial's cost.
 
 A peer is an evovae :class:`~evo.strategy.Strategy` only at its edge: each question the library asks (a DEHB
 job, the next epoch of an Optuna trial) becomes a candidate; its result is told back to the library. A question
@@ -46,8 +52,8 @@ if TYPE_CHECKING:  # imported when used: an optional dependency each (the ``comp
     import optuna
     from ConfigSpace import Configuration, ConfigurationSpace
 
-__all__ = ["PEERS", "PEER_CONTINUING", "DEHBPeer", "OptunaHyperbandPeer", "configuration_space", "genotype_of",
-           "make_peer", "peer_config"]
+__all__ = ["PEERS", "PEER_CONTINUING", "DEHBPeer", "OptunaHyperbandPeer", "SMACPeer", "configuration_space",
+           "genotype_of", "make_peer", "peer_config"]
 
 #: peer arm -> what it is
 PEERS = {
@@ -55,6 +61,9 @@ PEERS = {
             "conditional ConfigSpace; every configuration at a fidelity trained from scratch",
     "optuna-hyperband": "Optuna's TPESampler with its HyperbandPruner: the objective reports every epoch "
                         "(trial.report) and stops when trial.should_prune(); epochs continue from checkpoints",
+    "smac": "SMAC3's MultiFidelityFacade (random-forest surrogate, Hyperband intensifier, budgets in epochs) "
+            "through its ask/tell interface over the conditional ConfigSpace; every trial at its budget trained "
+            "from scratch",
 }
 
 #: the peer arms whose tasks continue from checkpoints (their workers need a checkpoint store)
@@ -300,6 +309,69 @@ def _quiet(make: Callable[[], Any]) -> Any:
                 pass  # not a sink any more
 
 
+# -- SMAC3 ---------------------------------------------------------------------------------------------------
+
+class SMACPeer(_Peer):
+    """SMAC3's ``MultiFidelityFacade`` (one worker in SMAC's terms: ``ask``/``tell``, never ``optimize``) with
+    its Hyperband intensifier (``eta``) over budgets from ``min_epochs`` to ``epochs`` and a random initial
+    design of ``startup_trials`` configurations (as the TPE arms' start-up trials). A trial's budget is rounded
+    to whole epochs (with the cpu preset's 1..10 and eta 3, SMAC's 1.11, 3.33 and 10 become 1, 3 and 10).
+    SMAC's files (its run history) go to ``output_path``; a fresh facade overwrites them (a resume re-feeds the
+    journal, never SMAC's own files). A failed task is told as crashed with the highest cost told so far (SMAC's
+    random forest cannot fit an infinite cost)."""
+
+    def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0, epochs: int = 10,
+                 min_epochs: int = 1, eta: int = 3, budget_epochs: int | None = None, startup_trials: int = 10,
+                 report_every: int = 10, output_path: Path) -> None:
+        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs,
+                         report_every=report_every, min_cost=min_epochs)
+        logging.getLogger("smac").setLevel(logging.WARNING)
+        trials = max(1, (budget_epochs or 1000 * epochs) // min_epochs)  # at most this many trials fit the budget
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "mean of empty slice" inside SMAC
+            self.smac = _make_smac(configuration_space(space, seed), min_epochs=min_epochs, epochs=epochs, eta=eta,
+                                   seed=seed, trials=trials, startup_trials=startup_trials, output_path=output_path)
+        self._worst: float | None = None
+
+    def _question(self) -> tuple[Candidate, Any]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            info = self.smac.ask()
+        epochs = max(1, round(float(info.budget)))
+        return Candidate(genotype_of(info.config), epochs), info
+
+    def _answer(self, handle: Any, evaluation: Evaluation) -> None:
+        from smac.runhistory.dataclasses import TrialValue
+        from smac.runhistory.enumerations import StatusType
+
+        if evaluation.loss is None:
+            value = TrialValue(cost=self._worst if self._worst is not None else 1e9, status=StatusType.CRASHED)
+        else:
+            self._worst = evaluation.loss if self._worst is None else max(self._worst, evaluation.loss)
+            value = TrialValue(cost=evaluation.loss)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.smac.tell(handle, value)
+
+
+def _make_smac(cs: ConfigurationSpace, *, min_epochs: int, epochs: int, eta: int, seed: int, trials: int,
+               startup_trials: int, output_path: Path) -> Any:
+    from smac import MultiFidelityFacade, Scenario
+
+    output_path.mkdir(parents=True, exist_ok=True)
+    scenario = Scenario(cs, name=f"smac-seed{seed}", output_directory=output_path, deterministic=True,
+                        n_trials=trials, min_budget=min_epochs, max_budget=epochs, seed=seed)
+    initial = MultiFidelityFacade.get_initial_design(scenario, n_configs=startup_trials)
+    intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta)
+    return MultiFidelityFacade(scenario, _never_called, initial_design=initial, intensifier=intensifier,
+                               overwrite=True, logging_level=False)
+
+
+def _never_called(config: Any, seed: int = 0, budget: float | None = None) -> float:
+    """The target function SMAC's facade requires; ``ask``/``tell`` never calls it (the evaluator trains)."""
+    raise RuntimeError("SMAC's target function is not called in ask/tell use")
+
+
 # -- building ------------------------------------------------------------------------------------------------
 
 def peer_config(arm: str, *, seed: int, epochs: int, min_epochs: int, eta: int, budget_epochs: int,
@@ -309,7 +381,7 @@ def peer_config(arm: str, *, seed: int, epochs: int, min_epochs: int, eta: int, 
         raise ValueError(f"unknown peer {arm!r}; choose from {', '.join(PEERS)}")
     config: dict[str, Any] = {"arm": arm, "seed": seed, "epochs": epochs, "min_epochs": min_epochs, "eta": eta,
                               "budget_epochs": budget_epochs, "population": population, "report_every": report_every}
-    if arm == "optuna-hyperband":
+    if arm in ("optuna-hyperband", "smac"):
         config["startup_trials"] = startup_trials
     return config
 
@@ -323,4 +395,6 @@ def make_peer(config: dict[str, Any], directory: Path, space: SearchSpace = Sear
         return DEHBPeer(space, output_path=directory / "dehb", **common)
     if c["arm"] == "optuna-hyperband":
         return OptunaHyperbandPeer(space, startup_trials=c["startup_trials"], **common)
+    if c["arm"] == "smac":
+        return SMACPeer(space, startup_trials=c["startup_trials"], output_path=directory / "smac", **common)
     raise ValueError(f"unknown peer {c['arm']!r}; choose from {', '.join(PEERS)}")
