@@ -285,6 +285,7 @@ def _run(config: SearchConfig, staged: Staged, run_dir: Path, *, workers: int, d
          cache: str | os.PathLike[str] | None, on_report: Callable[[Report], None] | None,
          verbose: bool) -> SearchResult:
     import evo.adapters
+    from evo.cli.dashboard import attach_mirror
 
     evo.adapters.register_all()
     result_cache = None
@@ -300,6 +301,7 @@ def _run(config: SearchConfig, staged: Staged, run_dir: Path, *, workers: int, d
         failed = True
         try:
             wrote = _write_data(staged, config.spec)
+            attach_mirror(run)  # RUN_DIR/optuna-journal.log: every evaluation, for evovae dashboard
             try:
                 run.replay()
             except JournalError as exc:

@@ -67,8 +67,11 @@ _LAYERS = [
 _ALL_LIBRARIES = frozenset().union(*(layer.libraries for layer in _LAYERS))
 #: the peer arms' libraries (evo/experiments/peers.py; setup.cfg's compare extra): the composition layer's alone
 PEER_LIBRARIES = frozenset({"dehb", "ConfigSpace", "loguru", "smac"})
+#: optuna-dashboard, served by evovae dashboard (evo/cli/dashboard.py; setup.cfg's dashboard extra): the composition
+#: layer's alone
+DASHBOARD_LIBRARIES = frozenset({"optuna_dashboard"})
 _LAYERS.append(Layer(COMPOSITION, ("evo.cli", "evo.experiments", "evovae"), frozenset(layer.name for layer in _LAYERS),
-                     _ALL_LIBRARIES | PEER_LIBRARIES))
+                     _ALL_LIBRARIES | PEER_LIBRARIES | DASHBOARD_LIBRARIES))
 LAYERS = {layer.name: layer for layer in _LAYERS}
 
 

@@ -26,6 +26,7 @@ to write (a full disk) never stops the search: it is logged once as a warning an
 from __future__ import annotations
 
 import datetime
+import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -34,7 +35,6 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from ..evaluation import Candidate, EvalState, Evaluation
@@ -152,7 +152,10 @@ def _cut_torn_line(path: Path) -> None:
 
 def open_storage(path: str | os.PathLike[str]) -> optuna.storages.JournalStorage:
     """The Optuna journal storage of the mirror file ``path`` (made if missing)."""
-    backend = JournalFileBackend(str(path))
+    try:
+        backend = importlib.import_module("optuna.storages.journal").JournalFileBackend(str(path))
+    except ImportError:  # optuna 3: the same file format, under its old name
+        backend = optuna.storages.JournalFileStorage(str(path))  # type: ignore[attr-defined,unused-ignore]
     return optuna.storages.JournalStorage(backend)
 
 

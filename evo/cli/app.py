@@ -30,6 +30,7 @@ DELEGATED = {
     "encode": ("evo.cli.inference:main_encode", "write the latent means of every example of a file (a saved model)"),
     "score": ("evo.cli.inference:main_score", "negative ELBO and IW bound of every example of a file (a saved model)"),
     "logs": ("evo.logs.command:main", "summarize a search's JSON logs, or trace one task across head and workers"),
+    "dashboard": ("evo.cli.dashboard:main", "serve optuna-dashboard on a search's evaluations, live in the browser"),
 }
 
 
@@ -145,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the search journaled in RUN_DIR (its settings come from the journal)")
     s.add_argument("--cache", type=v.file_to_create, default=None, metavar="PATH",
                    help="a result cache shared across runs (SQLite file)")
+    s.add_argument("--no-dashboard-mirror", dest="dashboard_mirror", action="store_false",
+                   help="do not mirror the evaluations into RUN_DIR/optuna-journal.log, what `evovae dashboard` "
+                        "serves (docs/dashboard.md)")
     d = add_distribution_options(search)
     d.add_argument("--in-process", action="store_true", help="train in this process: no sockets, no workers")
     d.add_argument("--simulate-workers", type=v.whole(1, 100_000), default=0, metavar="N",

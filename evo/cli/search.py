@@ -101,6 +101,10 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         checkpoints = search.checkpoints
         if checkpoints is not None and "--checkpoints" not in " ".join(options.worker_args):
             options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={checkpoints}"))
+        if getattr(args, "dashboard_mirror", True):  # RUN_DIR/optuna-journal.log, for evovae dashboard
+            from .dashboard import attach_mirror
+
+            attach_mirror(search)
         try:
             search.replay()  # a journal that does not replay is refused before any socket is bound
         except JournalError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from ..cli.dashboard import attach_mirror, mirror_into
 from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..head.cache import ResultCache
@@ -57,6 +58,7 @@ class SearchBench:
         if done.is_file():
             return json.loads(done.read_text())
         with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self.cache) as run:
+            attach_mirror(run)  # searches/NAME/optuna-journal.log, for evovae dashboard
             run.replay()
             on_report = self.on_report
             report = (lambda r: on_report(name, r)) if on_report else None
@@ -94,6 +96,7 @@ class SearchBench:
                 started = time.perf_counter()
                 strategy = make(directory)
                 runner = Runner(spec, journal=journal, cache=self.cache)
+                mirror_into(runner, directory, self.space, spec.epochs, spec)
                 runner.replay(strategy)
                 on_report = self.on_report
                 runner.on_report = (lambda r: on_report(name, r)) if on_report else None
