@@ -70,8 +70,10 @@ PEER_LIBRARIES = frozenset({"dehb", "ConfigSpace", "loguru", "smac"})
 #: optuna-dashboard, served by evovae dashboard (evo/cli/dashboard.py; setup.cfg's dashboard extra): the composition
 #: layer's alone
 DASHBOARD_LIBRARIES = frozenset({"optuna_dashboard"})
+#: the live progress display of evovae search and the experiments (evo/cli/live.py): the composition layer's alone
+DISPLAY_LIBRARIES = frozenset({"rich"})
 _LAYERS.append(Layer(COMPOSITION, ("evo.cli", "evo.experiments", "evovae"), frozenset(layer.name for layer in _LAYERS),
-                     _ALL_LIBRARIES | PEER_LIBRARIES | DASHBOARD_LIBRARIES))
+                     _ALL_LIBRARIES | PEER_LIBRARIES | DISPLAY_LIBRARIES | DASHBOARD_LIBRARIES))
 LAYERS = {layer.name: layer for layer in _LAYERS}
 
 

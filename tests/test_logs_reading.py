@@ -45,8 +45,12 @@ def test_missing_file_is_one_line_and_exit_2(tmp_path):
         status, out, err = run(*args)
         assert (status, out) == (2, ""), args
         assert err == f"evovae logs: error: no such file: {missing}\n"
-    status, _, err = run("summarize", str(tmp_path))
-    assert status == 2 and err == f"evovae logs: error: {tmp_path} is a directory (give the log files in it)\n"
+    empty = tmp_path / "run"
+    empty.mkdir()
+    status, _, err = run("summarize", str(empty))  # a directory without log files (a run from before they were kept)
+    assert status == 2 and err.startswith(f"evovae logs: error: {empty} holds no log files") and err.count("\n") == 1
+    status, out, _ = run("summarize", str(tmp_path))  # a folder of log files (RUN_DIR/logs given) is read
+    assert status == 0 and "1 file(s)" in out
 
 
 def test_a_file_without_evovae_lines_says_so(tmp_path):

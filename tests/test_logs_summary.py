@@ -291,7 +291,7 @@ def test_every_event_the_tools_read_is_documented():
     (["summarize", "--bucket", "0", "-"], "argument --bucket: must be a number of seconds > 0, got '0'"),
     (["summarize", "--bucket", "nan", "-"], "argument --bucket: must be a number of seconds > 0, got 'nan'"),
     ([], "the following arguments are required: ACTION"),
-    (["summarize"], "the following arguments are required: FILE"),
+    (["summarize"], "the following arguments are required: RUN_DIR|FILE"),
     (["frobnicate", "x"], "argument ACTION: invalid choice: 'frobnicate'"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(capsys, args, message):

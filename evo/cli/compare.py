@@ -24,6 +24,7 @@ from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
 from ..spec import TrainSpec, is_builtin
 from .distribution import add_distribution_options, cluster_options
+from .live import ExperimentWatch, LiveDisplay, quiet_logs, workers_of
 
 if TYPE_CHECKING:  # imported when used
     from ..cmdline.signals import StopSignals
@@ -138,7 +139,7 @@ def _create(run: Path, config: dict[str, Any]) -> None:
 
 
 def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster: Cluster,
-                stop: StopSignals) -> dict[str, Any]:
+                stop: StopSignals, watch: ExperimentWatch) -> dict[str, Any]:
     from ..experiments.compare import ComparePreset
     from ..experiments.searches import SearchBench
     from ..head.cache import ResultCache
@@ -148,16 +149,19 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
                               "arms": tuple(config["preset"]["arms"])})
     spec = _spec_of(preset, config)
     cache = ResultCache(run / "cache.sqlite")
-    bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache)
     started = time.perf_counter()
+    watch.plan = [f"{arm}-seed{seed}" for seed in range(preset.seeds) for arm in preset.arms]  # run_compare's order
+    bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache, watch=watch,
+                        on_report=lambda name, report: watch.report(
+                            name, report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"))
     results: dict[str, Any] = {"format": FORMAT, "preset": config["preset"], "dataset": config["dataset"],
                                "arms": ARMS, "spec": spec.to_dict()}
     if config["fidelity_count"]:
         study_epochs = sorted({1, 2, 3, 5, *preset.fidelities, preset.epochs, preset.retrain_epochs})
-        print(f"fidelity study: {config['fidelity_count']} genotypes x {max(study_epochs)} epochs", flush=True)
+        watch.line(f"fidelity study: {config['fidelity_count']} genotypes x {max(study_epochs)} epochs")
         results["fidelity"] = fidelity_study(bench, spec, count=config["fidelity_count"], epochs=study_epochs,
                                              seed=10_000)
-    raw = run_compare(bench, preset, spec, echo=lambda line: print(line, flush=True))
+    raw = run_compare(bench, preset, spec, echo=watch.line)
     results.update(raw)
     results["summary"] = summarize(raw, preset)
     results["seconds"] = time.perf_counter() - started + _previous_seconds(run)
@@ -192,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(_parser(), argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
         return args
-    from ..cmdline.log_setup import configure
+    from ..cmdline.log_setup import RunLogs, configure, file_level
     from ..head.cluster import Cluster, ClusterError
 
     new = None
@@ -204,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gpuworker.train import check_device
 
             check_device(args.device)  # the local workers train on this machine
-        options = cluster_options(args)
+        # the local workers log info (their files in RUN_DIR/logs keep it); the terminal shows --log-level's
+        options = replace(cluster_options(args), log_level=file_level(args.log_level))
         if set(config["preset"]["arms"]) & set(CONTINUING):  # promotions continue from checkpoints kept here
             options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={run / 'checkpoints'}"))
         cluster = Cluster(options)  # reads the key files
@@ -216,7 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ClusterError) as exc:
         return _refused(str(exc), None)
     configure(args.log_format, args.log_level, role="compare")
-    return _compare(args, run, config, cluster, new)
+    logs = RunLogs(run)  # RUN_DIR/logs: head.log and the local workers' files, for evovae logs RUN_DIR
+    cluster.worker_output = logs.workers
+    try:
+        with quiet_logs():
+            return _compare(args, run, config, cluster, new)
+    finally:
+        logs.close()
 
 
 def _outermost_new(path: Path) -> Path:
@@ -245,7 +256,9 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
         try:
             with cluster:
                 print(f"run directory {run}\n{cluster.describe()}", flush=True)
-                results = _experiment(args, run, config, cluster, stop)
+                with LiveDisplay("evovae experiment compare") as display:
+                    watch = ExperimentWatch(display, workers=lambda: workers_of(cluster))
+                    results = _experiment(args, run, config, cluster, stop, watch)
         except ClusterError as exc:  # a port in use, every local worker unfit: nothing kept if nothing ran
             return _refused(str(exc), new if not any(run.rglob("journal.sqlite")) else None)
         except SearchStopped as exc:

@@ -148,23 +148,30 @@ def _error(message: str) -> int:
 def _paper(args: argparse.Namespace) -> int:
     from gpuworker.train import check_device
 
-    from ..cmdline.log_setup import configure
+    from ..cmdline.log_setup import RunLogs, configure, file_level
     from ..head.cluster import Cluster
+    from .live import quiet_logs
 
     try:  # the data, then the key options, are checked before a run directory is created or changed
         config = _stored_config(args) if args.resume else _config(args)
         for key in DATA_FIELDS:  # the local workers check the experiment's data at start-up
             setattr(args, key, getattr(config, key))
         check_device(args.device)  # the figures' models are trained on this machine
-        cluster = Cluster(cluster_options(args))
+        # the local workers log info (their files in RUN_DIR/logs keep it); the terminal shows --log-level's
+        cluster = Cluster(replace(cluster_options(args), log_level=file_level(args.log_level)))
         run_dir = _run_dir(args, config)
         new = None if args.resume or args.force else _outermost_new(run_dir)
         run = _open_run(args, config, run_dir)
     except ValueError as exc:  # DataOptionError, ClusterError and RunDirError are ValueErrors
         return _error(str(exc))
     configure(args.log_format, args.log_level, role="experiment")
-    with run:
-        status = _run(args, run, cluster)
+    logs = RunLogs(run.path)  # RUN_DIR/logs: head.log and the local workers' files, for evovae logs RUN_DIR
+    cluster.worker_output = logs.workers
+    try:
+        with run, quiet_logs():
+            status = _run(args, run, cluster)
+    finally:
+        logs.close()
     if status == 2 and new is not None and not _any_search(run_dir):  # refused before any search began
         shutil.rmtree(new, ignore_errors=True)
     return status
@@ -183,12 +190,17 @@ def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
     from ..head.store import JournalError
+    from .live import ExperimentWatch, LiveDisplay, workers_of
 
     print(f"run directory {run.path}", flush=True)
     with stop_signals() as stop:
         try:
-            run_paper(run.config, run, cluster, stop=stop.event, echo=lambda line: print(line, flush=True),
-                      log_format="json" if args.log_format == "auto" else args.log_format)
+            with LiveDisplay("evovae experiment paper") as display:
+                watch = ExperimentWatch(display, [plan.name for plan in run.config.searches()],
+                                        workers=lambda: workers_of(cluster))
+                run_paper(run.config, run, cluster, stop=stop.event, echo=watch.line,
+                          log_format="json" if args.log_format == "auto" else args.log_format,
+                          log_level=args.log_level, watch=watch)
         except (DataError, JournalError, ClusterError) as exc:
             return _error(str(exc))
         except SearchStopped as exc:

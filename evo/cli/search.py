@@ -1,10 +1,14 @@
 """``evovae search``: the options become a :class:`~evo.search_config.SearchConfig` (evo/cli/search_options.py),
 the run a :class:`~evo.head.search_run.SearchRun`; this module wires it to a trainer in this process or to a
-cluster of workers, and prints what a person reads. ``--resume RUN_DIR`` continues a search that stopped.
+cluster of workers, and shows what a person reads: on a terminal one live progress display (evo/cli/live.py),
+elsewhere a plain progress line per report. The head's and the local workers' log lines are kept in
+``RUN_DIR/logs/`` (JSON, rotated: evo.cmdline.log_setup.RunLogs) whatever the terminal shows. ``--resume
+RUN_DIR`` continues a search that stopped.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -14,11 +18,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cmdline.log_setup import RunLogs, file_level
 from ..head.journal import JournalError
-from ..head.progress import format_report
+from ..head.progress import SearchProgress, format_report
 from ..head.search_run import RunDirLocked, SearchRun, StorageError, default_run_dir
+from ..head.watched import WatchedEvaluator
 from ..search_config import SearchConfig
 from .distribution import worker_data_args
+from .live import LiveDisplay, WorkersView, quiet_logs, workers_of
 from .search_options import (
     UsageError,
     check_data_here,
@@ -91,13 +98,18 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         check_data_here(args, config.spec)
     search = _open(args, config)
     refused = True
+    logs = RunLogs(search.run_dir)  # RUN_DIR/logs: head.log, and the local workers' files
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(quiet_logs())  # on a terminal with the live display: warnings and errors only
     try:
         if ignored:
             print(f"evovae: note: resuming {search.run_dir}: its journal fixes the search, so "
                   f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored", file=sys.stderr)
         spec = search.config.spec
         data = argparse.Namespace(dataset=spec.dataset, columns=spec.columns, image_size=spec.image_size)
-        options = replace(options, worker_data=worker_data_args(data))  # the run's data (a resume: the journal's)
+        options = replace(options, worker_data=worker_data_args(data),  # the run's data (a resume: the journal's)
+                          log_level=file_level(args.log_level))  # the workers' files keep info; the terminal shows
+        #                                                              what --log-level lets through
         checkpoints = search.checkpoints
         if checkpoints is not None and "--checkpoints" not in " ".join(options.worker_args):
             options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={checkpoints}"))
@@ -105,6 +117,8 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
             from .dashboard import attach_mirror
 
             attach_mirror(search)
+        progress = SearchProgress(search.strategy, max_evaluations=search.config.options.max_evaluations)
+        search.observe(progress.observe)  # before the replay: what the journal holds counts
         try:
             search.replay()  # a journal that does not replay is refused before any socket is bound
         except JournalError as exc:
@@ -113,9 +127,9 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
         if args.in_process:
             evaluator = _in_process_evaluator(args, checkpoints)
             capacity = getattr(evaluator, "capacity", lambda: 1)
-            status = _search(args, search, lambda: (evaluator, capacity))
+            status = _search(args, search, progress, lambda: (evaluator, capacity))
         else:
-            status = _search_on_cluster(args, search, options)
+            status = _search_on_cluster(args, search, progress, options, logs)
         refused = False
         return status
     except UsageError:
@@ -127,35 +141,57 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
               f"evovae search --resume {search.run_dir}", file=sys.stderr)
         return 1
     finally:
+        quiet.close()
+        logs.close()
         search.close(refused=refused)
+        if refused and not search.evaluated:
+            logs.close(remove=True)
 
 
-def _search(args: argparse.Namespace, search: SearchRun,
+def _search(args: argparse.Namespace, search: SearchRun, progress: SearchProgress,
             wiring: Callable[[], tuple[AsyncEvaluator, Callable[[], int]]], stats: Callable[[], str] = lambda: "",
-            at_report: Callable[[], object] = lambda: None) -> int:
+            at_report: Callable[[], object] = lambda: None,
+            workers: Callable[[], WorkersView] | None = None) -> int:
     started = time.perf_counter()
     runner = search.runner
+    with LiveDisplay() as display:
+        sampled = [0.0]
 
-    def progress(report: Report) -> None:
-        at_report()  # the head's counters in the log at every report, for an operator after a kill -9
-        saved = (f"  reused {runner.reused + runner.replayed}  cache-hits {runner.cache_hits}"
-                 if runner.reused or runner.replayed or runner.cache_hits else "")
-        print(format_report(report, f"{stats()}{saved}  {time.perf_counter() - started:.0f}s"), flush=True)
+        def polled(finished: object) -> None:  # after every poll of the evaluator, in this thread
+            now = time.monotonic()
+            if workers is not None and now - sampled[0] >= 0.5:
+                sampled[0] = now
+                display.show(workers=workers())
+            display.show(progress.view())
 
-    evaluator, capacity = wiring()
-    search.run(evaluator, capacity, on_report=progress)
+        def report_line(report: Report) -> None:
+            at_report()  # the head's counters in the log at every report, for an operator after a kill -9
+            if display.active:
+                display.show(last=format_report(report))
+                return
+            saved = (f"  reused {runner.reused + runner.replayed}  cache-hits {runner.cache_hits}"
+                     if runner.reused or runner.replayed or runner.cache_hits else "")
+            print(format_report(report, f"{progress.view().line()}{stats()}{saved}  "
+                                        f"{time.perf_counter() - started:.0f}s"), flush=True)
+
+        evaluator, capacity = wiring()
+        search.observe(lambda *told: display.show(progress.view()))
+        display.show(progress.view(), phase=f"{search.run_dir}")
+        progress.start()
+        search.run(WatchedEvaluator(evaluator, polled), capacity, on_report=report_line)
     _finish(args, search, evaluator)
     return 0
 
 
-def _search_on_cluster(args: argparse.Namespace, search: SearchRun, options: ClusterOptions) -> int:
+def _search_on_cluster(args: argparse.Namespace, search: SearchRun, progress: SearchProgress,
+                       options: ClusterOptions, logs: RunLogs) -> int:
     from ..cmdline.signals import stop_signals
     from ..head.cluster import Cluster, ClusterError
     from ..head.evaluators import SearchStopped
 
     with stop_signals() as stop:
         try:
-            with Cluster(options) as cluster:
+            with Cluster(options, worker_output=logs.workers) as cluster:
                 broker = cluster.live_broker
                 if threading.current_thread() is threading.main_thread():  # SIGHUP: re-read the --allow keys
                     signal.signal(signal.SIGHUP, lambda *_: broker.request_reload())
@@ -163,8 +199,9 @@ def _search_on_cluster(args: argparse.Namespace, search: SearchRun, options: Clu
                 if not options.local_workers:  # e.g. a resume that left --local-workers out: say what it waits for
                     print(f"waiting for workers: run `evovae worker --connect {broker.ventilator_endpoint}` "
                           "on each node (or resume with --local-workers N)", flush=True)
-                return _search(args, search, lambda: (cluster.evaluator(stop=stop.event), cluster.capacity),
-                               stats=lambda: "  " + cluster.stats_line(), at_report=broker.log_counters)
+                return _search(args, search, progress, lambda: (cluster.evaluator(stop=stop.event), cluster.capacity),
+                               stats=lambda: "  " + cluster.stats_line(), at_report=broker.log_counters,
+                               workers=lambda: workers_of(cluster))
         except ClusterError as exc:
             raise UsageError(str(exc)) from None
         except SearchStopped as exc:

@@ -27,7 +27,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ from .presets import HAND_DESIGNED, PRESETS, ExperimentConfig, Preset, SearchPla
 from .report import render_report
 from .retrain import Retraining, retrain_numbers, train_models
 from .runs import PaperRun
-from .searches import SearchBench, evaluation_rows
+from .searches import BenchWatch, SearchBench, evaluation_rows
 
 if TYPE_CHECKING:  # imported when used: it loads torch
     from gpuworker.data import Splits
@@ -246,14 +246,15 @@ def _environment(device: str | None) -> dict[str, Any]:
 
 
 def _on_cluster(run: PaperRun, config: ExperimentConfig, cluster: Cluster, stop: threading.Event,
-                echo: Echo) -> tuple[list[dict], list[Retraining], dict[str, dict]]:
+                echo: Echo, watch: BenchWatch | None = None) -> tuple[list[dict], list[Retraining], dict[str, dict]]:
     """Phases 1 and 2a: the searches and the retrainings that only need numbers, on the cluster."""
     started = time.perf_counter()
 
     def progress(name: str, report: Report) -> None:
         echo(f"[{name}] " + format_report(report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"))
 
-    bench = SearchBench(run.path, cluster.evaluator(stop), cluster.capacity, cache=run.cache, on_report=progress)
+    bench = SearchBench(run.path, cluster.evaluator(stop), cluster.capacity, cache=run.cache, on_report=progress,
+                        watch=watch)
     try:
         searches = run_searches(bench, config, run)
         jobs = retraining_plan(config, searches)
@@ -268,11 +269,14 @@ def _on_cluster(run: PaperRun, config: ExperimentConfig, cluster: Cluster, stop:
 
 def run_paper(config: ExperimentConfig, run: PaperRun, cluster: Cluster, *,
               stop: threading.Event | None = None, echo: Echo = lambda line: None,
-              log_format: str = "json") -> dict[str, Any]:
+              log_format: str = "json", log_level: str | None = None,
+              watch: BenchWatch | None = None) -> dict[str, Any]:
     """Run (or continue) the whole experiment in ``run``; return the results (also written as results.json).
 
     ``cluster`` (not started yet) serves the searches and the retraining tasks. ``echo`` receives one progress
-    line per generation and per phase. Raises :class:`gpuworker.data.DataError` when the data set is missing,
+    line per generation and per phase; ``watch`` follows the searches and task batches (a live display).
+    ``log_format``/``log_level``: of the processes that train the figures' models here (default level: the
+    cluster's). Raises :class:`gpuworker.data.DataError` when the data set is missing,
     ClusterError when the cluster cannot bind, SearchStopped when ``stop`` was set.
     """
     from gpuworker.data import splits
@@ -286,10 +290,10 @@ def run_paper(config: ExperimentConfig, run: PaperRun, cluster: Cluster, *,
          f"budget {p.budget} evaluations per search; output {run.path}")
     with cluster:
         echo(cluster.describe())
-        searches, jobs, retrained = _on_cluster(run, config, cluster, stop, echo)
+        searches, jobs, retrained = _on_cluster(run, config, cluster, stop, echo, watch)
     if stop.is_set():
         raise SearchStopped("stopped before the models were trained")
-    local = LocalSettings.of(options, log_format)
+    local = LocalSettings.of(replace(options, log_level=log_level or options.log_level), log_format)
     echo(f"training {sum(j.weights for j in jobs)} models for the figures here, in {local.processes} processes")
     with run.timed("retrain_s"):
         models, trained = train_models(run.path, jobs, processes=local.processes, threads_each=local.threads_each,

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,16 +22,30 @@ from ..head.progress import search_summary
 from ..head.runner import Runner
 from ..head.search_run import SearchRun
 from ..head.store import writing
-from ..head.tasks import AsyncEvaluator, Task
+from ..head.tasks import AsyncEvaluator, Finished, Task
+from ..head.watched import WatchedEvaluator
 from ..search_config import SearchConfig
 from ..space import SearchSpace
 from ..spec import TrainSpec
 from ..strategies import StrategyOptions
 from ..strategy import Report, Strategy
 
-__all__ = ["SearchBench", "evaluation_rows"]
+__all__ = ["BenchWatch", "SearchBench", "evaluation_rows"]
 
 log = structlog.get_logger(__name__)
+
+
+class BenchWatch(Protocol):
+    """What a person watching an experiment is told (evo/cli/live.py shows it), all from the head's thread."""
+
+    def search(self, name: str, strategy: Strategy, runner: Runner, max_evaluations: int | None) -> None:
+        """Search ``name`` is about to be replayed and run on: observe ``runner`` (``runner.observers``) here."""
+
+    def tasks(self, name: str, total: int, known: int) -> None:
+        """The task batch ``name`` begins: ``total`` tasks, ``known`` of them done before (journal, cache)."""
+
+    def polled(self, finished: list[Finished]) -> None:
+        """After every poll of the evaluator, with what finished (often nothing)."""
 
 
 class SearchBench:
@@ -39,9 +53,10 @@ class SearchBench:
 
     def __init__(self, root: Path, evaluator: AsyncEvaluator, capacity: Callable[[], int], *,
                  cache: ResultCache | None = None, space: SearchSpace = SearchSpace(),
-                 on_report: Callable[[str, Report], None] | None = None) -> None:
+                 on_report: Callable[[str, Report], None] | None = None, watch: BenchWatch | None = None) -> None:
         self.root = Path(root)
-        self.evaluator = evaluator
+        self.watch = watch
+        self.evaluator: AsyncEvaluator = evaluator if watch is None else WatchedEvaluator(evaluator, watch.polled)
         self.capacity = capacity
         self.cache = cache
         self.space = space
@@ -58,6 +73,8 @@ class SearchBench:
         if done.is_file():
             return json.loads(done.read_text())
         with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self.cache) as run:
+            if self.watch is not None:
+                self.watch.search(name, run.strategy, run.runner, options.max_evaluations)
             attach_mirror(run)  # searches/NAME/optuna-journal.log, for evovae dashboard
             run.replay()
             on_report = self.on_report
@@ -96,6 +113,8 @@ class SearchBench:
                 started = time.perf_counter()
                 strategy = make(directory)
                 runner = Runner(spec, journal=journal, cache=self.cache)
+                if self.watch is not None:
+                    self.watch.search(name, strategy, runner, None)
                 mirror_into(runner, directory, self.space, spec.epochs, spec)
                 runner.replay(strategy)
                 on_report = self.on_report
@@ -125,11 +144,24 @@ class SearchBench:
             journal = RunJournal.create(directory, {"tasks": name})
         try:
             runner = Runner(items[0][1] if items else TrainSpec(), journal=journal, cache=self.cache)
+            if self.watch is not None:
+                self.watch.tasks(name, *self._known(journal, items))
             results = runner.evaluate_specs(list(items), self.evaluator)
             self.trained_now += runner.evaluated
         finally:
             journal.close()
         return [results[Task.of(g, spec).task_id] for g, spec in items]
+
+    def _known(self, journal: RunJournal, items: Sequence[tuple[Genotype, TrainSpec]]) -> tuple[int, int]:
+        """The distinct tasks of ``items``, and how many of them have a result already (in the batch's journal
+        or the shared cache)."""
+        ids = list(dict.fromkeys(Task.of(g, spec).task_id for g, spec in items))
+        found = set(journal.results_for(ids))
+        if self.cache is not None and len(found) < len(ids):
+            hits = self.cache.hits
+            found.update(self.cache.get_many([t for t in ids if t not in found]))
+            self.cache.hits = hits  # a look, not a use: the runner counts the hits it takes
+        return len(ids), len(found)
 
 
 def evaluation_rows(strategy: Strategy) -> list[dict[str, Any]]:

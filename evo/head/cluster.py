@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,9 @@ class ClusterOptions:
 class Cluster:
     """Keys, broker and local workers, as one context manager (see the module's docstring)."""
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(self, options: ClusterOptions, worker_output: Callable[[int, str], None] | None = None) -> None:
+        """``worker_output(slot, line)``: each line a local worker writes to its stderr (LocalWorkers' ``output``;
+        may be set until the cluster starts); None: they write to this process's stderr."""
         from transport.keyfiles import KeyFileError
         from transport.keys import head_curve
 
@@ -144,6 +147,7 @@ class Cluster:
             raise ClusterError(str(exc)) from None
         self.broker: Broker | None = None
         self.workers: LocalWorkers | None = None
+        self.worker_output = worker_output
         self._keys_dir: str | None = None
 
     @property
@@ -181,7 +185,8 @@ class Cluster:
             raise ClusterError(f"cannot bind {o.bind} / {o.sink}: {exc} (is another search running? "
                                "pick another --bind)") from None
         self.workers = LocalWorkers(o.local_workers, broker.ventilator_endpoint, broker.sink_endpoint,
-                                    o.local_worker_args(tuple(key_args)), threads_each=o.threads_each)
+                                    o.local_worker_args(tuple(key_args)), threads_each=o.threads_each,
+                                    output=self.worker_output)
         self.workers.start()
         log.info("cluster.started", ventilator=broker.ventilator_endpoint, sink=broker.sink_endpoint,
                  local_workers=o.local_workers, encrypted=self.encrypted)

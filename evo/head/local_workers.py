@@ -6,6 +6,11 @@ worker on another node would. A worker that dies is restarted (at most once a
 second per slot), as systemd's Restart=on-failure does on a GPU node - except
 one that exits with status 2: it cannot serve the run (its data, its options)
 and said why, and a restart would only say it again (see ``unfit``).
+
+With ``output``, the head reads what each worker writes to its stderr (its log
+lines) and hands every line to ``output(slot, line)`` - the command keeps them in
+the run directory and shows them on its terminal (evo.cmdline.log_setup.WorkerLines);
+without it, the workers write to the head's stderr themselves.
 """
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import IO
 
 import structlog
 
@@ -40,7 +47,8 @@ class LocalWorkers:
     """``count`` worker processes connected to ``ventilator`` and ``sink``."""
 
     def __init__(self, count: int, ventilator: str, sink: str, extra_args: Sequence[str] = (),
-                 threads_each: int = 1, restart_interval_s: float = 1.0) -> None:
+                 threads_each: int = 1, restart_interval_s: float = 1.0,
+                 output: Callable[[int, str], None] | None = None) -> None:
         if count < 0:
             raise ValueError(f"local worker count must be >= 0, got {count}")
         self.count = count
@@ -51,11 +59,21 @@ class LocalWorkers:
         self._procs: list[subprocess.Popen | None] = [None] * count
         self._started_at = [0.0] * count
         self._interval = restart_interval_s
+        self._output = output
+        self._readers: list[threading.Thread] = []
 
     def _spawn(self, slot: int) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": self._command[self._command.index("--threads") + 1]}
         command = [*self._command, "--worker-id", f"local{slot}-{os.getpid()}-{self.restarts}"]
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        piped = self._output is not None
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+                                stderr=subprocess.PIPE if piped else None)
+        if piped and proc.stderr is not None:
+            self._readers = [t for t in self._readers if t.is_alive()]
+            reader = threading.Thread(target=self._read, args=(slot, proc.stderr), daemon=True,
+                                      name=f"local-worker-{slot}-stderr")
+            reader.start()
+            self._readers.append(reader)
         self._procs[slot] = proc
         self._started_at[slot] = time.monotonic()
         log.info("local_worker.started", slot=slot, pid=proc.pid)
@@ -82,6 +100,16 @@ class LocalWorkers:
             self.restarts += 1
             self._spawn(slot)
 
+    def _read(self, slot: int, pipe: IO[bytes]) -> None:
+        """Hand each line the worker in ``slot`` writes to ``output`` until it closes its stderr (it exited)."""
+        assert self._output is not None
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                try:
+                    self._output(slot, raw.decode("utf-8", errors="replace"))
+                except Exception:  # a line that cannot be shown must not stop the reading: the worker
+                    continue       # would block on a full pipe
+
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p is not None and p.poll() is None]
@@ -100,6 +128,9 @@ class LocalWorkers:
                 proc.wait()
                 log.warning("local_worker.killed", pid=proc.pid)
         self._procs = [None] * self.count
+        for reader in self._readers:  # the workers' last lines (they exited: their pipes end)
+            reader.join(timeout_s)
+        self._readers = []
 
     def __enter__(self) -> LocalWorkers:
         return self.start()

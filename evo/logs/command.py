@@ -32,19 +32,24 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="evovae logs", description="Read evovae's JSON logs (files, journalctl -o json/cat/short, '-' for "
-                                        "standard input).")
+        prog="evovae logs", description="Read evovae's JSON logs (a run directory: the files it keeps in "
+                                        "RUN_DIR/logs/; or files, journalctl -o json/cat/short, '-' for standard "
+                                        "input).")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=_Parser)
     summary = sub.add_parser("summarize", help="per-worker busy/idle time, head and broker counters, rejected "
                                                "senders, throughput, best loss per generation")
-    summary.add_argument("files", nargs="+", metavar="FILE", help="log files ('-' for standard input, .gz read)")
+    summary.add_argument("files", nargs="+", metavar="RUN_DIR|FILE",
+                         help="run directories (their logs/*.log, rotated files included) or log files ('-' for "
+                              "standard input, .gz read)")
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.add_argument("--bucket", type=_bucket, default=60.0, metavar="SECONDS",
                          help="throughput bucket width (default 60)")
     tr = sub.add_parser("trace", help="every line about one task, across the head's and workers' logs, in time order")
     tr.add_argument("task", metavar="TASK_ID",
                     help="a task id, a unique prefix of one (>= 6 characters), or a genotype")
-    tr.add_argument("files", nargs="+", metavar="FILE", help="log files ('-' for standard input, .gz read)")
+    tr.add_argument("files", nargs="+", metavar="RUN_DIR|FILE",
+                    help="run directories (their logs/*.log, rotated files included) or log files ('-' for standard "
+                         "input, .gz read)")
     tr.add_argument("--json", action="store_true", help="print the matching records as JSON lines")
     return parser
 
@@ -58,7 +63,7 @@ def _summarize(args: argparse.Namespace, logs: Logs, stdout: TextIO) -> int:
 def _trace(args: argparse.Namespace, logs: Logs, stdout: TextIO, stderr: TextIO) -> int:
     found = trace(logs, args.task)
     if not found:
-        stderr.write(f"evovae logs: no lines about task {args.task} in {len(args.files)} file(s) "
+        stderr.write(f"evovae logs: no lines about task {args.task} in {len(logs.files)} file(s) "
                      f"({len(logs.records)} records read)\n")
         return 1
     if args.json:

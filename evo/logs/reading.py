@@ -10,6 +10,10 @@ Input, any mix:
 * several objects glued on one line (two processes writing to one stderr);
 * anything else (progress lines, console-format logs, a half-written last line): counted as ignored,
   never an error.
+
+A run directory may be given instead of files: its ``logs/`` folder's ``*.log`` files and their rotated older
+files (``head.log.1`` ...), where ``evovae search`` and the experiments keep the head's and the local workers'
+lines (a search inside an experiment, ``EXP/searches/NAME``: the experiment's ``EXP/logs/``).
 """
 from __future__ import annotations
 
@@ -18,13 +22,21 @@ import gzip
 import io
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["COMMON_FIELDS", "LogError", "Logs", "Record", "iso", "parse_line", "parse_time", "read_logs"]
+__all__ = ["COMMON_FIELDS", "LOGS_DIR", "LogError", "Logs", "Record", "iso", "log_files", "parse_line", "parse_time",
+           "read_logs"]
+
+#: The folder of a run directory that holds its log files (evo.cmdline.log_setup keeps them there).
+LOGS_DIR = "logs"
+
+_LOG_FILE = re.compile(r"^(?P<base>.+\.log)(?:\.(?P<n>\d+))?(?P<gz>\.gz)?$")
 
 #: Fields every line has; not repeated when a line is shown in a trace.
 COMMON_FIELDS = ("event", "level", "timestamp", "role")
@@ -203,11 +215,48 @@ class _Reader:
                                            envelope.get("_HOSTNAME"), envelope.get("_SYSTEMD_UNIT")))
 
 
+def _logs_folder(directory: Path) -> Path:
+    """Where the log files of ``directory`` are: its ``logs/`` (a run directory), the experiment's for a search
+    inside one, or the folder itself (``RUN_DIR/logs`` given)."""
+    if (directory / LOGS_DIR).is_dir():
+        return directory / LOGS_DIR
+    if directory.parent.name in ("searches", "tasks") and (directory.parent.parent / LOGS_DIR).is_dir():
+        return directory.parent.parent / LOGS_DIR
+    return directory
+
+
+def log_files(directory: str | Path) -> list[str]:
+    """The log files of a run directory (see :func:`_logs_folder`): every ``*.log`` and its rotated files
+    (``NAME.log.N``, ``.gz`` too), each file's oldest first. LogError when there are none."""
+    folder = _logs_folder(Path(directory))
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        match = _LOG_FILE.match(path.name)
+        if match and path.is_file():
+            found.append((match["base"], -int(match["n"] or 0), str(path)))
+    if not found:
+        raise LogError(f"{directory} holds no log files (a run keeps them in RUN_DIR/{LOGS_DIR}/*.log; a run made "
+                       "before evovae kept them has none there: give the files its stderr went to)")
+    return [path for _, _, path in sorted(found)]
+
+
+def _expand(paths: Sequence[str]) -> list[str]:
+    """``paths`` with each directory replaced by its log files (:func:`log_files`), each file read once."""
+    out: list[str] = []
+    for path in paths:
+        for file in log_files(path) if path != "-" and Path(path).is_dir() else [path]:
+            if file not in out or file == "-":
+                out.append(file)
+    return out
+
+
 def read_logs(paths: Sequence[str], stdin: TextIO | None = None) -> Logs:
-    """Read and merge the records of ``paths`` (``-`` is standard input) in time order.
+    """Read and merge the records of ``paths`` (``-`` is standard input; a directory: its log files,
+    :func:`log_files`) in time order.
 
     Raises LogError naming the first file that is missing or unreadable, before reading any.
     """
+    paths = _expand(paths)
     for path in paths:
         if path != "-":
             with _opened(path, stdin):  # fail fast, before reading anything

@@ -35,7 +35,7 @@ def trace(logs: Logs, query: str) -> list[Record]:
 def _causal(records: list[Record]) -> list[Record]:
     """``records`` in time order, each worker record of an attempt after the head dispatched it."""
     sent = {(r.get("task_id"), r.get("attempt")): r.time for r in records
-            if r.role == "search" and r.event == "task.dispatched"}
+            if r.role != "worker" and r.event == "task.dispatched"}  # the head: a search's, an experiment's
 
     def key(r: Record) -> tuple[float, int, int]:
         at = sent.get((r.get("task_id"), r.get("attempt"))) if r.role == "worker" else None
