@@ -17,6 +17,7 @@ import socket
 import socketserver
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,8 +179,13 @@ def _serve(args: argparse.Namespace) -> int:
         import optuna_dashboard  # type: ignore[import-untyped]
     except ImportError:
         raise _UsageError(f"optuna-dashboard is not installed; install it with: {INSTALL}") from None
+    import optuna
+
     from ..adapters.optuna_mirror import FILE, open_storage
 
+    # optuna's notes on what it computes for the page (e.g. an importance from few trials) are not for this terminal
+    warnings.simplefilter("ignore", UserWarning)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     mirror_file = run_dir / FILE
     if not mirror_file.is_file():
         _write_mirror(run_dir, mirror_file)
