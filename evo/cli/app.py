@@ -30,6 +30,7 @@ DELEGATED = {
     "encode": ("evo.cli.inference:main_encode", "write the latent means of every example of a file (a saved model)"),
     "score": ("evo.cli.inference:main_score", "negative ELBO and IW bound of every example of a file (a saved model)"),
     "logs": ("evo.logs.command:main", "summarize a search's JSON logs, or trace one task across head and workers"),
+    "report": ("evo.cli.report:main", "write report.md with figures for a search's run directory"),
     "dashboard": ("evo.cli.dashboard:main", "serve optuna-dashboard on a search's evaluations, live in the browser"),
 }
 
