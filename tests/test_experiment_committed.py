@@ -118,17 +118,46 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
 
 @pytest.mark.parametrize("run", COMPARES, ids=[p.name for p in COMPARES])
 def test_committed_comparison_is_summarized_and_rendered_by_todays_code(run):
-    from evo.experiments.compare import ComparePreset, summarize
-    from evo.experiments.compare_report import render_compare_report
+    """Re-render with ``python -m evo.experiments.compare_report docs/results/DIR`` after a change to the
+    summary or the report (it recomputes the summary from the searches and rewrites report.md and the figures)."""
+    from evo.experiments.compare import summarize
+    from evo.experiments.compare_report import preset_of, render_compare_report
 
     results = json.loads((run / "results.json").read_text())
-    preset = ComparePreset(**{**results["preset"], "fidelities": tuple(results["preset"]["fidelities"]),
-                              "arms": tuple(results["preset"]["arms"])})
-    again = summarize({"searches": results["searches"]}, preset)
+    again = summarize({"searches": results["searches"]}, preset_of(results))
     assert json.loads(json.dumps(again)) == results["summary"]
     assert render_compare_report(results) == (run / "report.md").read_text()
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (run / "report.md").read_text()):
         assert (run / figure).is_file(), figure
+
+
+@pytest.mark.parametrize("run", COMPARES, ids=[p.name for p in COMPARES])
+def test_committed_comparison_tables_agree_with_its_searches(run):
+    """The paired tables (against the default and against random search) and the compute to reach random
+    search's median final loss, read back from report.md, recomputed here from the searches themselves."""
+    import numpy as np
+
+    results = json.loads((run / "results.json").read_text())
+    report = (run / "report.md").read_text()
+    by = {(s["arm"], s["seed"]): s for s in results["searches"]}
+    arms, seeds, default = results["preset"]["arms"], range(results["preset"]["seeds"]), results["summary"]["default"]
+    for name, reference, sign in (("paired", default, 1), ("paired-random", "random", -1)):
+        if reference not in arms:
+            continue
+        rows = _table(report, name)
+        assert [r.get("other arm", r.get("arm")) for r in rows] == [a for a in arms if a != reference]
+        for row in rows:
+            arm = row.get("other arm", row.get("arm"))
+            differences = [sign * (by[arm, k]["retrain"]["test_loss"] - by[reference, k]["retrain"]["test_loss"])
+                           for k in seeds]
+            assert row["test ELBO"].startswith(f"{np.mean(differences):+.2f} ["), (name, arm)
+    if "random" in arms:
+        target = float(np.median([by["random", k]["best"]["loss"] for k in seeds]))
+        for row in _table(report, "reach"):
+            reach = [next((float(e) for e, b in by[row["arm"], k]["anytime"] if b is not None and b <= target),
+                          float("inf")) for k in seeds]
+            assert row["epochs per seed"] == ", ".join("not reached" if r == float("inf") else f"{r:.0f}"
+                                                       for r in reach)
 
 
 @pytest.mark.parametrize("run", COMPARES, ids=[p.name for p in COMPARES])

@@ -31,10 +31,12 @@ def test_bootstrap_interval_excludes_zero_only_for_a_consistent_difference():
     assert mean_sd([1.0, 3.0]) == {"n": 2, "mean": 2.0, "sd": pytest.approx(math.sqrt(2)), "min": 1.0, "max": 3.0}
 
 
-def _search(arm, seed, curve, test_loss):
+def _search(arm, seed, curve, test_loss, genotypes=None):
     best = min((b for _, b in curve if b is not None), default=None)
+    evaluations = [{"genotype": g, "epochs": 1, "seconds": 1.0, "state": "ok", "loss": 300.0}
+                   for g in (genotypes or [f"{100 + k}|10|100" for k in range(len(curve))])]
     return {"arm": arm, "seed": seed, "anytime": curve, "epochs_total": curve[-1][0],
-            "best": {"genotype": "100|10|100", "loss": best} if best else None, "evaluations": [{}] * len(curve),
+            "best": {"genotype": "100|10|100", "loss": best} if best else None, "evaluations": evaluations,
             "retrain": {"test_loss": test_loss, "test_iw_loss": test_loss - 5}}
 
 
@@ -53,6 +55,24 @@ def test_summary_computes_compute_to_reach_and_paired_differences():
     assert s["paired"]["random"]["test_loss"]["excludes_zero"]
     assert s["curves"]["random"]["median"][:6] == [None] * 5 + [110.0]
     assert s["curves"]["multifidelity"]["median"][2] == 99.0
+    # against random search too (random minus the arm: positive, the arm is better), and every arm's reach
+    assert s["paired_random"]["multifidelity"]["test_loss"]["mean"] == pytest.approx(2.0)
+    assert set(s["paired_random"]) == {"multifidelity"}
+    assert s["reach"]["target_val_loss"] == 100.0
+    assert s["reach"]["by_arm"]["multifidelity"]["ratio"] == 0.2 and s["reach"]["by_arm"]["random"]["ratio"] == 1.0
+    assert s["arms"]["multifidelity"]["generational"] and not s["arms"]["multifidelity"]["continues"]
+    assert set(s["wallclock"]["by_workers"]) == {"1", "16"}
+
+
+def test_trials_count_configurations_and_tasks_count_results():
+    """An optuna-hyperband trial is one configuration told once per epoch: one trial, as many tasks."""
+    preset = COMPARE_PRESETS["tiny"]
+    preset = type(preset)(**{**preset.__dict__, "arms": ("optuna-hyperband",), "seeds": 1, "budget_epochs": 4})
+    steps = _search("optuna-hyperband", 0, [[1, None], [2, 99.0], [3, None], [4, 98.0]], 200.0,
+                    genotypes=["100|10|100", "100|10|100", "200|10|100", "200|10|100"])
+    arm = summarize({"searches": [steps]}, preset)["arms"]["optuna-hyperband"]
+    assert arm["trials"]["mean"] == 2 and arm["tasks"]["mean"] == 4
+    assert arm["continues"] and not arm["generational"]
 
 
 @pytest.mark.parametrize("arm", ["multifidelity", "evolution", "random", "regularized", "tpe"])

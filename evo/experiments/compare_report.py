@@ -1,15 +1,19 @@
-"""The comparison's figures (matplotlib, written as PNG) and its report (Markdown), from results.json."""
+"""The comparison's figures (matplotlib, written as PNG) and its report (Markdown), from results.json.
+``python -m evo.experiments.compare_report RUN_DIR...`` makes a finished comparison's report again."""
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["draw_anytime", "draw_fidelity", "render_compare_report"]
+__all__ = ["draw_anytime", "draw_fidelity", "main", "preset_of", "render_compare_report", "rerender"]
 
 COLOURS = {"multifidelity": "tab:red", "evolution": "tab:blue", "random": "tab:gray", "regularized": "tab:green",
-           "tpe": "tab:purple",
-           "tpe-multifidelity": "tab:orange"}
+           "tpe": "tab:purple", "tpe-multifidelity": "tab:orange", "asha-tpe": "tab:brown", "hyperband-tpe": "tab:pink",
+           "asha-evolution": "tab:cyan", "asha-regularized": "tab:olive", "asha-random": "darkgray",
+           "hyperband-evolution": "navy", "dehb": "black", "optuna-hyperband": "gold", "smac": "limegreen"}
 
 
 def _pyplot():
@@ -21,25 +25,42 @@ def _pyplot():
     return plt
 
 
+def _values(points: list[float | None]) -> list[float]:
+    return [math.nan if v is None else v for v in points]
+
+
 def draw_anytime(summary: dict[str, Any], path: Path, title: str) -> None:
-    """Best validation loss so far against cumulative training epochs: median and interquartile band."""
+    """Best validation loss so far, median and interquartile band over seeds: against cumulative training
+    epochs, and (when the summary has them) against simulated wall clock at each simulated worker count."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, c in summary["curves"].items():
-        x = c["epochs"]
-        med = [math.nan if v is None else v for v in c["median"]]
-        lo = [math.nan if v is None else v for v in c["q25"]]
-        hi = [math.nan if v is None else v for v in c["q75"]]
-        colour = COLOURS.get(arm)
-        ax.plot(x, med, label=arm, color=colour, lw=2 if arm == summary["default"] else 1.3)
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.15)
-    ax.set_xlabel("cumulative training epochs")
-    ax.set_ylabel("best validation loss so far (nats, negative ELBO)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
+    wallclock = summary.get("wallclock") or {}
+    panels = [("epochs", None), *((str(n), n) for n in wallclock.get("workers", ()))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), sharey=True, squeeze=False)
+    for ax, (key, workers) in zip(axes[0], panels, strict=True):
+        for arm, c in summary["curves"].items():
+            if workers is None:
+                x, band = c["epochs"], c
+            else:
+                at = wallclock["by_workers"][key]
+                x, band = [t / 60 for t in at["grid"]], at["curves"][arm]
+            colour = COLOURS.get(arm)
+            ax.plot(x, _values(band["median"]), label=arm, color=colour, lw=2 if arm == summary["default"] else 1.3)
+            ax.fill_between(x, _values(band["q25"]), _values(band["q75"]), color=colour, alpha=0.15)
+        if workers is None:
+            ax.set_xlabel("cumulative training epochs")
+            ax.set_title(title)
+        else:  # to the slowest arm's mean end: a few slow seeds would squeeze every curve to the left
+            ends = [st["makespan"]["mean"] for st in wallclock["by_workers"][key]["arms"].values()
+                    if st["makespan"]["mean"]]
+            if ends:
+                ax.set_xlim(0, 1.05 * max(ends) / 60)
+            ax.set_xlabel("simulated wall clock (minutes)")
+            ax.set_title(f"{workers} simulated worker{'s' if workers > 1 else ''} (measured task seconds)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("best validation loss so far (nats, negative ELBO)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -93,31 +114,110 @@ def _likelihood_text(spec: dict[str, Any]) -> str:
             "continuous intensities in [0, 1], not binarised, so not a normalised likelihood")
 
 
+def _minutes(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "n/a"
+    return "not reached" if math.isinf(seconds) else f"{seconds / 60:.1f}"
+
+
+def _epochs(value: float) -> str:
+    return "not reached" if math.isinf(value) else f"{value:.0f}"
+
+
+def _names(items: list[str]) -> str:
+    quoted = [f"`{i}`" for i in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+_MEASURES = {"val_loss": "best validation loss", "test_loss": "retrained test ELBO",
+             "test_iw_loss": "retrained test IW bound"}
+
+
+def _against(paired: dict[str, dict[str, Any]], key: str, sign: int) -> tuple[list[str], list[str], list[str]]:
+    """(better, worse, undecided) arms on ``key``; ``sign`` +1 when a positive difference favours the arm."""
+    better, worse, undecided = [], [], []
+    for arm, by_key in paired.items():
+        c = by_key[key]
+        if not c.get("n"):
+            continue
+        if not c["excludes_zero"]:
+            undecided.append(arm)
+        elif sign * c["mean"] > 0:
+            better.append(arm)
+        else:
+            worse.append(arm)
+    return better, worse, undecided
+
+
 def _verdict(summary: dict[str, Any]) -> list[str]:
+    """Plain words from the numbers: who beats the default, where the default loses, who beats random search,
+    and the targets."""
     d = summary["default"]
+    paired, paired_random = summary["paired"], summary.get("paired_random") or {}
     lines = []
-    n = max((v["val_loss"].get("n", 0) for v in summary["paired"].values()), default=0)
+    n = max((v["test_loss"].get("n", 0) for v in [*paired.values(), *paired_random.values()]), default=0)
     if n < 5:
         lines.append(f"- Only {n} seeds: a bootstrap over so few pairs is not a finding; read these lines as a "
                      "smoke test.")
-    for other, by_key in summary["paired"].items():
-        t = by_key["test_loss"]
-        if not t.get("n"):
+    better, worse, undecided = _against(paired, "test_loss", -1)  # other minus default: negative favours other
+    if better:
+        by = [f"`{a}` by {-c['mean']:.2f} nats [{-c['high']:.2f}, {-c['low']:.2f}]"
+              for a, c in ((a, paired[a]["test_loss"]) for a in better)]
+        lines.append(f"- **Better than the default `{d}`** on the retrained test ELBO (paired interval excludes "
+                     "zero): " + "; ".join(by) + ".")
+    else:
+        lines.append(f"- No arm beats the default `{d}` on the retrained test ELBO with a paired interval that "
+                     "excludes zero.")
+    if worse:
+        lines.append(f"- `{d}` beats {_names(worse)} on the retrained test ELBO (paired intervals exclude zero).")
+    if undecided:
+        lines.append(f"- `{d}` vs {_names(undecided)}: not told apart on the retrained test ELBO (the paired "
+                     "intervals include zero).")
+    losses = []
+    for key, what in _MEASURES.items():
+        for arm in _against(paired, key, -1)[0]:
+            losses.append(f"`{arm}` has the better {what} ({-paired[arm][key]['mean']:+.2f} nats, interval excludes "
+                          "zero)")
+    reach = (summary.get("reach") or {}).get("by_arm") or {}
+    if d in reach:
+        mine = reach[d]["median_epochs"]
+        for arm, r in reach.items():
+            if arm not in (d, "random") and r["median_epochs"] < mine:
+                losses.append(f"`{arm}` reaches random search's median final validation loss with fewer epochs "
+                              f"({_epochs(r['median_epochs'])} against {_epochs(mine)}, medians over seeds)")
+    wallclock = summary.get("wallclock") or {}
+    for workers in wallclock.get("workers", ()):
+        arms = wallclock["by_workers"][str(workers)]["arms"]
+        mine_s = (arms.get(d) or {}).get("median_seconds_to_reach")
+        if mine_s is None:
             continue
-        if t["excludes_zero"]:
-            word = "beats" if t["mean"] > 0 else "loses to"
-            lines.append(f"- {d} {word} {other} on the retrained test ELBO by {abs(t['mean']):.2f} nats "
-                         f"(paired over {t['n']} seeds, 95% bootstrap interval excludes zero).")
-        else:
-            lines.append(f"- {d} vs {other}: no difference we can tell apart from zero on the retrained test ELBO "
-                         f"(mean {t['mean']:+.2f} nats, interval {t['low']:+.2f} to {t['high']:+.2f}, "
-                         f"{t['n']} seeds).")
-    reach = summary["targets"].get("reach_random_median")
-    if reach:
-        lines.append(f"- {d} reached random search's median final validation loss ({reach['target_val_loss']:.2f}) "
-                     f"after a median of {_f(reach['median_epochs'], 0)} epochs, {_f(reach['ratio'])} of random "
-                     f"search's {reach['random_epochs']:.0f}: target (<= 1/3) "
-                     + ("met." if reach["met"] else "**missed**."))
+        faster = [a for a, st in arms.items() if a not in (d, "random")
+                  and st.get("median_seconds_to_reach") is not None and st["median_seconds_to_reach"] < mine_s]
+        if faster:
+            losses.append(f"at {workers} simulated worker{'s' if workers > 1 else ''}, {_names(faster)} reach"
+                          f"{'es' if len(faster) == 1 else ''} random search's median final validation loss sooner "
+                          f"than `{d}` ({_minutes(mine_s)} min; measured task seconds, see the wall-clock table)")
+    if losses:
+        lines.append(f"- **Where `{d}` loses**: " + "; ".join(losses) + ".")
+    else:
+        lines.append(f"- Nowhere measured here does another arm beat `{d}` (no interval in another arm's favour, "
+                     "none reaches random search's median loss with fewer epochs or sooner).")
+    if paired_random:
+        r_better, r_worse, r_undecided = _against(paired_random, "test_loss", +1)
+        parts = []
+        if r_better:
+            parts.append(f"better than random search on the retrained test ELBO: {_names(r_better)}")
+        if r_worse:
+            parts.append(f"**worse than random search**: {_names(r_worse)}")
+        if r_undecided:
+            parts.append(f"not told apart from random search: {_names(r_undecided)}")
+        lines.append("- Against random search (paired intervals): " + "; ".join(parts) + ".")
+    target = summary["targets"].get("reach_random_median")
+    if target:
+        lines.append(f"- `{d}` reached random search's median final validation loss "
+                     f"({target['target_val_loss']:.2f}) after a median of {_epochs(target['median_epochs'])} "
+                     f"epochs, {_f(target['ratio'])} of random search's {target['random_epochs']:.0f}: target "
+                     "(<= 1/4) " + ("met." if target["met"] else "**missed**."))
     for name in ("test_beats_random", "test_beats_tpe", "never_worse_than_evolution"):
         if name in summary["targets"]:
             met = summary["targets"][name]["met"]
@@ -125,43 +225,139 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_compare_report(results: dict[str, Any]) -> str:
-    p, s = results["preset"], results["summary"]
-    spec = results["spec"]
-    out = [f"# Strategies compared at equal compute: {results['dataset']}, preset `{p['name']}`", "",
-           f"{p['summary']}. Generated by `{results['command']}`; every number below is in results.json.", "",
-           "## What was measured", "",
-           f"- Data: {results['dataset']}, {spec['train_subset'] or 'all'} training examples, a fixed validation "
+def _promotion(st: dict[str, Any]) -> str:
+    if len(st["fidelities"]) < 2:
+        return "none (one fidelity)"
+    return "continues from its checkpoint" if st["continues"] else "trained again from scratch"
+
+
+def _settings(p: dict[str, Any], arms: dict[str, Any]) -> str:
+    parts = [f"population {p['population']}, offspring {p['offspring']}, eta {p['eta']}"]
+    if any(st["generational"] and len(st["fidelities"]) > 1 for st in arms.values()):
+        parts.append(f"rungs of the generational multi-fidelity arms {','.join(map(str, p['fidelities']))}")
+    if any(not st["generational"] and len(st["fidelities"]) > 1 for st in arms.values()):
+        parts.append(f"rungs of the asynchronous arms (a peer's lowest and highest fidelity) "
+                     f"{','.join(map(str, p.get('asha_fidelities') or p['fidelities']))}")
+    parts.append(f"tournament size {p['tournament_size']}, TPE start-up trials (and SMAC's initial design) "
+                 f"{p['startup_trials']}")
+    return "; ".join(parts)
+
+
+def _what_was_run(results: dict[str, Any]) -> list[str]:
+    p, s, spec = results["preset"], results["summary"], results["spec"]
+    arms = list(s["arms"])
+    out = [f"- Data: {results['dataset']}, {spec['train_subset'] or 'all'} training examples, a fixed validation "
            f"split of {spec['val_size']} (split seed {spec['split_seed']}); the test split only for retraining.",
-           f"- Budget: {p['budget_epochs']} training epochs per search (a candidate costs the epochs it is "
-           f"asked to train; a promoted multi-fidelity candidate is retrained from scratch and pays every rung), "
-           f"{p['seeds']} seeds per arm (seeds 0..{p['seeds'] - 1}; the same seed gives every arm the same "
-           "training seeds and split).",
+           f"- {len(arms)} arms x {p['seeds']} seeds (seeds 0..{p['seeds'] - 1}; the same seed gives every arm the "
+           f"same training seeds and split), {p['budget_epochs']} training epochs per search. A task costs the "
+           "epochs it trains, whatever its outcome: a promotion that continues from its checkpoint pays the epochs "
+           "in between, one trained again from scratch pays every fidelity it reaches.",
            f"- Search metric: validation negative ELBO after {p['epochs']} epochs ({_likelihood_text(spec)}, plus "
            "KL(q(z|x) || N(0, I)); one z sample).",
            f"- Final metric: each search's best genotype retrained {p['retrain_epochs']} epochs, then on the test "
            f"split the negative ELBO and the negative importance-weighted bound with k = {p['iw_samples']} "
-           "samples (Burda et al.), both in nats per image.",
-           "- Arms: " + "; ".join(f"`{a}`: {results['arms'][a]}" for a in p["arms"]) + ".",
-           f"- Multi-fidelity rungs: {','.join(map(str, p['fidelities']))} epochs, eta = {p['eta']}; population "
-           f"{p['population']}, offspring {p['offspring']}; aging evolution P = {p['population']}, "
-           f"S = {p['tournament_size']}; TPE start-up trials {p['startup_trials']}.", "",
+           "samples (Burda et al.), both in nats per example.",
+           f"- Settings (each arm uses those it has): {_settings(p, s['arms'])}.", "",
+           "What each arm ran (fidelities: the epochs its tasks trained, over every seed; trials: the "
+           "configurations it trained; tasks: the results it was told, e.g. every rung of a candidate, every epoch "
+           "of an optuna-hyperband trial; epochs spent: what it was charged, at most the budget, less when the "
+           "next task asked for did not fit; means over seeds):", "",
+           "| arm | what it is | asks | fidelities (epochs) | a promotion | trials | tasks | epochs spent |",
+           "|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        st = s["arms"][arm]
+        asks = "a batch, then waits for all of it" if st["generational"] else "a task per free worker"
+        out.append(f"| {arm} | {results['arms'].get(arm, '')} | {asks} | {', '.join(map(str, st['fidelities']))} | "
+                   f"{_promotion(st)} | {_f(st['trials']['mean'], 1)} | {_f(st['tasks']['mean'], 1)} | "
+                   f"{_f(st['epochs']['mean'], 1)} |")
+    return out
+
+
+def _wallclock_section(s: dict[str, Any]) -> list[str]:
+    wallclock = s.get("wallclock")
+    if not wallclock:
+        return []
+    workers = wallclock["workers"]
+    many = max(workers)
+    out = ["", "The other panels put the same searches on a simulated wall clock: each search's tasks, with the "
+           "training seconds each measured, list-scheduled in the order they were told on 1 and on "
+           f"{many} simulated workers; a task waits for its genotype's previous task (a promotion is decided from "
+           "it), and a generational arm's batch waits for the whole batch before it. A generational arm decides "
+           "the same at any number of workers, so its curve is its own search on that clock; an asynchronous arm "
+           f"would decide otherwise with {many} workers (fewer results in hand), so its curve is the cost of these "
+           "decisions, not what it would do there. Task seconds were measured on a shared machine and vary with "
+           "its load between arms run at different times; the speed-up and utilization within an arm do not "
+           "depend on the machine's speed. How and why: docs/experiments.md, \"Simulated wall clock\".", "",
+           "<!-- table:wallclock -->",
+           "| arm | " + " | ".join(f"minutes, {n} worker{'s' if n > 1 else ''}" for n in workers)
+           + f" | speed-up at {many} | utilization at {many} | "
+           + " | ".join(f"minutes to random's median, {n}" for n in workers) + " |",
+           "|---|" + "---|" * (2 * len(workers) + 2)]
+    for arm in s["arms"]:
+        at = {n: wallclock["by_workers"][str(n)]["arms"][arm] for n in workers}
+        one, top = at[min(workers)]["makespan"]["mean"], at[many]["makespan"]["mean"]
+        speedup = one / top if one and top else None
+        out.append(f"| {arm} | " + " | ".join(_minutes(at[n]["makespan"]["mean"]) for n in workers)
+                   + f" | {_f(speedup, 1)} | {_f(at[many]['utilization']['mean'])} | "
+                   + " | ".join(_minutes(at[n].get("median_seconds_to_reach")) for n in workers) + " |")
+    out += ["", "Minutes: mean over seeds until a search's last task ends; speed-up: the 1-worker minutes over "
+            f"the {many}-worker ones; utilization: training seconds / ({many} x the {many}-worker minutes); minutes "
+            "to random's median: the median over seeds of the simulated time at which the search's best "
+            "validation loss first reaches random search's median final one (\"not reached\" when the median seed "
+            "never does)."]
+    return out
+
+
+def _reach_section(s: dict[str, Any]) -> list[str]:
+    reach = s.get("reach") or {}
+    if not reach.get("by_arm"):
+        return []
+    out = ["", "## Compute to reach random search's median final validation loss", "",
+           f"Random search's median final validation loss is {reach['target_val_loss']:.2f}; per arm, the "
+           "cumulative epochs at which each seed's best validation loss first reached it, their median and its "
+           "ratio to random search's budget (the target for the default: <= 1/4).", "",
+           "<!-- table:reach -->", "| arm | epochs per seed | median | ratio |", "|---|---|---|---|"]
+    for arm, r in reach["by_arm"].items():
+        ratio = "reference" if arm == "random" else ("not reached" if math.isinf(r["ratio"]) else _f(r["ratio"]))
+        out.append(f"| {arm} | {', '.join(_epochs(e) for e in r['epochs_to_reach'])} | "
+                   f"{_epochs(r['median_epochs'])} | {ratio} |")
+    return out
+
+
+def render_compare_report(results: dict[str, Any]) -> str:
+    p, s = results["preset"], results["summary"]
+    d = s["default"]
+    out = [f"# Strategies compared at equal compute: {results['dataset']}, preset `{p['name']}`", "",
+           f"{len(s['arms'])} arms x {p['seeds']} seeds, {p['budget_epochs']} training epochs a search, compared "
+           f"after {p['epochs']} epochs. Generated by `{results['command']}`; every number below is in "
+           "results.json.", "",
+           "## What was run", "", *_what_was_run(results), "",
            "## Verdict", "", *_verdict(s), "",
            "## Anytime performance", "", "![anytime](anytime.png)", "",
-           "Median (line) and interquartile band over seeds of the best validation loss so far, against the "
-           "cumulative training epochs spent.", "",
+           "Median (line) and interquartile band over seeds of the best validation loss so far. Left: against the "
+           "cumulative training epochs spent (the budget every arm has).", *_wallclock_section(s), "",
            "## Per arm (mean ± sd over seeds)", "",
-           "| arm | best validation loss | retrained test ELBO | retrained test IW bound | evaluations |",
-           "|---|---|---|---|---|"]
+           "<!-- table:arms -->",
+           "| arm | best validation loss | retrained test ELBO | retrained test IW bound | trials | tasks |",
+           "|---|---|---|---|---|---|"]
     for arm, st in s["arms"].items():
         out.append(f"| {arm} | {_pm(st['val_loss'])} | {_pm(st['test_loss'])} | {_pm(st['test_iw_loss'])} "
-                   f"| {_f(st['evaluations']['mean'], 1)} |")
-    out += ["", f"## Paired differences: other arm minus `{s['default']}` (positive: `{s['default']}` is better)",
-            "", "Mean over seeds with a 95% percentile bootstrap interval (10,000 resamples of the seed pairs).", "",
+                   f"| {_f(st['trials']['mean'], 1)} | {_f(st['tasks']['mean'], 1)} |")
+    out += ["", f"## Paired differences: other arm minus `{d}` (positive: `{d}` is better)", "",
+            "Mean over seeds with a 95% percentile bootstrap interval (10,000 resamples of the seed pairs).", "",
+            "<!-- table:paired -->",
             "| other arm | validation loss | test ELBO | test IW bound |", "|---|---|---|---|"]
     for other, by_key in s["paired"].items():
         out.append(f"| {other} | {_ci(by_key['val_loss'])} | {_ci(by_key['test_loss'])} | "
                    f"{_ci(by_key['test_iw_loss'])} |")
+    if s.get("paired_random"):
+        out += ["", "## Paired differences: random search minus each arm (positive: the arm is better than random "
+                "search)", "", "<!-- table:paired-random -->",
+                "| arm | validation loss | test ELBO | test IW bound |", "|---|---|---|---|"]
+        for arm, by_key in s["paired_random"].items():
+            out.append(f"| {arm} | {_ci(by_key['val_loss'])} | {_ci(by_key['test_loss'])} | "
+                       f"{_ci(by_key['test_iw_loss'])} |")
+    out += _reach_section(s)
     study = results.get("fidelity")
     if study:
         out += ["", "## Fidelity study", "",
@@ -180,3 +376,52 @@ def render_compare_report(results: dict[str, Any]) -> str:
         out.append(f"| {arm} | " + " | ".join(f"`{g}`" if g else "-" for g in st["best_genotypes"]) + " |")
     out += ["", f"Machine: {results['machine']}; wall time {results['seconds'] / 60:.1f} min."]
     return "\n".join(out) + "\n"
+
+
+def preset_of(results: dict[str, Any]) -> Any:
+    """The :class:`~evo.experiments.compare.ComparePreset` results.json records."""
+    from .compare import ComparePreset
+
+    p = results["preset"]
+    tuples = {key: tuple(p[key]) for key in ("fidelities", "arms", "asha_fidelities") if key in p}
+    return ComparePreset(**{**p, **tuples})
+
+
+def rerender(run: Path) -> None:
+    """A finished comparison's report made again by today's code from its results.json: the summary computed
+    again from the searches (nothing else in results.json changes), the figures drawn and report.md written."""
+    from .compare import summarize
+
+    path = run / "results.json"
+    results = json.loads(path.read_text())
+    if results.get("format") != "evovae-compare":
+        raise ValueError(f"{path} is not a comparison's results (format {results.get('format')!r})")
+    results["summary"] = json.loads(json.dumps(summarize({"searches": results["searches"]}, preset_of(results))))
+    path.write_text(json.dumps(results, indent=1))
+    dataset = results["dataset"]
+    title = f"{Path(dataset).name}, preset {results['preset']['name']}"
+    draw_anytime(results["summary"], run / "anytime.png", title)
+    if results.get("fidelity"):
+        draw_fidelity(results["fidelity"], run / "fidelity.png")
+    (run / "report.md").write_text(render_compare_report(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evo.experiments.compare_report RUN_DIR...``: each comparison's report made again from its
+    results.json (the committed ones: docs/results/*-compare-*)."""
+    runs = sys.argv[1:] if argv is None else argv
+    if not runs:
+        print("usage: python -m evo.experiments.compare_report RUN_DIR...", file=sys.stderr)
+        return 2
+    for run in runs:
+        try:
+            rerender(Path(run))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"evovae: error: {run}: {exc}", file=sys.stderr)
+            return 2
+        print(f"report {Path(run) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
