@@ -10,7 +10,15 @@ import pytest
 from optuna.trial import TrialState
 
 from evo.adapters import register_all
-from evo.adapters.optuna_mirror import FILE, OptunaMirror, distributions, genotype_params, open_storage, trial_of
+from evo.adapters.optuna_mirror import (
+    FILE,
+    METRIC,
+    OptunaMirror,
+    distributions,
+    genotype_params,
+    open_storage,
+    trial_of,
+)
 from evo.evaluation import Candidate, Evaluation
 from evo.genotype import Genotype, parse_genotype
 from evo.head.evaluators import InProcessEvaluator
@@ -174,7 +182,10 @@ def _search(run_dir, options, *, generations=None, resume=False):
 def test_every_evaluation_of_a_search_is_one_trial(tmp_path, options):
     register_all()
     evaluations, mirror = _search(tmp_path / "run", options)
-    trials = _trials(tmp_path / "run" / FILE, "run")
+    study = optuna.load_study(study_name="run", storage=open_storage(tmp_path / "run" / FILE))
+    assert study.metric_names == [METRIC]
+    assert (study.user_attrs["strategy"], study.user_attrs["final_epochs"]) == (options.strategy, 3)
+    trials = study.get_trials(deepcopy=False)
     assert len(trials) == len(evaluations) == mirror.written
     assert sorted(t.user_attrs["genotype"] for t in trials) == sorted(str(e.genotype) for e in evaluations)
     states = {t.state for t in trials}

@@ -29,7 +29,8 @@ import datetime
 import importlib
 import logging
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,12 @@ from ..search_config import SearchConfig
 from ..space import SearchSpace
 from ..spec import TrainSpec, task_id
 
-__all__ = ["FILE", "OptunaMirror", "distributions", "genotype_params", "open_storage", "trial_of"]
+__all__ = ["FILE", "METRIC", "OptunaMirror", "distributions", "genotype_params", "open_storage", "trial_of"]
 
 #: the mirror's file in a run directory
 FILE = "optuna-journal.log"
+#: the name of the study's objective
+METRIC = "validation loss (nats)"
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +168,14 @@ class OptunaMirror:
     final fidelity (below it, a success is PRUNED); ``spec``: the search's training spec, to name each trial's
     task id. Never raises from a call: a failure to write ends the mirroring (``failed`` says why) and is
     reported once, to ``on_failure(path, why)`` (default: a warning on the ``logging`` logger of this module; the
-    composition layer passes its structlog logger)."""
+    composition layer passes its structlog logger). A new study is given ``study_attrs`` as its user attributes
+    (what the search is) and its objective the name :data:`METRIC`."""
 
     def __init__(self, path: str | os.PathLike[str], space: SearchSpace, final_epochs: int, study_name: str, *,
-                 spec: TrainSpec | None = None, on_failure: Callable[[Path, str], None] | None = None) -> None:
+                 spec: TrainSpec | None = None, on_failure: Callable[[Path, str], None] | None = None,
+                 study_attrs: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
+        self.study_attrs = dict(study_attrs or {})
         self.space = space
         self.final_epochs = final_epochs
         self.study_name = study_name
@@ -188,8 +194,15 @@ class OptunaMirror:
         """The mirror of the search ``config`` in ``run_dir`` (``RUN_DIR/optuna-journal.log``; the study named
         after the run directory unless ``study_name`` is given)."""
         run_dir = Path(run_dir)
-        return cls(run_dir / FILE, config.space, config.options.final_epochs,
-                   study_name or run_dir.resolve().name, spec=config.spec, on_failure=on_failure)
+        o, sp = config.options, config.space
+        attrs = {"strategy": o.strategy, "mode": o.mode, "final_epochs": o.final_epochs, "seed": o.seed,
+                 "dataset": config.spec.dataset,
+                 "space": f"{sp.min_layers}..{sp.max_layers} layers, widths {sp.width_min}..{sp.width_max} step "
+                          f"{sp.width_step}, latent {sp.latent_min}..{sp.latent_max} step {sp.latent_step}"}
+        if o.fidelities:
+            attrs["fidelities"] = ",".join(map(str, o.fidelities))
+        return cls(run_dir / FILE, config.space, o.final_epochs, study_name or run_dir.resolve().name,
+                   spec=config.spec, on_failure=on_failure, study_attrs=attrs)
 
     def _open(self) -> optuna.study.Study:
         if self._study is None:
@@ -198,6 +211,12 @@ class OptunaMirror:
             study = optuna.create_study(storage=open_storage(self.path), study_name=self.study_name,
                                         direction="minimize", load_if_exists=True)
             self._held = len(study.get_trials(deepcopy=False))
+            if not self._held and study.metric_names is None:  # a new study: say what it is
+                with warnings.catch_warnings():  # set_metric_names is marked experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([METRIC])
+                for key, value in self.study_attrs.items():
+                    study.set_user_attr(key, value)
             self._study = study
         return self._study
 
