@@ -169,7 +169,8 @@ def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
             summary = run_arm(bench, arm, p, seed, spec, name)
             best = summary["best"]
             echo(f"{name:24s} best {best['loss'] if best else float('nan'):8.2f} {best['genotype'] if best else '-'}"
-                 f"  epochs {summary['epochs_total']}  evaluations {len(summary['evaluations'])}")
+                 f"  epochs {summary['epochs_total']}  trials {len({e['genotype'] for e in summary['evaluations']})}"
+                 f"  tasks {len(summary['evaluations'])}")
             searches.append({"arm": arm, "seed": seed, "name": name, **summary})
     retrain_spec = spec.replace(epochs=p.retrain_epochs, report_test=True, iw_samples=p.iw_samples)
     bests = [s for s in searches if s["best"]]

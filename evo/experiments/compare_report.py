@@ -117,7 +117,9 @@ def _likelihood_text(spec: dict[str, Any]) -> str:
 def _minutes(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "n/a"
-    return "not reached" if math.isinf(seconds) else f"{seconds / 60:.1f}"
+    if math.isinf(seconds):
+        return "not reached"
+    return f"{seconds / 60:.2f}" if seconds < 600 else f"{seconds / 60:.1f}"
 
 
 def _epochs(value: float) -> str:
@@ -174,17 +176,20 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
         lines.append(f"- `{d}` vs {_names(undecided)}: not told apart on the retrained test ELBO (the paired "
                      "intervals include zero).")
     losses = []
-    for key, what in _MEASURES.items():
-        for arm in _against(paired, key, -1)[0]:
-            losses.append(f"`{arm}` has the better {what} ({-paired[arm][key]['mean']:+.2f} nats, interval excludes "
-                          "zero)")
+    for arm in paired:
+        measures = [f"{what} by {-paired[arm][key]['mean']:.2f} nats" for key, what in _MEASURES.items()
+                    if arm in _against(paired, key, -1)[0]]
+        if measures:
+            losses.append(f"`{arm}` has the better {', '.join(measures)} (paired intervals exclude zero)")
     reach = (summary.get("reach") or {}).get("by_arm") or {}
     if d in reach:
         mine = reach[d]["median_epochs"]
-        for arm, r in reach.items():
-            if arm not in (d, "random") and r["median_epochs"] < mine:
-                losses.append(f"`{arm}` reaches random search's median final validation loss with fewer epochs "
-                              f"({_epochs(r['median_epochs'])} against {_epochs(mine)}, medians over seeds)")
+        fewer = [a for a, r in reach.items() if a not in (d, "random") and r["median_epochs"] < mine]
+        if fewer:
+            losses.append(f"{_names(fewer)} reach{'es' if len(fewer) == 1 else ''} random search's median final "
+                          "validation loss with fewer epochs ("
+                          + ", ".join(_epochs(reach[a]["median_epochs"]) for a in fewer)
+                          + f" epochs against {_epochs(mine)} for `{d}`; medians over seeds)")
     wallclock = summary.get("wallclock") or {}
     for workers in wallclock.get("workers", ()):
         arms = wallclock["by_workers"][str(workers)]["arms"]
@@ -195,10 +200,12 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
                   and st.get("median_seconds_to_reach") is not None and st["median_seconds_to_reach"] < mine_s]
         if faster:
             losses.append(f"at {workers} simulated worker{'s' if workers > 1 else ''}, {_names(faster)} reach"
-                          f"{'es' if len(faster) == 1 else ''} random search's median final validation loss sooner "
-                          f"than `{d}` ({_minutes(mine_s)} min; measured task seconds, see the wall-clock table)")
+                          f"{'es' if len(faster) == 1 else ''} it sooner ("
+                          + ", ".join(_minutes(arms[a]["median_seconds_to_reach"]) for a in faster)
+                          + f" minutes against {_minutes(mine_s)} for `{d}`; from measured task seconds, see the "
+                          "wall-clock table)")
     if losses:
-        lines.append(f"- **Where `{d}` loses**: " + "; ".join(losses) + ".")
+        lines += [f"- **Where `{d}` loses**:", *(f"  - {loss}." for loss in losses)]
     else:
         lines.append(f"- Nowhere measured here does another arm beat `{d}` (no interval in another arm's favour, "
                      "none reaches random search's median loss with fewer epochs or sooner).")
@@ -214,10 +221,15 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
         lines.append("- Against random search (paired intervals): " + "; ".join(parts) + ".")
     target = summary["targets"].get("reach_random_median")
     if target:
-        lines.append(f"- `{d}` reached random search's median final validation loss "
-                     f"({target['target_val_loss']:.2f}) after a median of {_epochs(target['median_epochs'])} "
-                     f"epochs, {_f(target['ratio'])} of random search's {target['random_epochs']:.0f}: target "
-                     "(<= 1/4) " + ("met." if target["met"] else "**missed**."))
+        if math.isinf(target["median_epochs"]):
+            lines.append(f"- `{d}` did not reach random search's median final validation loss "
+                         f"({target['target_val_loss']:.2f}) in at least half of its seeds: target (<= 1/4 of "
+                         "random search's epochs) **missed**.")
+        else:
+            lines.append(f"- `{d}` reached random search's median final validation loss "
+                         f"({target['target_val_loss']:.2f}) after a median of {_epochs(target['median_epochs'])} "
+                         f"epochs, {_f(target['ratio'])} of random search's {target['random_epochs']:.0f}: target "
+                         "(<= 1/4) " + ("met." if target["met"] else "**missed**."))
     for name in ("test_beats_random", "test_beats_tpe", "never_worse_than_evolution"):
         if name in summary["targets"]:
             met = summary["targets"][name]["met"]
