@@ -70,6 +70,7 @@ def _search(run_dir: Path, options: StrategyOptions = RANDOM, *, die_at: int | N
     else:
         spec = spec.replace(epochs=options.epochs, seed=options.seed)  # one seed, as `evovae search --seed` gives
         search = SearchRun.create(run_dir, SearchConfig(options, spec))
+    search.runner.poll_s = 0.0  # the trainer answers at once: no waiting between results
     try:
         search.replay()
         try:
@@ -217,6 +218,7 @@ def test_a_stale_result_is_not_believed(tmp_path):
     run = tmp_path / "run"
     _search(run, replace(RANDOM, generations=1))
     with SearchRun.open(run, generations=2) as search:
+        search.runner.poll_s = 0.0
         search.replay()
         with pytest.raises(RuntimeError):
             search.run(InProcessEvaluator(Trainer(die_at=3)))
@@ -298,7 +300,10 @@ def test_what_is_not_a_run_with_something_to_report_is_one_line_and_status_2(tmp
     (tmp_path / "foreign" / "journal.sqlite").write_text("hello")
     RunJournal.create(tmp_path / "empty", SearchConfig(RANDOM, SPEC).to_dict()).close()
     (tmp_path / "file").write_text("x")
-    cases = {"missing": "no such directory", "file": "is not a run directory (not a directory)",
+    _search(tmp_path / "experiment" / "searches" / "random-seed4", replace(RANDOM, generations=1))
+    cases = {"experiment": "is an experiment's directory: give one of its searches, "
+                           f"{tmp_path / 'experiment' / 'searches' / 'random-seed4'} (its searches: random-seed4)",
+             "missing": "no such directory", "file": "is not a run directory (not a directory)",
              "plain": "is not an evovae run directory: no journal.sqlite in it",
              "foreign": "is not an evovae run journal (file is not a database)",
              "empty": "the journal holds no evaluation yet: nothing to report"}

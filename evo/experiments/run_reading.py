@@ -27,7 +27,7 @@ from ..head.journal import FORMAT, JournalError, RunJournal
 from ..head.progress import anytime, evaluation_item, search_summary
 from ..head.runner import Runner
 from ..head.store import VERSION, connect
-from ..logs.reading import LogError, Record, read_logs
+from ..logs.reading import LOGS_DIR, LogError, Record, log_files, read_logs
 from ..search_config import SearchConfig
 from ..strategies import make_strategy
 
@@ -71,6 +71,8 @@ class RunRecord:
     clock: tuple[float, ...]  # per told evaluation: seconds since the search started, pauses cut out
     clock_kind: str  # "wall clock" or "simulated clock (N workers)"
     pauses: tuple[tuple[float, float], ...]  # (start, seconds) of each pause cut out of the clock
+    span: tuple[float, float]  # the Unix times of the journal's first and last event
+    asked: tuple[str, ...]  # the task ids of every candidate asked (told or not)
     notes: tuple[str, ...]
 
     @property
@@ -93,6 +95,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
         raise ReportError(f"{path} is not a run directory ({why})")
     try:
         if not (path / RunJournal.FILE).is_file():
+            searches = sorted(p.name for p in (path / "searches").glob("*") if (p / RunJournal.FILE).is_file())
+            if searches:
+                shown = ", ".join(searches[:6]) + (", ..." if len(searches) > 6 else "")
+                raise ReportError(f"{path} is an experiment's directory: give one of its searches, "
+                                  f"{path / 'searches' / searches[0]} (its searches: {shown})")
             RunJournal.open(path, readonly=True)  # raises, saying what the directory holds instead
         with tempfile.TemporaryDirectory(prefix="evovae-report-") as scratch:
             con = _connect(path / RunJournal.FILE)
@@ -151,6 +158,8 @@ def _record(run_dir: Path, journal: RunJournal, con: sqlite3.Connection, meta: d
     tells = [(at, json.loads(ids)) for at, ids in con.execute(
         "SELECT at, task_ids FROM events WHERE kind = 'tell' ORDER BY seq")]
     times = [at for (at,) in con.execute("SELECT at FROM events ORDER BY seq")]
+    asked = tuple(tid for (ids,) in con.execute("SELECT task_ids FROM events WHERE kind = 'ask' ORDER BY seq")
+                  for tid in json.loads(ids))
     extra = {tid: (key, source) for tid, key, source in con.execute(
         "SELECT task_id, worker_key, source FROM results")}
     results = journal.results()
@@ -176,7 +185,8 @@ def _record(run_dir: Path, journal: RunJournal, con: sqlite3.Connection, meta: d
     clock, kind, pauses = _clock(told, times, result if source == "result.json" else None)
     return RunRecord(run_dir=run_dir, config=journal.config, search=search, created=meta.get("created", ""),
                      reopened=meta.get("opened"), told=told, summary=summary, source=source, result=result,
-                     stop_reason=stop, clock=clock, clock_kind=kind, pauses=pauses, notes=tuple(notes))
+                     stop_reason=stop, clock=clock, clock_kind=kind, pauses=pauses, span=(min(times), max(times)),
+                     asked=asked, notes=tuple(notes))
 
 
 def _result_json(run_dir: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -292,24 +302,19 @@ _HEAD_WORKER_EVENTS = frozenset({"worker.seen", "worker.reconnected", "worker.lo
                                  "task.orphaned"})
 
 
-def log_files(run_dir: Path) -> list[Path]:
-    """The run's JSON logs: ``RUN_DIR/logs/*.log`` and their rotated copies (``.log.1``, ``.gz``)."""
-    folder = run_dir / "logs"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and ".log" in p.name)
-
-
-def read_timeline(run_dir: Path) -> Timeline | None:
-    """The workers' timeline from ``RUN_DIR/logs``; None when the run kept no logs. Its ``busy`` is empty when
-    the logs name no task handed out (a search that trained in its own process) or cannot be read."""
-    files = log_files(run_dir)
-    if not files:
+def read_timeline(record: RunRecord) -> Timeline | None:
+    """The workers' timeline of ``record``'s run from its logs (``evo.logs.reading.log_files``: ``RUN_DIR/logs``,
+    or the experiment's for a search inside one, where only this search's tasks in its journal's time span
+    count); None when the run kept no logs. Its ``busy`` is empty when the logs name no task of the run handed
+    out (a search that trained in its own process) or cannot be read."""
+    try:
+        files = log_files(record.run_dir)
+    except LogError:
         return None
     try:
-        logs = read_logs([str(p) for p in files])
+        logs = read_logs(files)
     except LogError:
-        return Timeline(tuple(str(p) for p in files), (), {}, (), 0.0, 0.0, "unreadable")
+        return Timeline(tuple(files), (), {}, (), 0.0, 0.0, "unreadable")
     seen: set[str] = set()
     records = []
     for r in logs.records:  # a line in two files (a copy of a log beside the original) counts once
@@ -317,19 +322,28 @@ def read_timeline(run_dir: Path) -> Timeline | None:
         if key not in seen:
             seen.add(key)
             records.append(r)
+    shared = not (record.run_dir / LOGS_DIR).is_dir()  # an experiment's logs: every search's
+    if shared:
+        begin, end = record.span
+        records = [r for r in records if begin - 1.0 <= r.time <= end + 1.0]
     head = [r for r in records if r.role != "worker"]
     if any(r.event == "task.dispatched" for r in head):
         busy, source = _head_busy(records), "head"
     else:
         busy, source = _worker_busy([r for r in records if r.role == "worker"]), "workers"
+    if shared:
+        ours = {t.task_id for t in record.told} | set(record.asked)
+        busy = [b for b in busy if b.task_id in ours]
     alive: dict[str, tuple[float, float]] = {}
     for r in records:
         wid = r.get("worker_id")
         if isinstance(wid, str) and wid and (r.role == "worker" or r.event in _HEAD_WORKER_EVENTS):
             first, last = alive.get(wid, (r.time, r.time))
             alive[wid] = (min(first, r.time), max(last, r.time))
+    if shared:  # the workers that worked for this search
+        alive = {w: span for w, span in alive.items() if any(b.worker == w for b in busy)}
     times = [r.time for r in records if math.isfinite(r.time)] or [0.0]
-    return Timeline(files=tuple(str(p) for p in files), busy=tuple(busy), alive=alive,
+    return Timeline(files=tuple(files), busy=tuple(busy), alive=alive,
                     head_starts=tuple(r.time for r in head if r.event == "broker.started"),
                     start=min(times), end=max(times), source=source)
 

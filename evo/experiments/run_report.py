@@ -358,15 +358,17 @@ def _importance(record: RunRecord, folder: Path, drawn: list[str]) -> list[str]:
 
 def _workers(record: RunRecord, folder: Path, drawn: list[str]) -> list[str]:
     lines = ["## Workers", ""]
-    timeline = read_timeline(record.run_dir)
+    timeline = read_timeline(record)
     if timeline is None:
-        return [*lines, "No logs kept with this run (no `RUN_DIR/logs`), so there is no timeline of the workers.", ""]
-    names = ", ".join(f"`{Path(f).name}`" for f in timeline.files)
+        return [*lines, "No logs kept with this run (no `RUN_DIR/logs/*.log`), so there is no timeline of the workers.",
+                ""]
+    names = ", ".join(f"`{Path(f).name}`" for f in timeline.files) + f" in `{Path(timeline.files[0]).parent}`"
     if timeline.source == "unreadable":
         return [*lines, f"The run's logs ({names}) could not be read, so there is no timeline of the workers.", ""]
     if not timeline.busy:
-        return [*lines, f"The run's logs ({names}) name no task handed to a worker (a search that trained in its "
-                        "own process, `--in-process`, has no workers), so there is no timeline of the workers.", ""]
+        return [*lines, f"The run's logs ({names}) name no task of this search handed to a worker (a search that "
+                        "trained in its own process, `--in-process`, has no workers), so there is no timeline of the "
+                        "workers.", ""]
     figures.draw_timeline(timeline, folder / "workers.png")
     drawn.append("workers.png")
     source = ("the head's hand-outs (`task.dispatched`) to the results it received" if timeline.source == "head"
