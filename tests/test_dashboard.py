@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from distributed_helpers import Process, free_port_pair, wait_until
-from evo.adapters.optuna_mirror import FILE, open_storage
+from evo.adapters.optuna_mirror import FILE, METRIC, open_storage
 from evo.cli.dashboard import main as dashboard_main
 from evo.head.search_run import SearchRun
 from evo.search_config import SearchConfig
@@ -163,6 +163,9 @@ def test_a_port_in_use_is_one_line(finished, served):
 
 def test_every_evaluation_is_a_trial_in_tell_order(finished):
     run_dir, result = finished
+    study = optuna.load_study(study_name=run_dir.name, storage=open_storage(run_dir / FILE))
+    assert (study.user_attrs["strategy"], study.user_attrs["dataset"], study.metric_names) == (
+        "tpe", "synthetic", [METRIC])
     trials = _trials(run_dir)
     assert [(t.user_attrs["genotype"], t.user_attrs["epochs"]) for t in trials] == [
         (e["genotype"], e["epochs"]) for e in result["evaluations"]]

@@ -51,8 +51,11 @@ def _mirror_failed(path: Path, why: str) -> None:
 def attach_mirror(run: SearchRun) -> OptunaMirror:
     """Mirror every evaluation of ``run`` into ``RUN_DIR/optuna-journal.log``, the study named after the run
     directory (call it before ``run.replay()``: a resume then writes only what the mirror lacks)."""
-    config = run.config
-    return mirror_into(run.runner, run.run_dir, config.space, config.options.final_epochs, config.spec)
+    from ..adapters.optuna_mirror import OptunaMirror
+
+    mirror = OptunaMirror.of(run.run_dir, run.config, on_failure=_mirror_failed)  # with what the search is
+    run.observe(mirror)
+    return mirror
 
 
 def mirror_into(runner: Runner, run_dir: Path, space: SearchSpace, final_epochs: int,
