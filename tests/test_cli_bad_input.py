@@ -199,10 +199,10 @@ CASES = [
     ("compare-run-dir-used", ["experiment", "compare", "--run-dir", "{used}"], "exists and is not empty"),
     # evovae logs, and evovae itself
     ("logs-no-action", ["logs"], "required: ACTION"),
-    ("logs-no-files", ["logs", "summarize"], "required: FILE"),
+    ("logs-no-files", ["logs", "summarize"], "required: RUN_DIR|FILE"),
     ("logs-missing-file", ["logs", "summarize", "{missing}"], "{missing}"),
     ("logs-zero-bucket", ["logs", "summarize", "{file}", "--bucket", "0"], "argument --bucket"),
-    ("logs-trace-no-files", ["logs", "trace", "abcdef"], "required: FILE"),
+    ("logs-trace-no-files", ["logs", "trace", "abcdef"], "required: RUN_DIR|FILE"),
     ("no-command", [], "required: COMMAND"),
     ("unknown-command", ["serve"], "invalid choice: 'serve'"),
 ]

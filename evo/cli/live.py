@@ -100,7 +100,7 @@ class LiveDisplay:
             self._quiet = contextlib.ExitStack()
             if terminal_is_tty():  # the log lines share this terminal: only warnings and errors above the display
                 self._quiet.enter_context(quiet_terminal())
-            self._live = Live(console=self.console, get_renderable=self._render, refresh_per_second=2,
+            self._live = Live(console=self.console, get_renderable=self.renderable, refresh_per_second=2,
                               redirect_stdout=True, redirect_stderr=True)
             self._live.start()
         return self
@@ -135,7 +135,8 @@ class LiveDisplay:
             print(line, flush=True)
 
     # -- drawing (rich's refresh thread) -----------------------------------------------------------
-    def _render(self) -> Any:
+    def renderable(self) -> Any:
+        """What the display shows now (rich renderables)."""
         rows: list[Any] = []
         view, now = self._view, time.monotonic()
         head = Text(self.title, style="bold")

@@ -50,22 +50,40 @@ def _level_of(name: str) -> int:
 
 class _LogFile(logging.handlers.RotatingFileHandler):
     """Appends lines to a file and rotates it (the standard library's handler: thread-safe). A file it cannot
-    write (the disk full, the run directory removed) is said once on stderr, in one line; its lines are
-    dropped, the run goes on."""
+    write (the disk full, the run directory read-only or removed) is said once, as a ``log_file.unwritable``
+    warning on the terminal; its lines are dropped and the run goes on."""
 
     _failed = False
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if not self._failed:
-            self._failed = True
-            error = sys.exc_info()[1]
-            sys.stderr.write(f"evovae: warning: cannot write the log file {self.baseFilename} ({error}); "
-                             "its lines are dropped\n")
+        if self._failed:
+            return
+        self._failed = True
+        error = sys.exc_info()[1]
+        outputs = _outputs
+        if outputs is not None and outputs.terminal_level <= logging.WARNING:
+            outputs.write(outputs.render({"path": self.baseFilename, "error": str(error) or type(error).__name__,
+                                          "event": "log_file.unwritable", "level": "warning",
+                                          "timestamp": _now()}))
+
+
+def _now() -> str:
+    """The time now as structlog's TimeStamper writes it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _rotating(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # said at the first line it cannot write (handleError)
     return _LogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8", delay=True)
+
+
+def _close(handler: logging.Handler) -> None:
+    """Close a log file; one that cannot be flushed (the disk full) was said by its handleError already."""
+    with contextlib.suppress(OSError, ValueError):
+        handler.close()
 
 
 def _append(handler: logging.Handler, line: str) -> None:
@@ -181,7 +199,7 @@ def keep_logs(log_dir: str | Path, name: str = "head") -> Callable[[], None]:
     def stop() -> None:
         if handler in outputs.files:
             outputs.files.remove(handler)
-        handler.close()
+        _close(handler)
 
     return stop
 
@@ -235,9 +253,8 @@ class WorkerLines:
         handler = self._file(slot)
         if not (isinstance(record, dict) and isinstance(record.get("event"), str)):
             if handler is not None:
-                moment = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as structlog's
                 _append(handler, json.dumps({"text": line, "slot": slot, "event": "worker.output", "role": "worker",
-                                             "level": "warning", "timestamp": moment}))
+                                             "level": "warning", "timestamp": _now()}))
             self._outputs.write(line)
             return
         if handler is not None:
@@ -250,7 +267,7 @@ class WorkerLines:
         with self._lock:
             self._closed = True
             for handler in self._files.values():
-                handler.close()
+                _close(handler)
             self._files.clear()
 
 
