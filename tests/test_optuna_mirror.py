@@ -208,3 +208,33 @@ def test_a_resumed_search_has_no_trial_twice(tmp_path):
     straight = _trials(tmp_path / "straight" / FILE, "straight")
     assert [t.user_attrs["genotype"] for t in trials] == [t.user_attrs["genotype"] for t in straight]
     assert [t.value for t in trials] == [t.value for t in straight]
+
+
+# -- every search of the composition layer writes it -------------------------------------------------
+
+def test_an_experiments_searches_and_peer_arms_write_their_mirrors(tmp_path):
+    from evo.engine import EvolutionEngine
+    from evo.experiments.searches import SearchBench
+
+    bench = SearchBench(tmp_path, InProcessEvaluator(_train), lambda: 1, space=SPACE)
+    options = StrategyOptions(strategy="evolution", population=3, offspring=3, generations=2, epochs=3, seed=4)
+    result = bench.search("evolution-seed4", options, SPEC)
+    peer = bench.peer("peer-seed4", {"peer": "engine"},
+                      lambda directory: EvolutionEngine(SPACE, mu=3, lam=3, seed=5, epochs=3, generations=2), SPEC)
+    for name, summary in (("evolution-seed4", result), ("peer-seed4", peer)):
+        trials = _trials(tmp_path / "searches" / name / FILE, name)
+        assert [t.user_attrs["genotype"] for t in trials] == [e["genotype"] for e in summary["evaluations"]]
+
+
+@pytest.mark.slow  # trains a few small models
+def test_the_python_api_writes_the_mirror(tmp_path):
+    import numpy as np
+
+    import evovae
+
+    rows = (np.random.default_rng(0).random((200, 8)) < 0.5).astype(np.float32)
+    result = evovae.search(rows, run_dir=tmp_path / "run", budget_epochs=2, epochs=1, population=2, offspring=2,
+                           space=SearchSpace(max_layers=1, width_max=100), seed=1)
+    trials = _trials(tmp_path / "run" / FILE, "run")
+    assert [t.user_attrs["genotype"] for t in trials] == [str(e.genotype) for e in result.evaluations]
+    assert all(t.state is TrialState.COMPLETE and len(t.intermediate_values) == 1 for t in trials)
