@@ -203,6 +203,12 @@ CASES = [
     ("logs-missing-file", ["logs", "summarize", "{missing}"], "{missing}"),
     ("logs-zero-bucket", ["logs", "summarize", "{file}", "--bucket", "0"], "argument --bucket"),
     ("logs-trace-no-files", ["logs", "trace", "abcdef"], "required: RUN_DIR|FILE"),
+    # evovae report
+    ("report-no-run-dir", ["report"], "required: RUN_DIR"),
+    ("report-missing", ["report", "{missing}"], "no such directory"),
+    ("report-not-a-run", ["report", "{empty}"], "no journal.sqlite in it"),
+    ("report-a-file", ["report", "{file}"], "is not a run directory (not a directory)"),
+    ("report-top-21", ["report", "{empty}", "--top", "21"], "argument --top: 21 is not between 1 and 20"),
     ("no-command", [], "required: COMMAND"),
     ("unknown-command", ["serve"], "invalid choice: 'serve'"),
 ]
