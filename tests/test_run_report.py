@@ -228,6 +228,24 @@ def test_a_stale_result_is_not_believed(tmp_path):
     assert _row(report, "status").startswith("not finished")
 
 
+def test_a_journal_that_does_not_replay_is_reported_from_the_journal_alone(tmp_path):
+    run = tmp_path / "run"
+    _search(run, replace(RANDOM, generations=1))
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").unlink()
+    con = sqlite3.connect(run / RunJournal.FILE)  # another seed: the code of another day, as far as a replay sees
+    config = json.loads(dict(con.execute("SELECT key, value FROM meta"))["config"])
+    config["options"]["seed"] = 5
+    with con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
+    con.close()
+    report = _report(run)
+    assert "the journal does not replay with this code (replaying" in report and "(read-only) alone" in report
+    assert _row(report, "status").startswith("unknown: the journal does not replay")
+    assert _row(report, "evaluations").startswith("6 (6 ok") and _top(report) == _best_of(result)
+    assert _row(report, "epochs").startswith("12 charged")
+
+
 def _events(run: Path):
     journal = RunJournal.open(run, readonly=True)
     try:

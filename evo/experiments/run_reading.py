@@ -179,6 +179,10 @@ def _record(run_dir: Path, journal: RunJournal, con: sqlite3.Connection, meta: d
         notes.append(f"the journaled configuration is not one this code reads ({exc})")
     result = _result_json(run_dir, notes)
     summary, source, stop = _summary(journal, search, result, [e for _, e, _ in told_raw], notes)
+    if len(summary.get("anytime") or ()) != len(told_raw):  # a summary whose curve does not match its evaluations
+        notes.append("the summary's anytime curve does not match its evaluations: each evaluation is charged its "
+                     "epochs instead")
+        summary = {**summary, "anytime": anytime([e for _, e, _ in told_raw], int(summary["final_epochs"]))}
     marks = [0] + [int(point[0]) for point in summary["anytime"]]
     told = tuple(Told(i + 1, tid, e, at, marks[i + 1] - marks[i], *extra.get(tid, (None, "worker")))
                  for i, (tid, e, at) in enumerate(told_raw))
@@ -222,7 +226,7 @@ def _summary(journal: RunJournal, search: SearchConfig | None, result: dict[str,
         try:
             strategy = make_strategy(search.options, search.space)
             Runner(search.spec, journal=journal).replay(strategy)
-        except (JournalError, ValueError) as exc:
+        except (JournalError, ValueError, TypeError, KeyError) as exc:  # the code or the journal changed
             notes.append(f"the journal does not replay with this code ({exc}); the figures come from the "
                          "journal alone, each evaluation charged its epochs")
         else:
