@@ -8,7 +8,6 @@ RUN_DIR`` continues a search that stopped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
@@ -87,7 +86,14 @@ def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
 def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None) -> int:
     """Run (or resume) the search ``args`` describe; UsageError (one line, exit status 2) for what is wrong,
     found before a run directory is created, a socket bound or a worker started - and a start refused later
-    (a port in use, every local worker unfit) removes what it created while nothing was evaluated."""
+    (a port in use, every local worker unfit) removes what it created while nothing was evaluated. On a
+    terminal with the live display, only warnings and errors reach it from the start (RUN_DIR/logs keeps
+    every line once the run directory is there)."""
+    with quiet_logs():
+        return _run(args, parser_defaults)
+
+
+def _run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None) -> int:
     check_options(args)
     options = cluster_options_of(args)
     ignored = ignored_on_resume(args, parser_defaults or {}) if args.resume else []
@@ -99,8 +105,6 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
     search = _open(args, config)
     refused = True
     logs = RunLogs(search.run_dir)  # RUN_DIR/logs: head.log, and the local workers' files
-    quiet = contextlib.ExitStack()
-    quiet.enter_context(quiet_logs())  # on a terminal with the live display: warnings and errors only
     try:
         if ignored:
             print(f"evovae: note: resuming {search.run_dir}: its journal fixes the search, so "
@@ -141,7 +145,6 @@ def run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None = None)
               f"evovae search --resume {search.run_dir}", file=sys.stderr)
         return 1
     finally:
-        quiet.close()
         logs.close()
         search.close(refused=refused)
         if refused and not search.evaluated:
@@ -179,6 +182,7 @@ def _search(args: argparse.Namespace, search: SearchRun, progress: SearchProgres
         display.show(progress.view(), phase=f"{search.run_dir}")
         progress.start()
         search.run(WatchedEvaluator(evaluator, polled), capacity, on_report=report_line)
+        display.show(progress.view(), workers=workers() if workers is not None else None)  # the final frame
     _finish(args, search, evaluator)
     return 0
 
