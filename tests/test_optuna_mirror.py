@@ -3,6 +3,7 @@ optuna (and optuna-dashboard) reads, never a trial twice across resumes, and a m
 never stops the search."""
 import datetime
 import hashlib
+import os
 from dataclasses import dataclass, replace
 
 import optuna
@@ -148,6 +149,19 @@ def test_a_line_torn_by_a_kill_is_cut_and_written_again(tmp_path):
     _observe(again, evaluations)
     assert (again.skipped, again.written) == (2, 1)
     assert [t.user_attrs["genotype"] for t in _trials(path, "run")] == [str(e.genotype) for e in evaluations]
+
+
+def test_a_lock_left_by_a_killed_writer_is_removed(tmp_path):
+    path, evaluations = tmp_path / FILE, _evaluations(2)
+    _observe(OptunaMirror(path, SPACE, 3, "run"), evaluations[:1])
+    lock = tmp_path / f"{FILE}.lock"
+    lock.symlink_to(path)  # optuna's lock, as a writer killed in the middle of an append leaves it
+    os.utime(lock, (1, 1), follow_symlinks=False)
+    again = OptunaMirror(path, SPACE, 3, "run")
+    _observe(again, evaluations[:1])  # opened, nothing written yet (optuna would wait 30 s for that lock)
+    assert again.skipped == 1 and not lock.is_symlink()
+    _observe(again, evaluations[1:])
+    assert (again.written, again.failed) == (1, None)
 
 
 def test_a_mirror_that_cannot_be_written_stops_quietly(tmp_path):

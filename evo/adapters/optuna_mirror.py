@@ -30,6 +30,7 @@ import datetime
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -160,6 +161,23 @@ def _cut_torn_line(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+#: a lock of the journal file older than this is a dead writer's (a write holds it for a millisecond)
+STALE_LOCK_S = 5.0
+
+
+def _remove_stale_lock(path: Path) -> None:
+    """Remove the lock a writer killed in the middle of an append left (``PATH.lock``, optuna's symlink lock):
+    optuna would wait out its 30 s grace period at the first write, stalling the head on its resume. The head
+    is the mirror's only writer of trials (its run directory is locked); a lock held now (the dashboard writing a
+    note) is younger than :data:`STALE_LOCK_S`."""
+    lock = Path(f"{path}.lock")
+    try:
+        if time.time() - lock.lstat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def open_storage(path: str | os.PathLike[str]) -> JournalStorage:
     """The Optuna journal storage of the mirror file ``path`` (made if missing), as any reader opens it."""
     return JournalStorage(JournalFileBackend(str(path)))
@@ -232,6 +250,7 @@ class OptunaMirror:
         if self._study is None:
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # no per-trial chatter on stderr
             _cut_torn_line(self.path)
+            _remove_stale_lock(self.path)
             study = optuna.create_study(storage=JournalStorage(_FlushedBackend(str(self.path))),
                                         study_name=self.study_name,
                                         direction="minimize", load_if_exists=True)
