@@ -375,8 +375,8 @@ def _workers(record: RunRecord, folder: Path, drawn: list[str]) -> list[str]:
               else "each worker's own `task.received` to `task.finished`")
     lines += _figure("workers.png", "workers' timeline", (
         f"Each worker's attempts from {source}, coloured by how they ended (ok, failed in training, lost: re-sent "
-        "or given up, late: a result no longer needed, open: still running when the log ends), over the time "
-        f"the head knew it (grey); dotted: a head (re)started. From {names}."))
+        "or given up, late: a result no longer needed, open: still running when its head stopped or the logs "
+        f"end), over the time the head knew it (grey); dotted: a head (re)started. From {names}."))
     return [*lines, *_worker_table(timeline), ""]
 
 
