@@ -98,10 +98,11 @@ class LiveDisplay:
     def __enter__(self) -> LiveDisplay:
         if self.active:
             self._quiet = contextlib.ExitStack()
-            if terminal_is_tty():  # the log lines share this terminal: only warnings and errors above the display
+            shared = terminal_is_tty()  # the log lines share this terminal: warnings and errors, above the display
+            if shared:
                 self._quiet.enter_context(quiet_terminal())
             self._live = Live(console=self.console, get_renderable=self.renderable, refresh_per_second=2,
-                              redirect_stdout=True, redirect_stderr=True)
+                              redirect_stdout=True, redirect_stderr=shared)  # 2> FILE stays the file's
             self._live.start()
         return self
 
