@@ -192,7 +192,10 @@ def _search(run_dir, options, *, generations=None, resume=False):
     StrategyOptions(strategy="tpe", population=3, offspring=3, generations=2, epochs=3, startup_trials=2, seed=1),
     StrategyOptions(strategy="regularized", population=3, offspring=3, generations=2, epochs=3,
                     seed=1),
-], ids=["evolution", "multifidelity", "tpe", "regularized"])
+    StrategyOptions(strategy="evolution", mode="asha", population=3, offspring=3, generations=3, epochs=3,
+                    fidelities=(1, 3), seed=1),
+    StrategyOptions(strategy="random", population=3, offspring=3, generations=2, epochs=3, seed=1),
+], ids=["evolution", "multifidelity", "tpe", "regularized", "asha", "random"])
 def test_every_evaluation_of_a_search_is_one_trial(tmp_path, options):
     register_all()
     evaluations, mirror = _search(tmp_path / "run", options)
