@@ -59,8 +59,8 @@ def _whole(name: str, value: object, low: int) -> int:
 
 def search(data: Any, *,
            budget_epochs: int | None = None, generations: int | None = None,
-           strategy: str | None = None, mode: str = "generational", epochs: int = 2,
-           fidelities: Sequence[int] | str | None = None, eta: int = 3, brackets: int = 1,
+           strategy: str | None = None, mode: str | None = None, epochs: int = 2,
+           fidelities: Sequence[int] | str | None = None, eta: int = 3, brackets: int | None = None,
            population: int = 10, offspring: int = 10, tournament_size: int = 3, startup_trials: int = 10,
            crossover_rate: float = 0.5, mutation_rate: float = 0.8, operators: str = "paper",
            continue_promotions: bool = True, initial: Sequence[str | Genotype] = (),
@@ -80,7 +80,8 @@ def search(data: Any, *,
     DataFrame is written once into the run directory (``data.npy``, ``data.csv``) and identified by its SHA-256.
 
     The search: ``strategy`` (``tpe`` by default, ``evolution``, ``regularized``, ``random``), ``mode``,
-    ``fidelities``, ``eta``, ``brackets`` and the rest as ``evovae search`` takes them (``StrategyOptions``);
+    ``fidelities``, ``eta``, ``brackets`` and the rest as ``evovae search`` takes them (``StrategyOptions``;
+    with neither ``strategy`` nor ``mode``: TPE under asynchronous Hyperband, rungs epochs/9, epochs/3, epochs);
     an end: ``budget_epochs`` (training epochs in all) and/or ``generations`` (5 when neither is given).
     The space: ``min_layers``, ``max_layers``, ``width_min``, ``width_max``, ``width_step``, ``latent_min``,
     ``latent_max``, ``latent_step`` (not given: the paper's, the latent kept below the data's input dimension
@@ -153,8 +154,9 @@ def _space(given: dict[str, int | None], input_dim: int) -> SearchSpace:
 
 
 def _options(given: dict[str, Any], space: SearchSpace) -> StrategyOptions:
-    """The strategy's options, the defaults ``evovae search`` fills in filled in the same way (TPE with rungs
-    (0.3 x epochs, epochs) at epochs >= 3; evolution with mode steady-state or initial genotypes; asha's rungs)."""
+    """The strategy's options, the defaults ``evovae search`` fills in filled in the same way
+    (evo.cli.search_options.default_strategy: TPE under asynchronous Hyperband when neither strategy nor mode
+    is given; evolution with mode steady-state or initial genotypes; asha's rungs)."""
     from evo.cli.search_options import default_strategy
 
     try:
@@ -170,8 +172,8 @@ def _options(given: dict[str, Any], space: SearchSpace) -> StrategyOptions:
     args = argparse.Namespace(**{**given, "initial": [str(g) for g in initial],
                                  "fidelities": list(fidelities) if fidelities else None})
     default_strategy(args)
-    values = {**given, "strategy": args.strategy, "generations": args.generations, "initial": initial,
-              "fidelities": tuple(args.fidelities or ())}
+    values = {**given, "strategy": args.strategy, "mode": args.mode, "brackets": args.brackets,
+              "generations": args.generations, "initial": initial, "fidelities": tuple(args.fidelities or ())}
     return StrategyOptions(**{f.name: values[f.name] for f in fields(StrategyOptions)})
 
 

@@ -209,6 +209,13 @@ CASES = [
     ("report-not-a-run", ["report", "{empty}"], "no journal.sqlite in it"),
     ("report-a-file", ["report", "{file}"], "is not a run directory (not a directory)"),
     ("report-top-21", ["report", "{empty}", "--top", "21"], "argument --top: 21 is not between 1 and 20"),
+    # evovae dashboard
+    ("dashboard-no-run-dir", ["dashboard"], "required: RUN_DIR"),
+    ("dashboard-missing", ["dashboard", "{missing}"], "no such directory"),
+    ("dashboard-not-a-run", ["dashboard", "{empty}"], "has no journal.sqlite"),
+    ("dashboard-a-file", ["dashboard", "{file}"], "is not a directory"),
+    ("dashboard-remote-bind", ["dashboard", "{empty}", "--host", "0.0.0.0"], "add --allow-remote"),
+    ("dashboard-port-0", ["dashboard", "{empty}", "--port", "0"], "argument --port"),
     ("no-command", [], "required: COMMAND"),
     ("unknown-command", ["serve"], "invalid choice: 'serve'"),
 ]
@@ -450,8 +457,9 @@ def test_the_final_line_of_a_resume_counts_the_replayed_evaluations(resumable, c
     done = json.loads((resumable / "result.json").read_text())
     last = next(line for line in reversed(out) if line.startswith("stopped:"))
     replayed = done["replayed_from_journal"]
-    assert replayed == 3 and done["evaluated_now"] == 1 and done["stop_reason"] == "generations"
-    assert last.startswith(f"stopped: generations; evaluations: 1 run now, "
+    # the default search is asynchronous (TPE under Hyperband): --generations bounds its evaluations
+    assert replayed == 3 and done["evaluated_now"] == 1 and done["stop_reason"] == "evaluations"
+    assert last.startswith(f"stopped: evaluations; evaluations: 1 run now, "
                            f"{replayed + done['reused_from_journal']} from the journal ({replayed} replayed, "), last
 
 

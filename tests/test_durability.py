@@ -21,7 +21,10 @@ from evo.strategy import StopReason
 from gpuworker.evaluators import fake_evaluator, fake_loss
 
 SPEC = TrainSpec(dataset="synthetic", epochs=1)
-SEARCH = ["--population", "5", "--offspring", "5", "--generations", "6", "--seed", "3", "--dataset", "synthetic",
+# the generational schedule (the same decisions whatever order results arrive in: a resume must match a straight
+# run bit for bit), not evovae search's default (asynchronous: tests/test_durability.py's ASHA test covers it)
+SEARCH = ["--mode", "generational", "--population", "5", "--offspring", "5", "--generations", "6", "--seed", "3",
+          "--dataset", "synthetic",
           "--heartbeat", "0.2", "--log-format", "json", "--log-level", "info"]
 
 

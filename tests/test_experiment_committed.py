@@ -120,11 +120,11 @@ def test_committed_searches_are_the_ones_todays_strategies_make(run):
 def test_committed_comparison_is_summarized_and_rendered_by_todays_code(run):
     """Re-render with ``python -m evo.experiments.compare_report docs/results/DIR`` after a change to the
     summary or the report (it recomputes the summary from the searches and rewrites report.md and the figures)."""
-    from evo.experiments.compare import summarize
+    from evo.experiments.compare import default_arm_of, summarize
     from evo.experiments.compare_report import preset_of, render_compare_report
 
     results = json.loads((run / "results.json").read_text())
-    again = summarize({"searches": results["searches"]}, preset_of(results))
+    again = summarize({"searches": results["searches"]}, preset_of(results), default_arm_of(results))
     assert json.loads(json.dumps(again)) == results["summary"]
     assert render_compare_report(results) == (run / "report.md").read_text()
     for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (run / "report.md").read_text()):

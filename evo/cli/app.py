@@ -91,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
                         "for these options (flags override it)")
     s = search.add_argument_group("search")
     s.add_argument("--strategy", default=None, choices=tuple(STRATEGIES),
-                   help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + ". Default: tpe, with rungs "
-                        "(0.3 x epochs, epochs) at --epochs 3 or more, the best measured at equal compute "
-                        "(docs/experiments.md); evolution with --mode steady-state or --initial")
+                   help="; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()) + ". Default: tpe under "
+                        "asynchronous Hyperband (--mode asha, rungs E/eta^2, E/eta, E of --epochs E, one bracket "
+                        "per rung) when neither --strategy nor --mode is given (docs/experiments.md, 'The "
+                        "default'); tpe with rungs (0.3 x epochs, epochs) with --mode generational; evolution "
+                        "with --mode steady-state or --initial")
     s.add_argument("--population", type=v.whole(1, 10_000), default=10,
                    help="mu: the population size (regularized: the queue of the most recent; default 10)")
     s.add_argument("--offspring", type=v.whole(1, 10_000), default=10,
@@ -118,18 +120,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="regularized: contenders drawn from the queue to pick a parent (default 3)")
     s.add_argument("--startup-trials", type=v.whole(1, 10_000), default=10,
                    help="tpe: random proposals before TPE models the results (default 10)")
-    s.add_argument("--mode", default="generational", choices=tuple(MODES),
+    s.add_argument("--mode", default=None, choices=tuple(MODES),
                    help="; ".join(f"{k}: {v}" for k, v in MODES.items()) + " (asha: any --strategy, with "
-                        "--fidelities, by default E/eta^2, E/eta, E of --epochs E)")
+                        "--fidelities, by default E/eta^2, E/eta, E of --epochs E). Default: asha when "
+                        "--strategy is not given either (the default search), else generational")
     s.add_argument("--operators", default="paper", choices=OPERATORS,
                    help="evolution and regularized: the mutation operators - paper (append a layer or redraw a "
                         "width, the paper's) or local (also remove or insert a layer, step a width or the latent "
                         "by one or two grid points); default paper")
-    s.add_argument("--brackets", type=v.whole(1, 100), default=1,
+    s.add_argument("--brackets", type=v.whole(1, 100), default=None,
                    help="asha: deal new genotypes to this many brackets in turn, bracket b starting at rung b "
                         "(asynchronous Hyperband); with as many brackets as rungs one bracket trains every "
                         "candidate at the final fidelity - a hedge for data whose first epochs rank at random "
-                        "(default 1: plain asha)")
+                        "(default: one per rung for the default search, else 1: plain asha)")
     s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",
                    help="asha: train a promoted candidate again from scratch instead of continuing it from its "
                         "checkpoint (the result is the same; a continued promotion is charged only the epochs "

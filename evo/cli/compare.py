@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 from gpuworker.data_options import add_data_options, check_split, data_fields
 
 from ..cmdline import validate as v
-from ..experiments.compare import ARMS, COMPARE_PRESETS, CONTINUING, base_spec, run_compare, summarize
+from ..experiments.compare import (
+    ARMS,
+    COMPARE_PRESETS,
+    CONTINUING,
+    DEFAULT_ARM,
+    base_spec,
+    default_arm_of,
+    run_compare,
+    summarize,
+)
 from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
@@ -83,7 +92,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         preset = replace(preset, arms=arms)
     config = {"format": FORMAT, "preset": asdict(preset), **_data_of(fields),
-              "split_seed": args.split_seed, "fidelity_count": args.fidelity_count}
+              "split_seed": args.split_seed, "fidelity_count": args.fidelity_count, "default_arm": DEFAULT_ARM}
     # e.g. a --val-size too large for the table: one line; the preset's subset larger than the data is all of it
     check_split(_spec_of(preset, config), args.data_root, subset_given=False)
     return config
@@ -163,7 +172,8 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
                                              seed=10_000)
     raw = run_compare(bench, preset, spec, echo=watch.line)
     results.update(raw)
-    results["summary"] = summarize(raw, preset)
+    results["default_arm"] = default_arm_of(config)
+    results["summary"] = summarize(raw, preset, default_arm_of(config))
     results["seconds"] = time.perf_counter() - started + _previous_seconds(run)
     results["trained_now"] = bench.trained_now
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {args.local_workers} local workers"

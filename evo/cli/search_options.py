@@ -55,22 +55,38 @@ def genotype_arg(text: str) -> Genotype:
 
 
 def default_strategy(args: argparse.Namespace) -> None:
-    """Fill in what a new search left to the defaults: 5 generations unless an end is given; ``--strategy``
-    (multi-fidelity TPE with rungs (0.3 x E, E) at ``--epochs`` E >= 3, as measured best; evolution with
-    --mode steady-state or --initial, which only it takes); asha's rungs (E/eta^2, E/eta, E)."""
+    """Fill in what a new search left to the defaults: 5 generations unless an end is given. With neither
+    ``--strategy`` nor ``--mode`` (nor ``--initial``): the default search, TPE under asynchronous Hyperband
+    (mode asha, rungs E/eta^2, E/eta, E of ``--epochs`` E or ``--fidelities``, one bracket per rung; TPE at full
+    fidelity, steady state, when E is too small for two rungs) - docs/experiments.md says why. Otherwise what
+    the options always meant: ``--strategy`` unset is TPE with rungs (0.3 x E, E) at E >= 3 in mode
+    generational, evolution with mode steady-state or ``--initial``; asha's rungs E/eta^2, E/eta, E; one
+    bracket."""
     if args.generations is None and args.budget_epochs is None:
         args.generations = 5
+    chosen = args.strategy is None and args.mode is None and not args.initial
+    if chosen:
+        args.strategy, args.mode = DEFAULT_STRATEGY, "asha"
+        if args.fidelities is None and len(_asha_rungs(args.epochs, args.eta)) < 2:
+            args.mode = "steady-state"  # one epoch: nothing to halve
+    args.mode = args.mode or "generational"
     if args.mode == "asha" and args.fidelities is None:
-        rungs = [max(1, round(args.epochs / args.eta ** k)) for k in (2, 1, 0)]
-        args.fidelities = sorted(set(rungs))
+        args.fidelities = _asha_rungs(args.epochs, args.eta)
+    if args.brackets is None:
+        args.brackets = len(args.fidelities) if chosen and args.mode == "asha" else 1
     if args.strategy is not None:
         return
     if args.mode == "steady-state" or args.initial:  # the paper's steady-state future work; seeded generation 0
         args.strategy = "evolution"
         return
     args.strategy = DEFAULT_STRATEGY
-    if args.fidelities is None and args.epochs >= 3:
+    if args.fidelities is None and args.mode == "generational" and args.epochs >= 3:
         args.fidelities = [max(1, round(0.3 * args.epochs)), args.epochs]
+
+
+def _asha_rungs(epochs: int, eta: int) -> list[int]:
+    """E/eta^2, E/eta, E (rounded, at least 1, without repeats)."""
+    return sorted({max(1, round(epochs / eta ** k)) for k in (2, 1, 0)})
 
 
 def _flag(field: str) -> str:

@@ -402,13 +402,14 @@ def preset_of(results: dict[str, Any]) -> Any:
 def rerender(run: Path) -> None:
     """A finished comparison's report made again by today's code from its results.json: the summary computed
     again from the searches (nothing else in results.json changes), the figures drawn and report.md written."""
-    from .compare import summarize
+    from .compare import default_arm_of, summarize
 
     path = run / "results.json"
     results = json.loads(path.read_text())
     if results.get("format") != "evovae-compare":
         raise ValueError(f"{path} is not a comparison's results (format {results.get('format')!r})")
-    results["summary"] = json.loads(json.dumps(summarize({"searches": results["searches"]}, preset_of(results))))
+    results["summary"] = json.loads(json.dumps(summarize({"searches": results["searches"]}, preset_of(results),
+                                                               default_arm_of(results))))
     path.write_text(json.dumps(results, indent=1))
     dataset = results["dataset"]
     title = f"{Path(dataset).name}, preset {results['preset']['name']}"
