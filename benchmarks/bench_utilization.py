@@ -15,16 +15,17 @@ tasks' worth: the start and the end of a search (the first generation, the last 
 ``1 / rounds`` (far more with heavy tails: one 50x task outlasts everything else). Printed per schedule and
 worker count: the busy fraction of the workers over the whole run (mean / min over workers); the busy
 fraction up to the last task's start (while the budget lasted, before the drain at the end); the simulated
-makespan (time units: epochs of one worker); the epochs trained; the mean busy fraction over today's default
+makespan (time units: epochs of one worker); the epochs trained; the mean busy fraction over the earlier default
 (generational TPE with rungs 3,10, offspring 10); and the milliseconds this process spent per result
 (deciding: the simulated clock leaves it out; Optuna's TPE dominates, its cost per proposal growing with the
 trials it has seen).
 
-``--real``: a few schedules (today's default, asha tpe, steady-state evolution) as real ``evovae search`` runs
-with ``--local-workers N`` fake worker processes (``--fake-sleep S`` per epoch asked), read back through
-``evovae logs summarize``'s Python API (evo.logs.summary): each worker's busy fraction from its own
-``task.received`` / ``task.finished`` lines. Budget ``real-rounds x workers x 10`` epochs. This also measures
-the head: with short tasks its per-task cost (and TPE's proposals) can be what keeps the workers waiting.
+``--real``: a few schedules (the earlier default, the default (hyperband tpe), asha tpe, steady-state evolution)
+as real ``evovae search`` runs with ``--local-workers N`` fake worker processes (``--fake-sleep S`` per epoch
+asked), read back through ``evovae logs summarize``'s Python API (evo.logs.summary): each worker's busy fraction
+from its own ``task.received`` / ``task.finished`` lines. Budget ``real-rounds x workers x 10`` epochs. This
+also measures the head: with short tasks its per-task cost (and TPE's proposals) can be what keeps the workers
+waiting.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 FINAL = 10                                 # the final fidelity (epochs) of every schedule
 ASHA_RUNGS = (1, 3, FINAL)                 # what --mode asha picks at --epochs 10 --eta 3: E/eta^2, E/eta, E
-DEFAULT_RUNGS = (round(0.3 * FINAL), FINAL)  # today's default: generational TPE with rungs (0.3 E, E)
+DEFAULT_RUNGS = (round(0.3 * FINAL), FINAL)  # the earlier default: generational TPE with rungs (0.3 E, E)
 ETA = 3
 PARETO_ALPHA = 1.5
 PARETO_CAP = 50.0
@@ -76,7 +77,7 @@ SCHEDULES = (
     Schedule("rungs-evolution", f"generational rungs, evolution {_csv(ASHA_RUNGS)}",
              dict(strategy="evolution", epochs=FINAL, fidelities=ASHA_RUNGS, eta=ETA), True,
              ("--strategy", "evolution", "--epochs", str(FINAL), "--fidelities", _csv(ASHA_RUNGS))),
-    Schedule("default", f"generational rungs, tpe {_csv(DEFAULT_RUNGS)} (today's default)",
+    Schedule("rungs-tpe", f"generational rungs, tpe {_csv(DEFAULT_RUNGS)} (the earlier default)",
              dict(strategy="tpe", epochs=FINAL, fidelities=DEFAULT_RUNGS, eta=ETA), True,
              ("--strategy", "tpe", "--epochs", str(FINAL), "--fidelities", _csv(DEFAULT_RUNGS))),
     Schedule("steady-state", f"steady-state evolution, E={FINAL}",
@@ -86,11 +87,15 @@ SCHEDULES = (
                dict(strategy=name, epochs=FINAL, fidelities=ASHA_RUNGS, eta=ETA, mode="asha"), False,
                ("--strategy", name, "--epochs", str(FINAL), "--mode", "asha", "--fidelities", _csv(ASHA_RUNGS)))
       for name in ("random", "evolution", "regularized", "tpe")),
+    Schedule("hyperband-tpe", f"asha tpe {_csv(ASHA_RUNGS)}, {len(ASHA_RUNGS)} brackets (the default)",
+             dict(strategy="tpe", epochs=FINAL, fidelities=ASHA_RUNGS, eta=ETA, mode="asha",
+                  brackets=len(ASHA_RUNGS)), False,
+             ("--epochs", str(FINAL))),
 )
 BY_KEY = {s.key: s for s in SCHEDULES}
-REFERENCE = "default"                        # the ratios are taken against this one, at offspring 10
+REFERENCE = "rungs-tpe"                      # the ratios are taken against this one, at offspring 10
 REFERENCE_OFFSPRING = 10
-REAL_SCHEDULES = ("default", "asha-tpe", "steady-state")
+REAL_SCHEDULES = ("rungs-tpe", "hyperband-tpe", "asha-tpe", "steady-state")
 
 
 # -- task durations ------------------------------------------------------------------------------------------
@@ -357,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ratios(rows: dict[tuple[str, str], dict[int, Row]], workers: Sequence[int]) -> None:
     """ASHA's mean busy fraction over the generational rungs' with the same proposer, at each offspring."""
-    for asha, rungs in (("asha-tpe", "default"), ("asha-evolution", "rungs-evolution")):
+    pairs = (("asha-tpe", "rungs-tpe"), ("hyperband-tpe", "rungs-tpe"), ("asha-evolution", "rungs-evolution"))
+    for asha, rungs in pairs:
         for (key, lam), ref in rows.items():
             if key != rungs or (asha, "-") not in rows:
                 continue

@@ -34,8 +34,10 @@ def run_search(directory: Path, name: str, *extra: str) -> tuple[Path, dict]:
         port = free_port_pair()
         with open(log, "wb") as err:
             proc = subprocess.run(
-                [PYTHON, "-m", "evo.cli", "search", "--local-workers", "2", "--worker-arg=--fake",
-                 "--worker-arg=--fake-sleep=0.05", "--population", "4", "--offspring", "4", "--generations", "3",
+                # generational (each genotype trained once, generation 0 first): the counts below are its
+                [PYTHON, "-m", "evo.cli", "search", "--mode", "generational", "--local-workers", "2",
+                 "--worker-arg=--fake", "--worker-arg=--fake-sleep=0.05", "--population", "4", "--offspring", "4",
+                 "--generations", "3",
                  "--bind", f"tcp://127.0.0.1:{port}", "--log-format", "json", "--output", str(output), *extra],
                 cwd=directory, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, timeout=120)
         if proc.returncode == 2 and "cannot bind" in log.read_text(errors="replace"):

@@ -275,7 +275,9 @@ def test_start_search_runs_and_resumes_its_run_directory(tmp_path):
     for generations, want in ((2, 8), (3, 12)):
         port = free_port_pair()
         env = {"EVOVAE_BIND": f"tcp://127.0.0.1:{port}", "EVOVAE_RUN_DIR": str(run_dir), "EVOVAE_SEARCH_ARGS":
-               f"--population 4 --offspring 4 --generations {generations} --local-workers 1 --worker-arg=--fake"}
+               # generational: the resume below is checked generation by generation
+               f"--mode generational --population 4 --offspring 4 --generations {generations} --local-workers 1 "
+               "--worker-arg=--fake"}
         out = run(BIN / "start-search", env=env, cwd=tmp_path, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr[-3000:]
         # JSON logs on stderr; besides them only the CLI's own notes (on resume: the options the journal fixes)
@@ -318,7 +320,8 @@ def test_local_cluster_runs_a_tiny_search_to_the_end(tmp_path):
     logs = tmp_path / "cluster"
     proc = _local_cluster(tmp_path, "--fake", "--fake-sleep", "0.05", "--workers", "2",
                           "--port", str(free_port_pair()), "--heartbeat", "0.2", "--log-dir", str(logs),
-                          "--", "--population", "4", "--offspring", "4", "--generations", "2")
+                          "--", "--mode", "generational", "--population", "4", "--offspring", "4", "--generations",
+                          "2")
     try:
         stdout, stderr = proc.communicate(timeout=120)
     finally:
