@@ -36,9 +36,10 @@ from evo.strategies import OptionError, StrategyOptions
 from evo.strategy import Report
 
 from ._data import Staged, stage
-from ._quiet import library_logging, pythonic
+from ._quiet import library_logging, pythonic, run_logs
 
 if TYPE_CHECKING:
+    from evo.cmdline.log_setup import RunLogs
     from evo.head.tasks import AsyncEvaluator
     from gpuworker.inference import Model
 
@@ -301,6 +302,7 @@ def _run(config: SearchConfig, staged: Staged, run_dir: Path, *, workers: int, d
         run = _open(run_dir, config, result_cache)
         wrote = False
         failed = True
+        logs = run_logs(run.run_dir, verbose)  # RUN_DIR/logs: head.log, worker-localN.log (a resume appends)
         try:
             wrote = _write_data(staged, config.spec)
             attach_mirror(run)  # RUN_DIR/optuna-journal.log: every evaluation, for evovae dashboard
@@ -310,7 +312,7 @@ def _run(config: SearchConfig, staged: Staged, run_dir: Path, *, workers: int, d
                 raise OptionError("run_dir", str(exc)) from None
             report = _reporter(on_report, verbose)
             if workers:
-                _on_workers(run, workers, device, threads, verbose, report)
+                _on_workers(run, workers, device, threads, logs, report)
             else:
                 _in_process(run, device, threads, report)
             summary = run.finish()
@@ -320,8 +322,11 @@ def _run(config: SearchConfig, staged: Staged, run_dir: Path, *, workers: int, d
                                f"again with run_dir={str(run.run_dir)!r} to resume") from None
         finally:
             nothing = failed and not run.evaluated
+            logs.close()
             run.close(refused=failed)
-            if nothing and created and wrote and run.run_dir.exists():  # a refused start leaves nothing behind
+            if nothing:
+                logs.close(remove=True)  # a refused start leaves nothing behind
+            if nothing and created and wrote and run.run_dir.exists():
                 Path(config.spec.dataset).unlink(missing_ok=True)
     finally:
         if result_cache is not None:
@@ -359,8 +364,10 @@ def _in_process(run: SearchRun, device: str | None, threads: int, report: Callab
     run.run(evaluator, lambda: 1, on_report=report)
 
 
-def _on_workers(run: SearchRun, workers: int, device: str | None, threads: int, verbose: bool,
+def _on_workers(run: SearchRun, workers: int, device: str | None, threads: int, logs: RunLogs,
                 report: Callable[[Report], None] | None) -> None:
+    """The search on ``workers`` local worker processes; they log at info into ``logs`` (their files), which
+    lets through to the terminal what the call's level does."""
     from evo.head.cluster import Cluster, ClusterError, ClusterOptions
 
     spec = run.config.spec
@@ -370,10 +377,9 @@ def _on_workers(run: SearchRun, workers: int, device: str | None, threads: int, 
             data += [flag, value]
     extra = (f"--checkpoints={run.checkpoints}",) if run.checkpoints is not None else ()
     options = ClusterOptions(bind="tcp://127.0.0.1:*", local_workers=workers, worker_data=tuple(data),
-                             worker_args=extra, threads=threads, device=device,
-                             log_level="info" if verbose else "warning")
+                             worker_args=extra, threads=threads, device=device, log_level="info")
     try:
-        with Cluster(options) as cluster:
+        with Cluster(options, worker_output=logs.workers) as cluster:
             run.run(cluster.evaluator(stop=threading.Event()), cluster.capacity, on_report=report)
     except ClusterError as exc:
         raise RuntimeError(pythonic(str(exc).replace("--local-workers", "--workers"))) from None

@@ -10,6 +10,11 @@ about 80 MiB a file. The lines its local workers write pass through it (:class:`
 ``RUN_DIR/logs/worker-localN.log`` (rotated the same way), and to the terminal in the head's format, at the
 head's level. While a live progress display runs, :func:`quiet_terminal` lets only warnings and errors
 through to the terminal; the files keep everything.
+
+A library call (evovae's Python API) sets structlog up the same way for its duration only
+(:func:`call_logging`), and keeps its run's logs with :class:`RunLogs` too - also where the caller configured
+structlog themselves: then a copy of each line their chain lets through goes into the file (their chain
+otherwise untouched), and the local workers' warnings reach stderr as the workers write them.
 """
 from __future__ import annotations
 
@@ -19,15 +24,15 @@ import logging
 import logging.handlers
 import sys
 import threading
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["LOG_FILE_BACKUPS", "LOG_FILE_BYTES", "LOGS_DIR", "RunLogs", "WorkerLines", "configure", "file_level",
-           "keep_logs", "quiet_terminal", "terminal_is_tty"]
+__all__ = ["LOG_FILE_BACKUPS", "LOG_FILE_BYTES", "LOGS_DIR", "RunLogs", "WorkerLines", "call_logging", "configure",
+           "configured_here", "file_level", "keep_logs", "quiet_terminal", "terminal_is_tty"]
 
 #: A run directory's folder of log files: head.log, worker-local0.log, ... (and their rotated files).
 LOGS_DIR = "logs"
@@ -142,6 +147,13 @@ _outputs: _Outputs | None = None
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None, **bind: object) -> None:
     """Configure structlog for this process; ``bind`` adds fields to every line (e.g. role, run_id).
     ``stream``: the terminal (default: ``sys.stderr`` as it is when a line is written)."""
+    _install(fmt, level, stream, cache=True)
+    structlog.contextvars.clear_contextvars()
+    if bind:
+        structlog.contextvars.bind_contextvars(**bind)
+
+
+def _install(fmt: str, level: str, stream: TextIO | None, cache: bool) -> None:
     global _outputs
     if fmt not in ("auto", "console", "json"):
         raise ValueError(f"log format must be auto, console or json, got {fmt!r}")
@@ -160,11 +172,33 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         # logger cached before a file was added still reaches it
         wrapper_class=structlog.make_filtering_bound_logger(outputs.file_level),
         logger_factory=structlog.ReturnLoggerFactory(),  # never called: the outputs write every line
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
-    structlog.contextvars.clear_contextvars()
-    if bind:
-        structlog.contextvars.bind_contextvars(**bind)
+
+
+@contextlib.contextmanager
+def call_logging(level: str = "warning", fmt: str = "console") -> Iterator[None]:
+    """structlog set up as :func:`configure` sets it up (stderr at ``level``, in ``fmt``; :func:`keep_logs` and
+    :class:`RunLogs` reach it), for the duration of one library call in a process whose structlog nobody
+    configured: no logger is cached and the context variables are left as they are; on the way out structlog
+    is back to its defaults, so nothing of the call stays installed and the next call starts afresh."""
+    global _outputs
+    before = _outputs
+    _install(fmt, level, None, cache=False)
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        _outputs = before
+
+
+def configured_here() -> bool:
+    """Whether structlog's chain is the one this module installed (:func:`configure`, :func:`call_logging`),
+    so that :func:`keep_logs` and :class:`WorkerLines` reach it; not when nobody configured structlog, or
+    someone else did (a library's caller)."""
+    processors = structlog.get_config()["processors"]
+    return (structlog.is_configured() and _outputs is not None and isinstance(processors, Sequence)
+            and bool(processors) and processors[-1] is _outputs)
 
 
 def file_level(level: str) -> str:
@@ -191,7 +225,10 @@ def terminal_is_tty() -> bool:
 
 def keep_logs(log_dir: str | Path, name: str = "head") -> Callable[[], None]:
     """From now on also write this process's lines to ``LOG_DIR/NAME.log`` (JSON, rotated); returns the call
-    that stops it and closes the file."""
+    that stops it and closes the file. Where someone else configured structlog (a library's caller), the lines
+    their chain lets through (:class:`_FileTee`)."""
+    if structlog.is_configured() and not configured_here():
+        return _tee(_rotating(Path(log_dir) / f"{name}.log"))
     outputs = _current()
     handler = _rotating(Path(log_dir) / f"{name}.log")
     outputs.files.append(handler)
@@ -199,6 +236,62 @@ def keep_logs(log_dir: str | Path, name: str = "head") -> Callable[[], None]:
     def stop() -> None:
         if handler in outputs.files:
             outputs.files.remove(handler)
+        _close(handler)
+
+    return stop
+
+
+class _FileTee:
+    """The first processor of a structlog chain this module did not configure: each event, as this module's
+    files keep lines (JSON, with its level, timestamp and the context variables), at info or above, into a
+    log file; then ``first`` (the chain's own first processor) as before. Inert once closed."""
+
+    def __init__(self, handler: logging.Handler, first: Any) -> None:
+        self.handler = handler
+        self.first = first  # None: the chain goes on with what comes after this
+        self.open = True
+        self._stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+        self._json = structlog.processors.JSONRenderer()
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if self.open:
+            record = structlog.contextvars.merge_contextvars(logger, method, dict(event_dict))
+            record = structlog.processors.add_log_level(logger, method, record)
+            if _LEVELS.get(str(record.get("level")), logging.INFO) >= logging.INFO:
+                record = structlog.processors.format_exc_info(logger, method, self._stamp(logger, method, record))
+                _append(self.handler, str(self._json(logger, method, record)))
+        return event_dict if self.first is None else self.first(logger, method, event_dict)
+
+
+def _tee(handler: logging.Handler) -> Callable[[], None]:
+    """Put a :class:`_FileTee` writing into ``handler`` at the head of structlog's chain; returns the call that
+    takes it out and closes the file. The chain's list is changed in one place (its first item), so loggers
+    structlog cached with it reach the file too, and a line logged meanwhile in another thread goes through
+    the chain as it was or as it is."""
+    processors = structlog.get_config()["processors"]
+    if isinstance(processors, list) and processors:
+        tee = _FileTee(handler, processors[0])
+        processors[0] = tee
+    else:  # a tuple (or nothing): a new chain, until the stop
+        tee = _FileTee(handler, None)
+        structlog.configure(processors=[tee, *processors])
+
+    def stop() -> None:
+        tee.open = False
+        chain = structlog.get_config()["processors"]
+        if tee.first is None:
+            if chain and chain[0] is tee:
+                structlog.configure(processors=processors)
+        elif isinstance(chain, list) and chain:
+            if chain[0] is tee:
+                chain[0] = tee.first
+            else:  # a later tee wraps this one: unlink it
+                node = chain[0]
+                while isinstance(node, _FileTee):
+                    if node.first is tee:
+                        node.first = tee.first
+                        break
+                    node = node.first
         _close(handler)
 
     return stop
@@ -222,11 +315,13 @@ class WorkerLines:
     them on: each into ``LOG_DIR/worker-localSLOT.log`` (no file without ``log_dir``), and to the terminal as
     this process's own lines go (its format and level). A line that is no JSON record (a worker's
     ``evovae worker: error:`` line, a traceback) goes to the terminal as it is, whatever the level, and into
-    the file as a ``worker.output`` record. Called from several threads."""
+    the file as a ``worker.output`` record. Where someone else configured structlog (a library's caller), the
+    lines at ``level`` or above go to stderr as the workers wrote them (JSON). Called from several threads."""
 
-    def __init__(self, log_dir: str | Path | None) -> None:
+    def __init__(self, log_dir: str | Path | None, *, level: str = "warning") -> None:
         self.log_dir = Path(log_dir) if log_dir is not None else None
-        self._outputs = _current()
+        foreign = structlog.is_configured() and not configured_here()
+        self._outputs = _Outputs(None, True, _level_of(level)) if foreign else _current()
         self._files: dict[int, logging.Handler] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -275,13 +370,14 @@ class RunLogs:
     """The logs a command keeps in its run directory, ``RUN_DIR/logs/``: this process's lines in ``head.log``
     and its local workers' (``workers``: a Cluster's ``worker_output``) in ``worker-localN.log``, from now on.
     ``close()`` stops it; ``close(remove=True)`` also removes the folder if this made it (a start refused
-    before anything ran leaves nothing behind)."""
+    before anything ran leaves nothing behind). ``level``: :class:`WorkerLines`' where structlog is someone
+    else's."""
 
-    def __init__(self, run_dir: str | Path, name: str = "head") -> None:
+    def __init__(self, run_dir: str | Path, name: str = "head", *, level: str = "warning") -> None:
         self.path = Path(run_dir) / LOGS_DIR
         self.made = not self.path.exists()
         self._stop = keep_logs(self.path, name)
-        self.workers = WorkerLines(self.path)
+        self.workers = WorkerLines(self.path, level=level)
 
     def close(self, remove: bool = False) -> None:
         self._stop()
