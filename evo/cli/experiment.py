@@ -20,6 +20,7 @@ from .distribution import add_distribution_options, cluster_options
 if TYPE_CHECKING:  # imported when used
     from ..experiments.runs import PaperRun
     from ..head.cluster import Cluster
+    from .live import ExperimentWatch, LiveDisplay
 
 __all__ = ["main"]
 
@@ -190,14 +191,13 @@ def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
     from ..head.store import JournalError
-    from .live import ExperimentWatch, LiveDisplay, workers_of
+    from .live import LiveDisplay
 
     print(f"run directory {run.path}", flush=True)
     with stop_signals() as stop:
         try:
             with LiveDisplay("evovae experiment paper") as display:
-                watch = ExperimentWatch(display, [plan.name for plan in run.config.searches()],
-                                        workers=lambda: workers_of(cluster))
+                watch = _paper_watch(display, run, cluster)
                 run_paper(run.config, run, cluster, stop=stop.event, echo=watch.line,
                           log_format="json" if args.log_format == "auto" else args.log_format,
                           log_level=args.log_level, watch=watch)
@@ -210,6 +210,41 @@ def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
                   file=sys.stderr)
             return stop.exit_status
     return 0
+
+
+#: what the live display calls the paper's last phase: after the retrainings on the workers (``retrain``), the
+#: figures' models, trained by processes of this machine once the cluster has stopped
+PAPER_PHASES = {"figures": "figures' models, trained here"}
+
+
+def _paper_watch(display: LiveDisplay, run: PaperRun, cluster: Cluster) -> ExperimentWatch:
+    """The paper's searches and batches on ``display``, each phase named for what runs (:data:`PAPER_PHASES`).
+    The figures' models report nothing until they are all trained: their phase shows how many train, a bar
+    with no end and the time so far, and no worker alive (the cluster has stopped)."""
+    import time
+
+    from ..head.progress import ProgressView
+    from .live import ExperimentWatch, WorkersView, workers_of
+
+    sampled: list[WorkersView] = []
+
+    def workers() -> WorkersView:
+        sampled[:] = [workers_of(cluster)]
+        return sampled[0]
+
+    class PaperWatch(ExperimentWatch):
+        def tasks(self, name: str, total: int, known: int) -> None:
+            if name != "figures":
+                super().tasks(name, total, known)
+                return
+            # elsewhere than on a terminal the experiment's own line says it ("training N models ... here")
+            title = PAPER_PHASES[name]
+            self.display.show(ProgressView(title, "models", total, None, 0, 0, time.monotonic(), 0.0),
+                              phase=title, last="")
+            if sampled:
+                self.display.show(workers=replace(sampled[0], alive=0, busy=0))
+
+    return PaperWatch(display, [plan.name for plan in run.config.searches()], workers=workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -294,7 +294,10 @@ def run_paper(config: ExperimentConfig, run: PaperRun, cluster: Cluster, *,
     if stop.is_set():
         raise SearchStopped("stopped before the models were trained")
     local = LocalSettings.of(replace(options, log_level=log_level or options.log_level), log_format)
-    echo(f"training {sum(j.weights for j in jobs)} models for the figures here, in {local.processes} processes")
+    models_here = sum(j.weights for j in jobs)
+    echo(f"training {models_here} models for the figures here, in {local.processes} processes")
+    if watch is not None:  # the phase a live display names now: the figures' models, on this machine
+        watch.tasks("figures", models_here, 0)
     with run.timed("retrain_s"):
         models, trained = train_models(run.path, jobs, processes=local.processes, threads_each=local.threads_each,
                                        device=local.device, data_root=local.data_root, download=local.download,
