@@ -50,3 +50,9 @@ def test_every_example_of_docs_api_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs" / "digits" / "data.npy").is_file()
     assert (tmp_path / "runs" / "people" / "data.csv").is_file()
     assert not (tmp_path / "runs" / "refused").exists()
+    # each run keeps its logs (docs/api.md's "Logs, the dashboard and the report of a run")
+    logs = namespace["logs"]
+    assert logs["evaluations"] == 4 and sorted(w["worker_id"][:6] for w in logs["workers"]) == ["local0", "local1"]
+    assert len(namespace["study"].trials) == len(namespace["on_two"].evaluations)
+    assert "'head.log', 'worker-local0.log', 'worker-local1.log'" in printed
+    assert all((tmp_path / "runs" / name / "logs" / "head.log").is_file() for name in ("digits", "people", "progress"))
