@@ -11,8 +11,10 @@
 
 :func:`search` returns a :class:`SearchResult`; :func:`load_model` a :class:`Model` (``encode``, ``decode``,
 ``sample``, ``reconstruct``, ``elbo``, ``iw_bound``). Nothing is printed on stdout unless asked
-(``verbose=True``); a refused parameter is an :class:`OptionError` naming it, data a model cannot take an
-:class:`InputError`. The guide, with examples: docs/api.md.
+(``verbose=True``); a search keeps its logs in ``RUN_DIR/logs`` (``evovae logs summarize RUN_DIR``) and its
+Optuna mirror in ``RUN_DIR/optuna-journal.log`` (``evovae dashboard RUN_DIR``), as ``evovae search`` does; a
+refused parameter is an :class:`OptionError` naming it, data a model cannot take an :class:`InputError`. The
+guide, with examples: docs/api.md.
 """
 from __future__ import annotations
 
