@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+import numpy as np
+
 from .evaluation import Candidate, Evaluation
 from .genotype import Genotype
 from .multifidelity import check_fidelities
@@ -41,7 +43,8 @@ from .steady_state import SteadyStateEngine
 from .strategy import AsyncStrategy, StopReason
 from .variation import MutationRates, mutate
 
-__all__ = ["AsyncHalving", "HalvingEvolution", "HalvingRandom", "HalvingRegularized", "promotion_rank"]
+__all__ = ["AsyncHalving", "HalvingEvolution", "HalvingRandom", "HalvingRegularized", "promotion_rank",
+           "spearman_rho"]
 
 
 def promotion_rank(evaluations: Sequence[Evaluation], fidelities: Sequence[int]) -> list[Evaluation]:
@@ -51,19 +54,44 @@ def promotion_rank(evaluations: Sequence[Evaluation], fidelities: Sequence[int])
                   key=lambda e: (-level.get(e.epochs, -1), e.loss, str(e.genotype)))
 
 
+def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long samples (ties take their mean rank; 0.0 when either
+    sample is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):  # ties: the mean of their ranks
+        tied = x == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 class AsyncHalving(AsyncStrategy):
     """The ASHA schedule, for an asynchronous proposer (put it first among the bases): the proposer's
     ``_propose()`` gives new genotypes; ``_learn(evaluation)`` tells it each result."""
 
     def _init_halving(self, fidelities: Sequence[int], eta: int, continue_promotions: bool = True,
-                      brackets: int = 1) -> None:
+                      brackets: int = 1, rung_agreement: float | None = None) -> None:
         check_fidelities(tuple(fidelities))
         if type(eta) is not int or eta < 2:
             raise ValueError(f"eta must be an integer >= 2, got {eta!r}")
         if type(brackets) is not int or not 1 <= brackets <= len(fidelities):
             raise ValueError(f"brackets must be an integer from 1 to the number of rungs ({len(fidelities)}), "
                              f"got {brackets!r}")
+        if rung_agreement is not None and not (isinstance(rung_agreement, (int, float))
+                                               and -1.0 <= float(rung_agreement) <= 1.0):
+            raise ValueError(f"rung_agreement must be a number from -1 to 1, got {rung_agreement!r}")
         self.brackets = brackets
+        self.rung_agreement = None if rung_agreement is None else float(rung_agreement)
         self.fidelities = tuple(fidelities)
         self.eta = eta
         self.continue_promotions = bool(continue_promotions)
@@ -77,6 +105,9 @@ class AsyncHalving(AsyncStrategy):
         self.latest: dict[Genotype, Evaluation] = {}  # each genotype's result at the highest rung it reached
         self.proposed = 0                             # new genotypes handed out (promotions not counted)
         self.promotions = 0
+        # rung epochs -> Spearman's rho of the loss there with the final loss, over the final results so far
+        self.agreement: dict[int, float] = {}
+        self._final_pairs: dict[Genotype, dict[int, float]] = {}  # genotype -> {rung epochs: loss}, final incl.
 
     def cost(self, candidate: Candidate) -> int:
         k = self.fidelities.index(candidate.epochs) if candidate.epochs in self.fidelities else 0
@@ -118,7 +149,8 @@ class AsyncHalving(AsyncStrategy):
             else:
                 if self._proposals_spent(sum(c.genotype not in self._bracket for c in out)):
                     break
-                bracket = (self.proposed + sum(c.genotype not in self._bracket for c in out)) % self.brackets
+                dealt = self._dealt_brackets()
+                bracket = dealt[(self.proposed + sum(c.genotype not in self._bracket for c in out)) % len(dealt)]
                 if not self._fits_budget(spent + self.fidelities[bracket]):
                     if not self._fits_budget(spent + self.fidelities[0]):
                         self._budget_hit = True  # not even the cheapest new candidate fits what is left
@@ -145,8 +177,46 @@ class AsyncHalving(AsyncStrategy):
         previous = self.latest.get(evaluation.genotype)
         if previous is None or self.fidelities.index(previous.epochs) <= k:
             self.latest[evaluation.genotype] = evaluation
+        if self.rung_agreement is not None and evaluation.ok and evaluation.epochs == self.final_epochs:
+            self._measure_agreement(evaluation)
         self._learn(evaluation)
         self.population = tuple(promotion_rank(list(self.latest.values()), self.fidelities)[:self.mu])
+
+    # -- rung agreement ----------------------------------------------------------------------
+    #: final-fidelity results needed before a bracket's first rung is judged by its agreement
+    MIN_AGREEMENT_PAIRS = 8
+
+    def _dealt_brackets(self) -> list[int]:
+        """The brackets new genotypes are dealt to, in turn: all of them, or with ``rung_agreement`` those whose
+        first rung ranks like the final one (the highest bracket always: it stops the fewest early)."""
+        if self.rung_agreement is None:
+            return list(range(self.brackets))
+        dealt = [b for b in range(self.brackets - 1)
+                 if self.agreement.get(self.fidelities[b], 1.0) >= self.rung_agreement]
+        return [*dealt, self.brackets - 1]
+
+    def _measure_agreement(self, final: Evaluation) -> None:
+        """Spearman's rho, for every rung below the final one, of the loss there with the final loss, over
+        the genotypes with a final result: the loss at a rung from that genotype's own result there, else
+        from the final result's learning curve (training is prefix-stable: the loss after e epochs of a
+        longer run is the e-epoch result)."""
+        g = final.genotype
+        losses: dict[int, float] = {self.final_epochs: float(final.loss)}  # type: ignore[arg-type]
+        bracket = self._rung_results[self._bracket[g]]
+        curve = final.measurement.curve
+        for k, epochs in enumerate(self.fidelities[:-1]):
+            own = bracket[k].get(g)
+            if own is not None and own.ok and own.loss is not None:
+                losses[epochs] = float(own.loss)
+            elif len(curve) == final.epochs:  # the whole curve (a continued run's holds its checkpoint's too)
+                losses[epochs] = float(curve[epochs - 1])
+        self._final_pairs[g] = losses
+        if len(self._final_pairs) < self.MIN_AGREEMENT_PAIRS:
+            return
+        for epochs in self.fidelities[:-1]:
+            pairs = [(v[epochs], v[self.final_epochs]) for v in self._final_pairs.values() if epochs in v]
+            if len(pairs) >= self.MIN_AGREEMENT_PAIRS:
+                self.agreement[epochs] = spearman_rho([a for a, _ in pairs], [b for _, b in pairs])
 
     def _learn(self, evaluation: Evaluation) -> None:
         """Tell the proposer a result (the default: nothing to learn)."""
@@ -180,10 +250,10 @@ class HalvingRandom(AsyncHalving):
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0,
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
                  budget_epochs: int | None = None, report_every: int = 10, continue_promotions: bool = True,
-                 brackets: int = 1) -> None:
+                 brackets: int = 1, rung_agreement: float | None = None) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
-        self._init_halving(fidelities, eta, continue_promotions, brackets)
+        self._init_halving(fidelities, eta, continue_promotions, brackets, rung_agreement)
 
     def _propose(self) -> Genotype:
         return self.space.sample(self.rng)
@@ -198,11 +268,11 @@ class HalvingEvolution(AsyncHalving, SteadyStateEngine):
                  budget_epochs: int | None = None, report_every: int = 10, crossover_rate: float = 0.5,
                  mutation_rate: float = 0.8, mutation: MutationRates = MutationRates(),
                  continue_promotions: bool = True,
-                 brackets: int = 1) -> None:
+                 brackets: int = 1, rung_agreement: float | None = None) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every,
                          crossover_rate=crossover_rate, mutation_rate=mutation_rate, mutation=mutation)
-        self._init_halving(fidelities, eta, continue_promotions, brackets)
+        self._init_halving(fidelities, eta, continue_promotions, brackets, rung_agreement)
 
     def _propose(self) -> Genotype:
         if len(self.latest) < self.mu or not self.population:
@@ -219,12 +289,12 @@ class HalvingRegularized(AsyncHalving):
                  seed: int = 0, fidelities: Sequence[int] = (1, 3, 9), eta: int = 3,
                  max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
                  mutation: MutationRates = MutationRates(), continue_promotions: bool = True,
-                 brackets: int = 1) -> None:
+                 brackets: int = 1, rung_agreement: float | None = None) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every)
         if type(tournament_size) is not int or not 1 <= tournament_size <= mu:
             raise ValueError(f"tournament_size must be an integer in [1, population {mu}], got {tournament_size!r}")
-        self._init_halving(fidelities, eta, continue_promotions, brackets)
+        self._init_halving(fidelities, eta, continue_promotions, brackets, rung_agreement)
         self.tournament_size = tournament_size
         self.mutation = mutation
         self._queue: deque[Genotype] = deque()

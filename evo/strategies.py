@@ -101,6 +101,7 @@ class StrategyOptions:
     operators: str = "paper"
     continue_promotions: bool = True
     brackets: int = 1
+    rung_agreement: float | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -140,6 +141,12 @@ class StrategyOptions:
         if self.brackets > 1 and (self.mode != "asha" or self.brackets > len(self.fidelities)):
             raise OptionError("brackets", f"{self.brackets} brackets need mode asha and as many rungs (each "
                                           "bracket starts one rung higher)")
+        if self.rung_agreement is not None:
+            if isinstance(self.rung_agreement, bool) or not isinstance(self.rung_agreement, (int, float)) \
+                    or not -1.0 <= self.rung_agreement <= 1.0:
+                raise OptionError("rung_agreement", f"must be a number from -1 to 1, got {self.rung_agreement!r}")
+            if self.mode != "asha" or self.brackets < 2:
+                raise OptionError("rung_agreement", "chooses among brackets: it needs mode asha and brackets >= 2")
         if self.fidelities and self.strategy not in ("evolution", "tpe", "random", "regularized"):
             raise OptionError("fidelities", f"do not apply to strategy {self.strategy}")
         if self.fidelities and self.mode == "steady-state":
@@ -196,6 +203,7 @@ class _Halving(_Common):
     report_every: int
     continue_promotions: bool
     brackets: int
+    rung_agreement: float | None
 
 
 class _Rates(TypedDict):
@@ -221,7 +229,7 @@ def make_strategy(options: StrategyOptions, space: SearchSpace = SearchSpace()) 
         from . import asha
         halving: _Halving = {"fidelities": o.fidelities, "eta": o.eta, "max_evaluations": o.max_evaluations,
                              "report_every": o.offspring, "continue_promotions": o.continue_promotions,
-                             "brackets": o.brackets, **common}
+                             "brackets": o.brackets, "rung_agreement": o.rung_agreement, **common}
         if o.strategy == "random":
             return asha.HalvingRandom(space, **halving)
         if o.strategy == "regularized":

@@ -62,6 +62,7 @@ def search(data: Any, *,
            budget_epochs: int | None = None, generations: int | None = None,
            strategy: str | None = None, mode: str | None = None, epochs: int = 2,
            fidelities: Sequence[int] | str | None = None, eta: int = 3, brackets: int | None = None,
+           rung_agreement: float | None = None,
            population: int = 10, offspring: int = 10, tournament_size: int = 3, startup_trials: int = 10,
            crossover_rate: float = 0.5, mutation_rate: float = 0.8, operators: str = "paper",
            continue_promotions: bool = True, initial: Sequence[str | Genotype] = (),
@@ -131,7 +132,8 @@ def search(data: Any, *,
         space = space if space is not None else _space(given_space, input_dim)
         options = _options(dict(
             strategy=strategy, mode=mode, generations=generations, budget_epochs=budget_epochs, epochs=epochs,
-            fidelities=fidelities, eta=eta, brackets=brackets, population=population, offspring=offspring,
+            fidelities=fidelities, eta=eta, brackets=brackets, rung_agreement=rung_agreement, population=population,
+            offspring=offspring,
             tournament_size=tournament_size, startup_trials=startup_trials, crossover_rate=crossover_rate,
             mutation_rate=mutation_rate, operators=operators, continue_promotions=continue_promotions,
             initial=initial, seed=seed), space)
@@ -174,6 +176,7 @@ def _options(given: dict[str, Any], space: SearchSpace) -> StrategyOptions:
                                  "fidelities": list(fidelities) if fidelities else None})
     default_strategy(args)
     values = {**given, "strategy": args.strategy, "mode": args.mode, "brackets": args.brackets,
+              "rung_agreement": args.rung_agreement,
               "generations": args.generations, "initial": initial, "fidelities": tuple(args.fidelities or ())}
     return StrategyOptions(**{f.name: values[f.name] for f in fields(StrategyOptions)})
 

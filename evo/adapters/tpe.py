@@ -181,7 +181,7 @@ def make_tpe(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> St
         return HalvingTPE(space, mu=o.population, seed=o.seed, fidelities=o.fidelities, eta=o.eta,
                           max_evaluations=o.max_evaluations, budget_epochs=o.budget_epochs, report_every=o.offspring,
                           startup_trials=o.startup_trials, continue_promotions=o.continue_promotions,
-                          brackets=o.brackets)
+                          brackets=o.brackets, rung_agreement=o.rung_agreement)
     if o.mode == "generational":
         return MultiFidelityTPE(space, mu=o.population, lam=o.offspring, seed=o.seed,
                                 fidelities=o.fidelities or (o.epochs,), eta=o.eta, generations=o.generations,

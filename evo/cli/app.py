@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
                         "(asynchronous Hyperband); with as many brackets as rungs one bracket trains every "
                         "candidate at the final fidelity - a hedge for data whose first epochs rank at random "
                         "(default: one per rung for the default search, else 1: plain asha)")
+    s.add_argument("--rung-agreement", type=v.number(-1, 1), default=None, metavar="RHO",
+                   help="asha with brackets: deal new genotypes only to the brackets whose first rung ranks like the "
+                        "final one - Spearman's rho of the loss there with the final loss at least RHO, over the "
+                        "final-fidelity results' learning curves once there are 8 (the highest bracket always; "
+                        "default: off)")
     s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",
                    help="asha: train a promoted candidate again from scratch instead of continuing it from its "
                         "checkpoint (the result is the same; a continued promotion is charged only the epochs "

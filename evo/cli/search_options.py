@@ -19,20 +19,24 @@ from ..strategies import OptionError, StrategyOptions
 if TYPE_CHECKING:
     from ..head.cluster import ClusterOptions
 
-__all__ = ["DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device", "check_options", "cluster_options_of",
-           "config_of", "default_strategy", "genotype_arg", "ignored_on_resume", "space_of", "spec_of"]
+__all__ = ["DEFAULT_RUNG_AGREEMENT", "DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device",
+           "check_options", "cluster_options_of", "config_of", "default_strategy", "genotype_arg",
+           "ignored_on_resume", "space_of", "spec_of"]
 
 #: The options that define a search (stored in its journal; a resumed run takes them from there).
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
                "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
                "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
-               "brackets", "min_layers", "width_min", "width_max", "width_step", "latent_min", "latent_max",
-               "latent_step", "missing")
+               "brackets", "rung_agreement", "min_layers", "width_min", "width_max", "width_step", "latent_min",
+               "latent_max", "latent_step", "missing")
 
-#: the strategy of a search that names none: the best of docs/results/fashion-mnist-compare-cpu (see
-#: docs/experiments.md); the paper's evolution where an option only it has is given
+#: the proposer of a search that names no strategy (docs/experiments.md, "The default"); the paper's evolution
+#: where an option only it has is given
 DEFAULT_STRATEGY = "tpe"
+#: the default search's brackets are dealt new genotypes while their first rung agrees this well with the final
+#: one (Spearman's rho; docs/experiments.md, "The default")
+DEFAULT_RUNG_AGREEMENT: float | None = None
 
 
 class UsageError(Exception):
@@ -74,6 +78,8 @@ def default_strategy(args: argparse.Namespace) -> None:
         args.fidelities = _asha_rungs(args.epochs, args.eta)
     if args.brackets is None:
         args.brackets = len(args.fidelities) if chosen and args.mode == "asha" else 1
+    if getattr(args, "rung_agreement", None) is None and chosen and args.mode == "asha" and args.brackets > 1:
+        args.rung_agreement = DEFAULT_RUNG_AGREEMENT  # None: plain Hyperband
     if args.strategy is not None:
         return
     if args.mode == "steady-state" or args.initial:  # the paper's steady-state future work; seeded generation 0
@@ -133,7 +139,8 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
             tournament_size=args.tournament_size, startup_trials=args.startup_trials,
             crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
             initial=initial, seed=args.seed,
-            operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets)
+            operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets,
+            rung_agreement=args.rung_agreement)
     except OptionError as exc:
         raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
     return SearchConfig(options, spec, space)

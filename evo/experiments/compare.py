@@ -101,11 +101,17 @@ ARMS = {
     "hyperband-tpe": "TPE proposals under asynchronous Hyperband: one bracket per rung, the last without early "
                      "stopping",
     "hyperband-evolution": "(mu + 1) evolution, local operators, under asynchronous Hyperband",
+    "adaptive-tpe": "TPE proposals under asynchronous Hyperband whose brackets are dealt new genotypes only while "
+                    "their first rung ranks like the final one (rung agreement: Spearman >= 0.5 over the final "
+                    "results' learning curves)",
     **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
+#: the rung agreement of the adaptive arms (evovae search's default: evo.cli.search_options.DEFAULT_RUNG_AGREEMENT)
+ADAPTIVE_AGREEMENT = 0.5
+
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
-CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-"))), *PEER_CONTINUING)
+CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), *PEER_CONTINUING)
 
 
 def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
@@ -129,7 +135,8 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
         schedule, proposer = arm.split("-", 1)
         asha = replace(base, strategy=proposer, mode="asha", fidelities=p.rungs,
                        operators="local" if proposer in ("evolution", "regularized") else "paper",
-                       brackets=len(p.rungs) if schedule == "hyperband" else 1)
+                       brackets=len(p.rungs) if schedule in ("hyperband", "adaptive") else 1,
+                       rung_agreement=ADAPTIVE_AGREEMENT if schedule == "adaptive" else None)
         return asha
     raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
 
