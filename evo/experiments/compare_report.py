@@ -110,7 +110,7 @@ def _likelihood_text(spec: dict[str, Any]) -> str:
     if spec.get("likelihood", "bernoulli") == "gaussian":
         return ("nats per example: the Gaussian negative log-likelihood of the standardised features, unit "
                 "variance, summed over the features")
-    return ("nats per example: BCE summed over every input value (the 784 pixels of a 28x28 image) on "
+    return ("nats per example: BCE summed over every input value (e.g. the 784 pixels of a 28x28 image) on "
             "continuous intensities in [0, 1], not binarised, so not a normalised likelihood")
 
 
@@ -258,7 +258,9 @@ def _settings(p: dict[str, Any], arms: dict[str, Any]) -> str:
 def _what_was_run(results: dict[str, Any]) -> list[str]:
     p, s, spec = results["preset"], results["summary"], results["spec"]
     arms = list(s["arms"])
-    out = [f"- Data: {results['dataset']}, {spec['train_subset'] or 'all'} training examples, a fixed validation "
+    subset = spec["train_subset"]
+    train = f"at most {subset} training examples (fewer when the data has fewer)" if subset else "all training examples"
+    out = [f"- Data: {results['dataset']}, {train}, a fixed validation "
            f"split of {spec['val_size']} (split seed {spec['split_seed']}); the test split only for retraining.",
            f"- {len(arms)} arms x {p['seeds']} seeds (seeds 0..{p['seeds'] - 1}; the same seed gives every arm the "
            f"same training seeds and split), {p['budget_epochs']} training epochs per search. A task costs the "
