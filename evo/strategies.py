@@ -102,6 +102,7 @@ class StrategyOptions:
     continue_promotions: bool = True
     brackets: int = 1
     rung_agreement: float | None = None
+    random_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -141,6 +142,12 @@ class StrategyOptions:
         if self.brackets > 1 and (self.mode != "asha" or self.brackets > len(self.fidelities)):
             raise OptionError("brackets", f"{self.brackets} brackets need mode asha and as many rungs (each "
                                           "bracket starts one rung higher)")
+        if isinstance(self.random_fraction, bool) or not isinstance(self.random_fraction, (int, float)) \
+                or not 0.0 <= self.random_fraction <= 1.0:
+            raise OptionError("random_fraction", f"must be a number from 0 to 1, got {self.random_fraction!r}")
+        if self.random_fraction and (self.strategy != "tpe" or self.mode == "generational"):
+            raise OptionError("random_fraction", "mixes random proposals into TPE's: it needs strategy tpe in mode "
+                                                 "asha or steady-state")
         if self.rung_agreement is not None:
             if isinstance(self.rung_agreement, bool) or not isinstance(self.rung_agreement, (int, float)) \
                     or not -1.0 <= self.rung_agreement <= 1.0:

@@ -21,7 +21,7 @@ from ..space import SearchSpace
 from ..strategies import StrategyOptions
 from ..strategy import AsyncStrategy, GenerationalStrategy, Strategy
 
-__all__ = ["MultiFidelityTPE", "TPESearch", "make_study", "make_tpe", "suggest_genotype"]
+__all__ = ["MultiFidelityTPE", "TPESearch", "genotype_params", "make_study", "make_tpe", "suggest_genotype"]
 
 
 def make_study(seed: int, startup_trials: int) -> optuna.study.Study:
@@ -42,6 +42,15 @@ def _network(trial: optuna.trial.Trial, space: SearchSpace, name: str) -> tuple[
                  for i in range(layers))
 
 
+def genotype_params(genotype: Genotype) -> dict[str, int]:
+    """The parameters :func:`suggest_genotype` gives ``genotype`` (layer counts, one width per layer, latent)."""
+    params = {"encoder_layers": len(genotype.encoder), "latent": genotype.latent,
+              "decoder_layers": len(genotype.decoder)}
+    params.update({f"encoder_{i}": w for i, w in enumerate(genotype.encoder)})
+    params.update({f"decoder_{i}": w for i, w in enumerate(genotype.decoder)})
+    return params
+
+
 def suggest_genotype(trial: optuna.trial.Trial, space: SearchSpace) -> Genotype:
     """The genotype a trial proposes: layer counts, then one width per existing layer, and the latent size."""
     encoder = _network(trial, space, "encoder")
@@ -52,13 +61,20 @@ def suggest_genotype(trial: optuna.trial.Trial, space: SearchSpace) -> Genotype:
 class TPESearch(AsyncStrategy):
     """Tree-structured Parzen estimator (Optuna's ``TPESampler``, ``multivariate=True, group=True``),
     seeded: the same seed and the same sequence of tells give the same proposals. The first
-    ``startup_trials`` proposals are random (Optuna's start-up phase)."""
+    ``startup_trials`` proposals are random (Optuna's start-up phase). With ``random_fraction`` f > 0 each later
+    proposal is drawn uniformly from the space with probability f (BOHB's hedge against a model misled by its
+    data: Falkner et al. 2018 use f = 1/3); it is still a trial of the study, so TPE learns from its result."""
 
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0, epochs: int = 2,
                  max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
-                 startup_trials: int = 10) -> None:
+                 startup_trials: int = 10, random_fraction: float = 0.0) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=epochs, max_evaluations=max_evaluations,
                          budget_epochs=budget_epochs, report_every=report_every)
+        if isinstance(random_fraction, bool) or not isinstance(random_fraction, (int, float)) \
+                or not 0.0 <= random_fraction <= 1.0:
+            raise ValueError(f"random_fraction must be a number from 0 to 1, got {random_fraction!r}")
+        self.random_fraction = float(random_fraction)
+        self.startup_trials = startup_trials
         self.study = make_study(seed, startup_trials)
         self._trials: dict[Genotype, list[optuna.trial.Trial]] = {}
         self.answered_duplicates = 0
@@ -69,6 +85,9 @@ class TPESearch(AsyncStrategy):
 
     def _propose(self) -> Genotype:
         for _ in range(self.max_proposals):
+            if self.random_fraction and len(self.study.trials) >= self.startup_trials \
+                    and self.rng.random() < self.random_fraction:
+                self.study.enqueue_trial(genotype_params(self.space.sample(self.rng)))  # the next ask takes it
             trial = self.study.ask()
             genotype = suggest_genotype(trial, self.space)
             if genotype not in self._seen and genotype not in self._trials:
@@ -181,11 +200,12 @@ def make_tpe(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> St
         return HalvingTPE(space, mu=o.population, seed=o.seed, fidelities=o.fidelities, eta=o.eta,
                           max_evaluations=o.max_evaluations, budget_epochs=o.budget_epochs, report_every=o.offspring,
                           startup_trials=o.startup_trials, continue_promotions=o.continue_promotions,
-                          brackets=o.brackets, rung_agreement=o.rung_agreement)
+                          brackets=o.brackets, rung_agreement=o.rung_agreement, random_fraction=o.random_fraction)
     if o.mode == "generational":
         return MultiFidelityTPE(space, mu=o.population, lam=o.offspring, seed=o.seed,
                                 fidelities=o.fidelities or (o.epochs,), eta=o.eta, generations=o.generations,
                                 budget_epochs=o.budget_epochs, startup_trials=o.startup_trials)
     return TPESearch(space, mu=o.population, seed=o.seed, epochs=o.epochs, max_evaluations=o.max_evaluations,
-                     budget_epochs=o.budget_epochs, report_every=o.offspring, startup_trials=o.startup_trials)
+                     budget_epochs=o.budget_epochs, report_every=o.offspring, startup_trials=o.startup_trials,
+                     random_fraction=o.random_fraction)
 

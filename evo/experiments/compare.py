@@ -101,17 +101,22 @@ ARMS = {
     "hyperband-tpe": "TPE proposals under asynchronous Hyperband: one bracket per rung, the last without early "
                      "stopping",
     "hyperband-evolution": "(mu + 1) evolution, local operators, under asynchronous Hyperband",
+    "bohb": "TPE proposals, a third of them drawn at random (BOHB's recipe, Falkner et al. 2018), under "
+            "asynchronous Hyperband: one bracket per rung, the last without early stopping",
     "adaptive-tpe": "TPE proposals under asynchronous Hyperband whose brackets are dealt new genotypes only while "
                     "their first rung ranks like the final one (rung agreement: Spearman >= 0.5 over the final "
                     "results' learning curves)",
     **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
+#: the share of random proposals of the bohb arm (BOHB's default)
+BOHB_RANDOM_FRACTION = 1 / 3
 #: the rung agreement of the adaptive arms (evovae search's default: evo.cli.search_options.DEFAULT_RUNG_AGREEMENT)
 ADAPTIVE_AGREEMENT = 0.5
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
-CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), *PEER_CONTINUING)
+CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), "bohb",
+              *PEER_CONTINUING)
 
 
 def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
@@ -129,6 +134,9 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
         return replace(base, strategy="tpe", mode="steady-state")
     if arm == "tpe-multifidelity":
         return replace(base, strategy="tpe", fidelities=p.fidelities)
+    if arm == "bohb":
+        return replace(base, strategy="tpe", mode="asha", fidelities=p.rungs, brackets=len(p.rungs),
+                       random_fraction=BOHB_RANDOM_FRACTION)
     if arm in PEERS:
         raise ValueError(f"{arm} is a peer arm: its own library's optimizer, no evovae strategy (run_arm)")
     if arm in CONTINUING:
