@@ -178,4 +178,7 @@ def test_committed_comparison_has_every_arm_and_seed_at_the_same_budget(run):
         else:
             assert sum(e["epochs"] for e in s["evaluations"]) == s["epochs_total"]
         assert s["anytime"][-1][0] == s["epochs_total"]
-        assert s["retrain"]["ok"] and s["retrain"]["test_iw_loss"] <= s["retrain"]["test_loss"] + 1e-6
+        # both are estimates (the ELBO with one z sample, the IW bound with k); on a model whose posterior
+        # collapsed (KL ~ 0: the 8x8 digits' plateau) they agree up to that noise, so allow 0.1%
+        r = s["retrain"]
+        assert r["ok"] and r["test_iw_loss"] <= r["test_loss"] + 1e-3 * abs(r["test_loss"])
