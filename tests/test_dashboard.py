@@ -176,8 +176,10 @@ def test_every_evaluation_is_a_trial_in_tell_order(finished):
 @pytest.mark.slow  # a search killed and resumed: two heads, four workers
 def test_a_search_killed_and_resumed_has_no_trial_twice(tmp_path):
     run_dir = tmp_path / "run"
-    head = Process("head", _search_argv(*SEARCH, *_fake(0.3), "--generations", "6", "--run-dir", str(run_dir)),
-                   tmp_path)
+    # generational: a generation at a time keeps the search running while the page is looked at (the default's
+    # 1-epoch first rung finishes a search this size before Chromium has drawn it)
+    head = Process("head", _search_argv(*SEARCH, *_fake(0.3), "--mode", "generational", "--generations", "6",
+                                        "--run-dir", str(run_dir)), tmp_path)
     try:
         wait_until(lambda: (run_dir / FILE).is_file() and len(_trials(run_dir)) >= 6, 120, "six trials mirrored",
                    fail=head.describe)
@@ -211,8 +213,10 @@ def test_chromium_shows_the_trials_of_a_finished_search(tmp_path, finished, serv
 def test_the_dashboard_follows_a_running_search(tmp_path):
     _chromium()
     run_dir = tmp_path / "run"
-    head = Process("head", _search_argv(*SEARCH, *_fake(0.3), "--generations", "6", "--run-dir", str(run_dir)),
-                   tmp_path)
+    # generational: a generation at a time keeps the search running while the page is looked at (the default's
+    # 1-epoch first rung finishes a search this size before Chromium has drawn it)
+    head = Process("head", _search_argv(*SEARCH, *_fake(0.3), "--mode", "generational", "--generations", "6",
+                                        "--run-dir", str(run_dir)), tmp_path)
     dashboard = None
     try:
         wait_until(lambda: (run_dir / FILE).is_file() or not head.alive(), 120, "the mirror", fail=head.describe)
