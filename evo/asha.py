@@ -167,8 +167,7 @@ class AsyncHalving(AsyncStrategy):
             if c.genotype not in self._bracket:  # a new one: its bracket is the rung it starts at
                 self._bracket[c.genotype] = self.fidelities.index(c.epochs)
                 self.proposed += 1
-        if not out and not self._outstanding and self._window and self._finished():
-            self._close_window()
+        self._close_window_at_end(out)
         return out
 
     def _absorb(self, evaluation: Evaluation) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import statistics
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,7 @@ from .genotype import Genotype
 from .selection import rank
 from .space import SearchSpace
 
-__all__ = ["AsyncStrategy", "GenerationalStrategy", "Report", "StopReason", "Strategy"]
+__all__ = ["AsyncStrategy", "GenerationalStrategy", "Report", "StopReason", "Strategy", "WindowedStrategy"]
 
 
 class StopReason(str, enum.Enum):
@@ -316,7 +316,37 @@ class GenerationalStrategy(Strategy):
         """The whole batch was told: select, promote, report."""
 
 
-class AsyncStrategy(Strategy):
+class WindowedStrategy(Strategy):
+    """A strategy without generations: a report every ``report_every`` evaluations told (a window), and one for
+    what is left when the search ends. ``_record(evaluation)`` after taking each result in;
+    ``_close_window_at_end(asked)`` when an ask hands out nothing more."""
+
+    def __init__(self, space: SearchSpace, *, mu: int, seed: int, epochs: int, budget_epochs: int | None,
+                 report_every: int) -> None:
+        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs)
+        if type(report_every) is not int or report_every < 1:
+            raise ValueError(f"report_every must be an integer >= 1, got {report_every!r}")
+        self.report_every = report_every
+        self._window: list[Evaluation] = []
+
+    def _record(self, evaluation: Evaluation) -> None:
+        self._window.append(evaluation)
+        if len(self._window) >= self.report_every or (self._finished() and not self._outstanding):
+            self._close_window()
+
+    def _close_window_at_end(self, asked: Sequence[Candidate]) -> None:
+        """The search ends here (nothing asked, nothing out, finished): report what was told since the last
+        report."""
+        if not asked and not self._outstanding and self._window and self._finished():
+            self._close_window()
+
+    def _close_window(self) -> None:
+        window, self._window = self._window, []
+        duplicates, self._duplicates = self._duplicates, 0
+        self._report(window, duplicates)
+
+
+class AsyncStrategy(WindowedStrategy):
     """A candidate as soon as a worker is free: ``_propose()`` breeds one genotype from what is known now,
     ``_absorb(evaluation)`` takes each result in at once. ``max_evaluations`` and ``budget_epochs`` bound the
     search; a report is made every ``report_every`` evaluations."""
@@ -324,14 +354,11 @@ class AsyncStrategy(Strategy):
     def __init__(self, space: SearchSpace, *, mu: int, seed: int, epochs: int = 2,
                  max_evaluations: int | None = None, budget_epochs: int | None = None,
                  report_every: int = 10) -> None:
-        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs)
+        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs,
+                         report_every=report_every)
         if max_evaluations is not None and (type(max_evaluations) is not int or max_evaluations < 1):
             raise ValueError(f"max_evaluations must be an integer >= 1, got {max_evaluations!r}")
-        if type(report_every) is not int or report_every < 1:
-            raise ValueError(f"report_every must be an integer >= 1, got {report_every!r}")
         self.max_evaluations = max_evaluations
-        self.report_every = report_every
-        self._window: list[Evaluation] = []
 
     def _ask(self, n: int | None) -> list[Candidate]:
         out: list[Candidate] = []
@@ -344,8 +371,7 @@ class AsyncStrategy(Strategy):
             genotype = self._propose_unseen({c.genotype for c in out})
             if genotype is None:
                 self.exhausted = True
-                if not out and not self._outstanding and self._window:
-                    self._close_window()  # the search ends here: report what was told since the last report
+                self._close_window_at_end(out)
                 break
             out.append(Candidate(genotype, self.epochs))
         return out
@@ -360,14 +386,7 @@ class AsyncStrategy(Strategy):
 
     def _tell(self, evaluation: Evaluation) -> None:
         self._absorb(evaluation)
-        self._window.append(evaluation)
-        if len(self._window) >= self.report_every or (self._finished() and not self._outstanding):
-            self._close_window()
-
-    def _close_window(self) -> None:
-        window, self._window = self._window, []
-        duplicates, self._duplicates = self._duplicates, 0
-        self._report(window, duplicates)
+        self._record(evaluation)
 
     def _finished(self) -> bool:
         return self.exhausted or self._budget_spent() or self._end_reached() is not None

@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                         "final one - Spearman's rho of the loss there with the final loss at least RHO, over the "
                         "final-fidelity results' learning curves once there are 8 (the highest bracket always; "
                         "default: off)")
-    s.add_argument("--random-fraction", type=v.number(0, 1), default=None, metavar="F",
+    s.add_argument("--random-fraction", type=v.number(0, 1), default=0.0, metavar="F",
                    help="tpe in mode asha or steady-state: draw each proposal after the start-up ones uniformly "
                         "from the space with probability F (BOHB's hedge, which uses 1/3; default 0)")
     s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",

@@ -28,10 +28,10 @@ from ..experiments.compare import (
     run_compare,
     summarize,
 )
-from ..experiments.compare_report import draw_anytime, draw_fidelity, render_compare_report
+from ..experiments.compare_report import write_report
 from ..experiments.fidelity import fidelity_study
 from ..experiments.presets import DATA_FIELDS
-from ..spec import TrainSpec, is_builtin
+from ..spec import TrainSpec
 from .distribution import add_distribution_options, cluster_options
 from .live import ExperimentWatch, LiveDisplay, quiet_logs, workers_of
 
@@ -192,16 +192,6 @@ def _previous_seconds(run: Path) -> float:
     return float(json.loads(path.read_text()).get("seconds", 0.0)) if path.is_file() else 0.0
 
 
-def _write(run: Path, results: dict[str, Any]) -> None:
-    (run / "results.json").write_text(json.dumps(results, indent=1))
-    dataset = results["dataset"]
-    title = f"{dataset if is_builtin(dataset) else Path(dataset).name}, preset {results['preset']['name']}"
-    draw_anytime(results["summary"], run / "anytime.png", title)
-    if results.get("fidelity"):
-        draw_fidelity(results["fidelity"], run / "fidelity.png")
-    (run / "report.md").write_text(render_compare_report(results))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = v.parse_args(_parser(), argv)  # each value checked: one line and status 2 for a bad one
     if isinstance(args, int):
@@ -277,7 +267,7 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
                   file=sys.stderr)
             return stop.exit_status
     (run / "progress.json").write_text(json.dumps({"seconds": results["seconds"]}))  # a later resume adds to it
-    _write(run, results)
+    write_report(run, results)
     print(f"report {run / 'report.md'}", flush=True)
     return 0
 

@@ -78,7 +78,7 @@ def default_strategy(args: argparse.Namespace) -> None:
         args.fidelities = _asha_rungs(args.epochs, args.eta)
     if args.brackets is None:
         args.brackets = len(args.fidelities) if chosen and args.mode == "asha" else 1
-    if getattr(args, "rung_agreement", None) is None and chosen and args.mode == "asha" and args.brackets > 1:
+    if args.rung_agreement is None and chosen and args.mode == "asha" and args.brackets > 1:
         args.rung_agreement = DEFAULT_RUNG_AGREEMENT  # None: plain Hyperband
     if args.strategy is not None:
         return
@@ -140,7 +140,7 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
             crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
             initial=initial, seed=args.seed,
             operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets,
-            rung_agreement=args.rung_agreement, random_fraction=args.random_fraction or 0.0)
+            rung_agreement=args.rung_agreement, random_fraction=args.random_fraction)
     except OptionError as exc:
         raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
     return SearchConfig(options, spec, space)

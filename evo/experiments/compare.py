@@ -111,7 +111,7 @@ ARMS = {
 
 #: the share of random proposals of the bohb arm (BOHB's default)
 BOHB_RANDOM_FRACTION = 1 / 3
-#: the rung agreement of the adaptive arms (evovae search's default: evo.cli.search_options.DEFAULT_RUNG_AGREEMENT)
+#: the rung agreement of the adaptive arms (an option of evovae search, off by default: docs/experiments.md)
 ADAPTIVE_AGREEMENT = 0.5
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["draw_anytime", "draw_fidelity", "main", "preset_of", "render_compare_report", "rerender"]
+__all__ = ["draw_anytime", "draw_fidelity", "main", "preset_of", "render_compare_report", "rerender", "write_report"]
 
 COLOURS = {"multifidelity": "tab:red", "evolution": "tab:blue", "random": "tab:gray", "regularized": "tab:green",
            "tpe": "tab:purple", "tpe-multifidelity": "tab:orange", "asha-tpe": "tab:brown", "hyperband-tpe": "tab:pink",
@@ -412,9 +412,14 @@ def rerender(run: Path) -> None:
         raise ValueError(f"{path} is not a comparison's results (format {results.get('format')!r})")
     results["summary"] = json.loads(json.dumps(summarize({"searches": results["searches"]}, preset_of(results),
                                                                default_arm_of(results))))
-    path.write_text(json.dumps(results, indent=1))
-    dataset = results["dataset"]
-    title = f"{Path(dataset).name}, preset {results['preset']['name']}"
+    write_report(run, results)
+
+
+def write_report(run: Path, results: dict[str, Any]) -> None:
+    """``run``'s results.json, its figures (anytime.png, and fidelity.png when there was a fidelity study) and
+    report.md, from ``results``."""
+    (run / "results.json").write_text(json.dumps(results, indent=1))
+    title = f"{Path(results['dataset']).name}, preset {results['preset']['name']}"
     draw_anytime(results["summary"], run / "anytime.png", title)
     if results.get("fidelity"):
         draw_fidelity(results["fidelity"], run / "fidelity.png")

@@ -46,7 +46,7 @@ from ..evaluation import Candidate, Evaluation
 from ..genotype import Genotype
 from ..selection import select_survivors
 from ..space import SearchSpace
-from ..strategy import Strategy
+from ..strategy import Strategy, WindowedStrategy
 
 if TYPE_CHECKING:  # imported when used: an optional dependency each (the ``compare`` extra)
     import optuna
@@ -70,7 +70,7 @@ PEERS = {
 PEER_CONTINUING = ("optuna-hyperband",)
 
 
-class _Peer(Strategy):
+class _Peer(WindowedStrategy):
     """A library's optimizer behind the ask/tell contract: ``_question()`` takes the library's next question
     (a candidate and the library's handle for it), ``_answer(handle, evaluation)`` tells the library its
     result. Answered questions come from ``_known``; reports every ``report_every`` evaluations."""
@@ -80,13 +80,12 @@ class _Peer(Strategy):
 
     def __init__(self, space: SearchSpace, *, mu: int, seed: int, epochs: int, budget_epochs: int | None,
                  report_every: int, min_cost: int) -> None:
-        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs)
-        self.report_every = report_every
+        super().__init__(space, mu=mu, seed=seed, epochs=epochs, budget_epochs=budget_epochs,
+                         report_every=report_every)
         self.min_cost = min_cost
         self.answered_duplicates = 0
         self._known: dict[Candidate, Evaluation] = {}
         self._waiting: dict[Candidate, list[Any]] = {}  # candidate -> the library's questions waiting for it
-        self._window: list[Evaluation] = []
 
     @abstractmethod
     def _question(self) -> tuple[Candidate, Any]:
@@ -118,8 +117,7 @@ class _Peer(Strategy):
                 break
             self._waiting[candidate] = [handle]
             out.append(candidate)
-        if not out and not self._outstanding and self._window and self._finished():
-            self._close_window()
+        self._close_window_at_end(out)
         return out
 
     def _tell(self, evaluation: Evaluation) -> None:
@@ -128,14 +126,7 @@ class _Peer(Strategy):
             self._answer(handle, evaluation)
         if evaluation.epochs == self.final_epochs:
             self.population = select_survivors(self.population, [evaluation], self.mu)
-        self._window.append(evaluation)
-        if len(self._window) >= self.report_every or (self._finished() and not self._outstanding):
-            self._close_window()
-
-    def _close_window(self) -> None:
-        window, self._window = self._window, []
-        duplicates, self._duplicates = self._duplicates, 0
-        self._report(window, duplicates)
+        self._record(evaluation)
 
     def _finished(self) -> bool:
         return self.exhausted or self._budget_hit or (
