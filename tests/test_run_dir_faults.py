@@ -70,7 +70,8 @@ def test_a_second_head_on_a_run_directory_in_use_is_refused_naming_the_holder(tm
     first = head(run, sleep="0.3")
     wait_until(lambda: holder(run).get("pid") == first.pid and (run / "run.json").is_file(), 30,
                "the first head to lock and create its run directory")
-    wait_until(lambda: journal_counts(run)[1] >= 1, 30, "the first head's first result told (its files all made)")
+    wait_until(lambda: journal_counts(run)[1] >= 1 and (run / "optuna-journal.log").is_file(), 30,
+               "the first head's first result told and mirrored (its files all made)")
     kept = lambda: sorted(p.name for p in run.iterdir()  # noqa: E731 - SQLite's and Optuna's transient files aside
                           if not p.name.startswith("journal.sqlite-") and not p.name.endswith(".log.lock")
                           and p.name != "result.json")
