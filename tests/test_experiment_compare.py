@@ -117,3 +117,33 @@ def test_compare_killed_mid_way_resumes_without_retraining_what_finished(tmp_pat
     evaluations = sum(len(s["evaluations"]) for s in results["searches"])
     assert results["trained_now"] < evaluations + results["fidelity"]["count"] + len(results["searches"])
     assert (run / "report.md").is_file() and (run / "anytime.png").is_file()
+
+
+@pytest.mark.slow
+def test_compare_with_simulated_workers_tells_each_search_in_the_order_n_workers_would(tmp_path):
+    run = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "evo.cli.compare", "--preset", "tiny", "--dataset", "synthetic", "--seeds", "1",
+            "--arms", "hyperband-tpe,tpe-multifidelity", "--fidelity-count", "0", "--simulate-workers", "4",
+            "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json", "--run-dir", str(run)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "compare.json").read_text())["simulate_workers"] == 4
+    results = json.loads((run / "results.json").read_text())
+    assert results["simulate_workers"] == 4 and "--simulate-workers 4" in results["command"]
+    for search in results["searches"]:
+        simulated = search["simulated"]
+        assert simulated["workers"] == 4
+        times = [at for _, at in simulated["delivered"]]
+        assert len(times) == len(search["evaluations"]) and times == sorted(times)
+        # the clock counts epochs trained: tasks overlapped on the 4 simulated workers (a sequential search's
+        # clock would be every epoch it spent), and no faster than 4 at once
+        assert search["epochs_total"] / 4 <= simulated["seconds"] < search["epochs_total"]
+    assert all(s["retrain"]["ok"] for s in results["searches"] if s["best"])
+    assert "decided as 4 workers would" in (run / "report.md").read_text()
+    # compare.json fixes it: a resume given another count says so and keeps the run's own
+    again = subprocess.run([sys.executable, "-m", "evo.cli.compare", "--resume", str(run), "--simulate-workers", "2",
+                            "--bind", f"tcp://127.0.0.1:{free_port_pair()}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "so --simulate-workers is ignored" in again.stderr, again.stderr[-2000:]
+    assert json.loads((run / "results.json").read_text())["simulate_workers"] == 4
+

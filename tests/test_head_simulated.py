@@ -94,3 +94,32 @@ def test_evovae_search_simulate_workers_records_the_simulated_clock(tmp_path, ca
     assert "simulated: 4 workers" in capsys.readouterr().out
     # result.json keeps each evaluation's validation curve, one point per epoch it has trained
     assert all(len(e["curve"]) == e["epochs"] for e in done["evaluations"] if e["state"] == "ok")
+
+
+def test_over_another_evaluator_delivers_what_the_in_process_simulation_delivers_training_each_task_once():
+    from evo.head.evaluators import InProcessEvaluator
+
+    calls: list = []
+    direct = SimulatedEvaluator(trainer(), workers=2)
+    over = SimulatedEvaluator.over(InProcessEvaluator(trainer(calls)), workers=2, duration=lambda e: e.seconds)
+    tasks = [task("50|20|50"), task("50|10|50"), task("100|10|50"), task("150|10|50", 2)]
+    orders = []
+    for sim in (direct, over):
+        sim.submit(tasks)
+        order = []
+        while sim.pending:
+            (finished,) = sim.poll(0)
+            order.append((str(finished.evaluation.genotype), finished.evaluation.epochs, sim.clock))
+        orders.append(order)
+    assert orders[0] == orders[1] == [("50|10|50", 1, 1.0), ("100|10|50", 1, 2.0), ("50|20|50", 1, 3.0),
+                                      ("150|10|50", 2, 4.0)]
+    assert sorted(calls) == sorted(str(t.genotype) for t in tasks)  # the inner evaluator trained each once
+
+
+def test_over_counts_epochs_by_default_so_the_order_does_not_depend_on_measured_seconds():
+    from evo.head.evaluators import InProcessEvaluator
+
+    sim = SimulatedEvaluator.over(InProcessEvaluator(trainer()), workers=2)  # 50|20|50 measures 3 s an epoch
+    sim.submit([task("50|20|50", 1), task("50|10|50", 2)])
+    (first,) = sim.poll(0)
+    assert str(first.evaluation.genotype) == "50|20|50" and sim.clock == 1.0  # 1 epoch before 2 epochs

@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="epochs per search (default: the preset's)")
     p.add_argument("--arms", type=v.choice_list(ARMS), default=None,
                    help=f"comma-separated, from {', '.join(ARMS)} (default: all)")
+    p.add_argument("--simulate-workers", type=v.whole(0, 100_000), default=0, metavar="N",
+                   help="every search decides as N workers would: its tasks are trained one at a time and told in "
+                        "the order N simulated workers deliver them (a clock in epochs trained); the fidelity "
+                        "study and the retrainings are unaffected (default 0: the searches run on the workers "
+                        "there are)")
     p.add_argument("--fidelity-count", type=v.whole(0, 10_000), default=30,
                    help="genotypes in the fidelity study run first (0: skip it; default 30)")
     p.add_argument("--run-dir", type=v.dir_to_create, default=None,
@@ -92,7 +97,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
         preset = replace(preset, arms=arms)
     config = {"format": FORMAT, "preset": asdict(preset), **_data_of(fields),
-              "split_seed": args.split_seed, "fidelity_count": args.fidelity_count, "default_arm": DEFAULT_ARM}
+              "split_seed": args.split_seed, "fidelity_count": args.fidelity_count, "default_arm": DEFAULT_ARM,
+              "simulate_workers": args.simulate_workers}
     # e.g. a --val-size too large for the table: one line; the preset's subset larger than the data is all of it
     check_split(_spec_of(preset, config), args.data_root, subset_given=False)
     return config
@@ -112,7 +118,7 @@ def _spec_of(preset: ComparePreset, config: dict[str, Any]) -> TrainSpec:
 
 #: what defines a comparison: taken from RUN_DIR/compare.json by --resume, so not to be given with it
 _DEFINING = ("preset", "dataset", "columns", "image_size", "likelihood", "missing", "val_size", "split_seed", "seeds",
-             "budget_epochs", "arms", "fidelity_count", "run_dir")
+             "budget_epochs", "arms", "fidelity_count", "simulate_workers", "run_dir")
 
 
 def _given_with_resume(args: argparse.Namespace) -> list[str]:
@@ -162,7 +168,8 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
     watch.plan = [f"{arm}-seed{seed}" for seed in range(preset.seeds) for arm in preset.arms]  # run_compare's order
     bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache, watch=watch,
                         on_report=lambda name, report: watch.report(
-                            name, report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"))
+                            name, report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"),
+                        simulate=config.get("simulate_workers", 0))
     results: dict[str, Any] = {"format": FORMAT, "preset": config["preset"], "dataset": config["dataset"],
                                "arms": ARMS, "spec": spec.to_dict()}
     if config["fidelity_count"]:
@@ -173,12 +180,13 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
     raw = run_compare(bench, preset, spec, echo=watch.line)
     results.update(raw)
     results["default_arm"] = default_arm_of(config)
+    results["simulate_workers"] = config.get("simulate_workers", 0)
     results["summary"] = summarize(raw, preset, default_arm_of(config))
     results["seconds"] = time.perf_counter() - started + _previous_seconds(run)
     results["trained_now"] = bench.trained_now
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {args.local_workers} local workers"
     flags = (("preset", config["preset"]["name"]), ("dataset", config["dataset"]), ("columns", spec.columns),
-             ("image-size", spec.image_size))
+             ("image-size", spec.image_size), ("simulate-workers", config.get("simulate_workers", 0)))
     results["command"] = "evovae experiment compare " + " ".join(f"--{k} {v}" for k, v in flags if v)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache.close()

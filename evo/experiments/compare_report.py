@@ -255,6 +255,18 @@ def _settings(p: dict[str, Any], arms: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _concurrency(results: dict[str, Any]) -> list[str]:
+    """The line saying how many workers the searches decided as (a comparison run with --simulate-workers)."""
+    workers = results.get("simulate_workers") or 0
+    if not workers:
+        return []
+    return [f"- Concurrency: every search decided as {workers} workers would (`--simulate-workers {workers}`): its "
+            f"tasks were trained one at a time and told in the order {workers} simulated workers deliver them, on "
+            "a clock in epochs trained, so an asynchronous arm proposed with up to "
+            f"{workers - 1} results still outstanding; a generational arm decides the same at any number of "
+            "workers."]
+
+
 def _what_was_run(results: dict[str, Any]) -> list[str]:
     p, s, spec = results["preset"], results["summary"], results["spec"]
     arms = list(s["arms"])
@@ -271,7 +283,8 @@ def _what_was_run(results: dict[str, Any]) -> list[str]:
            f"- Final metric: each search's best genotype retrained {p['retrain_epochs']} epochs, then on the test "
            f"split the negative ELBO and the negative importance-weighted bound with k = {p['iw_samples']} "
            "samples (Burda et al.), both in nats per example.",
-           f"- Settings (each arm uses those it has): {_settings(p, s['arms'])}.", "",
+           f"- Settings (each arm uses those it has): {_settings(p, s['arms'])}.",
+           *_concurrency(results), "",
            "What each arm ran (fidelities: the epochs its tasks trained, over every seed; trials: the "
            "configurations it trained; tasks: the results it was told, e.g. every rung of a candidate, every epoch "
            "of an optuna-hyperband trial; epochs spent: what it was charged, at most the budget, less when the "

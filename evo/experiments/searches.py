@@ -16,6 +16,7 @@ from ..cli.dashboard import attach_mirror, mirror_into
 from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..head.cache import ResultCache
+from ..head.evaluators import SimulatedEvaluator
 from ..head.journal import JournalError, RunJournal
 from ..head.lock import RunLock
 from ..head.progress import search_summary
@@ -49,11 +50,19 @@ class BenchWatch(Protocol):
 
 
 class SearchBench:
-    """Runs named searches and task batches under ``root`` through one evaluator and one shared cache."""
+    """Runs named searches and task batches under ``root`` through one evaluator and one shared cache. With
+    ``simulate`` N > 0 every search decides as N workers would: its tasks are trained by the evaluator one at a
+    time, and told in the order N simulated workers would deliver them, on a clock in epochs trained
+    (:meth:`SimulatedEvaluator.over`; a fresh clock per search, recorded as ``simulated`` in its result).
+    Task batches (the fidelity study, the retrainings) are unaffected."""
 
     def __init__(self, root: Path, evaluator: AsyncEvaluator, capacity: Callable[[], int], *,
                  cache: ResultCache | None = None, space: SearchSpace = SearchSpace(),
-                 on_report: Callable[[str, Report], None] | None = None, watch: BenchWatch | None = None) -> None:
+                 on_report: Callable[[str, Report], None] | None = None, watch: BenchWatch | None = None,
+                 simulate: int = 0) -> None:
+        if type(simulate) is not int or simulate < 0:
+            raise ValueError(f"simulate must be a whole number of workers (0: none), got {simulate!r}")
+        self.simulate = simulate
         self.root = Path(root)
         self.watch = watch
         self.evaluator: AsyncEvaluator = evaluator if watch is None else WatchedEvaluator(evaluator, watch.polled)
@@ -72,18 +81,21 @@ class SearchBench:
         done = directory / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
-        with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self.cache) as run:
+        # a simulated search takes known results through its simulated workers (told when they would finish)
+        with SearchRun.named(directory, SearchConfig(options, spec, self.space),
+                             cache=None if self.simulate else self.cache) as run:
             if self.watch is not None:
                 self.watch.search(name, run.strategy, run.runner, options.max_evaluations)
             attach_mirror(run)  # searches/NAME/optuna-journal.log, for evovae dashboard
             run.replay()
             on_report = self.on_report
             report = (lambda r: on_report(name, r)) if on_report else None
-            reason = run.run(self.evaluator, self.capacity, on_report=report)
-            self.trained_now += run.runner.evaluated
+            evaluator, capacity = self._search_evaluator()
+            reason = run.run(evaluator, capacity, on_report=report)
+            self.trained_now += run.runner.evaluated - self._cache_hits(evaluator)
             result = run.finish({"name": name, **summary(run.strategy), "spec": spec.to_dict(),
                                  "stop_reason": reason.value if reason else None,
-                                 "seconds": run.summary()["seconds"]})
+                                 "seconds": run.summary()["seconds"], **self._simulated(evaluator)})
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
 
@@ -112,18 +124,19 @@ class SearchBench:
             try:
                 started = time.perf_counter()
                 strategy = make(directory)
-                runner = Runner(spec, journal=journal, cache=self.cache)
+                runner = Runner(spec, journal=journal, cache=None if self.simulate else self.cache)
                 if self.watch is not None:
                     self.watch.search(name, strategy, runner, None)
                 mirror_into(runner, directory, self.space, spec.epochs, spec)
                 runner.replay(strategy)
                 on_report = self.on_report
                 runner.on_report = (lambda r: on_report(name, r)) if on_report else None
-                reason = runner.run(strategy, self.evaluator, self.capacity)
-                self.trained_now += runner.evaluated
+                evaluator, capacity = self._search_evaluator()
+                reason = runner.run(strategy, evaluator, capacity)
+                self.trained_now += runner.evaluated - self._cache_hits(evaluator)
                 result = {"name": name, **search_summary(strategy), "spec": spec.to_dict(), "peer": config,
                           "stop_reason": reason.value if reason else None,
-                          "seconds": time.perf_counter() - started}
+                          "seconds": time.perf_counter() - started, **self._simulated(evaluator)}
                 partial = directory / "result.json.partial"
                 with writing(done, "the result"):
                     partial.write_text(json.dumps(result, indent=2))
@@ -134,6 +147,22 @@ class SearchBench:
             lock.release()
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
+
+    def _search_evaluator(self) -> tuple[AsyncEvaluator, Callable[[], int]]:
+        """What one search runs through: this bench's evaluator, or N simulated workers on it."""
+        if not self.simulate:
+            return self.evaluator, self.capacity
+        simulated = SimulatedEvaluator.over(self.evaluator, self.simulate, cache=self.cache)
+        return simulated, simulated.capacity
+
+    @staticmethod
+    def _cache_hits(evaluator: AsyncEvaluator) -> int:
+        """Results a simulated search took from the cache (told through it, not trained)."""
+        return evaluator.cache_hits if isinstance(evaluator, SimulatedEvaluator) else 0
+
+    @staticmethod
+    def _simulated(evaluator: AsyncEvaluator) -> dict[str, Any]:
+        return {"simulated": evaluator.summary()} if isinstance(evaluator, SimulatedEvaluator) else {}
 
     def tasks(self, name: str, items: Sequence[tuple[Genotype, TrainSpec]]) -> list[Evaluation]:
         """Evaluations of ``items`` (in order), journaled under ``tasks/name``; known results are not re-run."""

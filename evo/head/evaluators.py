@@ -20,7 +20,8 @@ from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..measurement import Measurement
 from ..spec import TrainSpec
-from .tasks import Finished, Task
+from .cache import ResultCache
+from .tasks import AsyncEvaluator, Finished, Task
 
 __all__ = ["DistributedEvaluator", "InProcessEvaluator", "SearchStopped", "SimulatedEvaluator", "TrainOutcome"]
 
@@ -149,14 +150,55 @@ class SimulatedEvaluator:
     losses on one machine. A task starts on the first simulated worker free when it is submitted and takes
     ``duration(evaluation)`` simulated seconds (by default the training seconds measured; pass e.g.
     ``lambda e: e.epochs_trained`` for a clock in epochs). ``clock`` is the simulated time now, ``busy`` the
-    simulated seconds each worker trained; ``capacity()`` is ``workers``."""
+    simulated seconds each worker trained; ``capacity()`` is ``workers``. :meth:`over` trains each task on
+    another evaluator (e.g. a cluster's workers) instead of in this process."""
 
     def __init__(self, train: Callable[[Genotype, TrainSpec], TrainOutcome], workers: int,
                  duration: Callable[[Evaluation], float] = lambda e: e.seconds) -> None:
+        def run(task: Task) -> Finished:
+            outcome = train(task.genotype, task.spec)
+            return Finished(task.task_id, Evaluation.of(task.candidate, outcome.ok, outcome.measurement,
+                                                        outcome.error))
+
+        self._setup(run, workers, duration)
+
+    @classmethod
+    def over(cls, evaluator: AsyncEvaluator, workers: int,
+             duration: Callable[[Evaluation], float] = lambda e: e.epochs_trained, *,
+             cache: ResultCache | None = None) -> SimulatedEvaluator:
+        """``workers`` simulated workers whose tasks ``evaluator`` trains, one at a time (submit one, poll
+        until its result is back; what the evaluator raises, e.g. :class:`SearchStopped`, goes through). The
+        head needs no trainer of its own, so an experiment run on a cluster can decide as N workers would.
+        The default clock counts epochs trained, so the delivery order, and with it every decision, does not
+        depend on how busy the machine was (measured seconds do). A result in ``cache`` is taken from there
+        instead of trained, and still delivered when the simulated worker would finish it (give the cache
+        here, not to the Runner, which would tell it at once); what is trained is put there.
+        ``cache_hits`` counts the results taken from it."""
+        def run(task: Task) -> Finished:
+            if cache is not None:
+                known = cache.get(task.task_id)
+                if known is not None:
+                    self.cache_hits += 1
+                    return Finished(task.task_id, known)
+            evaluator.submit([task])
+            while True:
+                for finished in evaluator.poll(1.0):
+                    if finished.task_id == task.task_id:
+                        if cache is not None:
+                            cache.put([(finished.task_id, finished.evaluation)])
+                        return finished
+
+        self = cls.__new__(cls)
+        self._setup(run, workers, duration)
+        return self
+
+    def _setup(self, run: Callable[[Task], Finished], workers: int,
+               duration: Callable[[Evaluation], float]) -> None:
         if type(workers) is not int or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        self._train = train
+        self._run = run
         self._duration = duration
+        self.cache_hits = 0
         self.workers = workers
         self.clock = 0.0
         self.busy = [0.0] * workers
@@ -187,12 +229,11 @@ class SimulatedEvaluator:
             if self._free_at[worker] > self.clock:
                 return
             task = self._queue.pop(0)
-            outcome = self._train(task.genotype, task.spec)
-            evaluation = Evaluation.of(task.candidate, outcome.ok, outcome.measurement, outcome.error)
-            took = max(0.0, float(self._duration(evaluation)))
+            finished = self._run(task)
+            took = max(0.0, float(self._duration(finished.evaluation)))
             self._free_at[worker] = self.clock + took
             self.busy[worker] += took
-            self._running[task.task_id] = (self.clock + took, worker, Finished(task.task_id, evaluation))
+            self._running[task.task_id] = (self.clock + took, worker, finished)
 
     def poll(self, timeout_s: float) -> list[Finished]:
         """The next result in simulated time (the clock moves to it); ties in submission order."""
