@@ -103,6 +103,7 @@ class StrategyOptions:
     brackets: int = 1
     rung_agreement: float | None = None
     random_fraction: float = 0.0
+    noise_level: float | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -148,6 +149,14 @@ class StrategyOptions:
         if self.random_fraction and (self.strategy != "tpe" or self.mode == "generational"):
             raise OptionError("random_fraction", "mixes random proposals into TPE's: it needs strategy tpe in mode "
                                                  "asha or steady-state")
+        if self.noise_level is not None:
+            if isinstance(self.noise_level, bool) or not isinstance(self.noise_level, (int, float)) \
+                    or not 0.0 <= self.noise_level < 1.0:
+                raise OptionError("noise_level", f"must be a fraction of the loss from 0 to 1 (e.g. 0.005), got "
+                                                 f"{self.noise_level!r}")
+            if self.strategy != "tpe" or self.mode == "generational":
+                raise OptionError("noise_level", "makes TPE propose at random while its results carry no signal: it "
+                                                 "needs strategy tpe in mode asha or steady-state")
         if self.rung_agreement is not None:
             if isinstance(self.rung_agreement, bool) or not isinstance(self.rung_agreement, (int, float)) \
                     or not -1.0 <= self.rung_agreement <= 1.0:

@@ -63,17 +63,28 @@ class TPESearch(AsyncStrategy):
     seeded: the same seed and the same sequence of tells give the same proposals. The first
     ``startup_trials`` proposals are random (Optuna's start-up phase). With ``random_fraction`` f > 0 each later
     proposal is drawn uniformly from the space with probability f (BOHB's hedge against a model misled by its
-    data: Falkner et al. 2018 use f = 1/3); it is still a trial of the study, so TPE learns from its result."""
+    data: Falkner et al. 2018 use f = 1/3); it is still a trial of the study, so TPE learns from its result.
+    With ``noise_level`` t, every proposal after the start-up ones is drawn at random while the results carry no
+    signal: until the best final-fidelity (COMPLETE) result beats their median by more than t x |median| (for
+    t = 0.005, half a percent of the loss). Where every model sits on one plateau (losses a few hundredths
+    apart, the ranking seed noise), TPE would otherwise fit the noise and narrow its search to wherever it
+    points; random proposals keep covering the space until some result stands out, and TPE takes over from
+    there (docs/experiments.md, "A second data set")."""
 
     def __init__(self, space: SearchSpace = SearchSpace(), *, mu: int = 10, seed: int = 0, epochs: int = 2,
                  max_evaluations: int | None = None, budget_epochs: int | None = None, report_every: int = 10,
-                 startup_trials: int = 10, random_fraction: float = 0.0) -> None:
+                 startup_trials: int = 10, random_fraction: float = 0.0, noise_level: float | None = None) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=epochs, max_evaluations=max_evaluations,
                          budget_epochs=budget_epochs, report_every=report_every)
         if isinstance(random_fraction, bool) or not isinstance(random_fraction, (int, float)) \
                 or not 0.0 <= random_fraction <= 1.0:
             raise ValueError(f"random_fraction must be a number from 0 to 1, got {random_fraction!r}")
+        if noise_level is not None and (isinstance(noise_level, bool) or not isinstance(noise_level, (int, float))
+                                        or not 0.0 <= noise_level < 1.0):
+            raise ValueError(f"noise_level must be a number from 0 to 1 (a fraction of the loss), got {noise_level!r}")
         self.random_fraction = float(random_fraction)
+        self.noise_level = None if noise_level is None else float(noise_level)
+        self.random_while_no_signal = 0  # proposals drawn at random because the results carried no signal yet
         self.startup_trials = startup_trials
         self.study = make_study(seed, startup_trials)
         self._trials: dict[Genotype, list[optuna.trial.Trial]] = {}
@@ -85,9 +96,12 @@ class TPESearch(AsyncStrategy):
 
     def _propose(self) -> Genotype:
         for _ in range(self.max_proposals):
-            if self.random_fraction and len(self.study.trials) >= self.startup_trials \
-                    and self.rng.random() < self.random_fraction:
-                self.study.enqueue_trial(genotype_params(self.space.sample(self.rng)))  # the next ask takes it
+            if len(self.study.trials) >= self.startup_trials:
+                if self.noise_level is not None and not self.has_signal():
+                    self.random_while_no_signal += 1
+                    self.study.enqueue_trial(genotype_params(self.space.sample(self.rng)))  # the next ask takes it
+                elif self.random_fraction and self.rng.random() < self.random_fraction:
+                    self.study.enqueue_trial(genotype_params(self.space.sample(self.rng)))
             trial = self.study.ask()
             genotype = suggest_genotype(trial, self.space)
             if genotype not in self._seen and genotype not in self._trials:
@@ -101,6 +115,20 @@ class TPESearch(AsyncStrategy):
             else:
                 self._answer(trial, known)
         return genotype  # a duplicate, already answered: the space is exhausted for TPE
+
+    def has_signal(self) -> bool:
+        """Whether the best finished (COMPLETE: final-fidelity) result beats their median by more than the noise
+        level (a fraction of the median's size); False with fewer than two, or without a noise level."""
+        if self.noise_level is None:
+            return False
+        values = sorted(t.value for t in self.study.get_trials(deepcopy=False,
+                                                               states=(optuna.trial.TrialState.COMPLETE,))
+                        if t.value is not None)
+        if len(values) < 2:
+            return False
+        median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1]
+                                                                  + values[len(values) // 2]) / 2
+        return median - values[0] > self.noise_level * abs(median)
 
     def _propose_unseen(self, taken: set[Genotype]) -> Genotype | None:
         """One ``_propose``: it skips and answers duplicates itself (the base class's hundred retries would
@@ -200,12 +228,13 @@ def make_tpe(options: StrategyOptions, space: SearchSpace = SearchSpace()) -> St
         return HalvingTPE(space, mu=o.population, seed=o.seed, fidelities=o.fidelities, eta=o.eta,
                           max_evaluations=o.max_evaluations, budget_epochs=o.budget_epochs, report_every=o.offspring,
                           startup_trials=o.startup_trials, continue_promotions=o.continue_promotions,
-                          brackets=o.brackets, rung_agreement=o.rung_agreement, random_fraction=o.random_fraction)
+                          brackets=o.brackets, rung_agreement=o.rung_agreement, random_fraction=o.random_fraction,
+                          noise_level=o.noise_level)
     if o.mode == "generational":
         return MultiFidelityTPE(space, mu=o.population, lam=o.offspring, seed=o.seed,
                                 fidelities=o.fidelities or (o.epochs,), eta=o.eta, generations=o.generations,
                                 budget_epochs=o.budget_epochs, startup_trials=o.startup_trials)
     return TPESearch(space, mu=o.population, seed=o.seed, epochs=o.epochs, max_evaluations=o.max_evaluations,
                      budget_epochs=o.budget_epochs, report_every=o.offspring, startup_trials=o.startup_trials,
-                     random_fraction=o.random_fraction)
+                     random_fraction=o.random_fraction, noise_level=o.noise_level)
 

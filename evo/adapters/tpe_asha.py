@@ -28,10 +28,10 @@ class HalvingTPE(AsyncHalving, TPESearch):
                  fidelities: Sequence[int] = (1, 3, 9), eta: int = 3, max_evaluations: int | None = None,
                  budget_epochs: int | None = None, report_every: int = 10, startup_trials: int = 10,
                  continue_promotions: bool = True, brackets: int = 1, rung_agreement: float | None = None,
-                 random_fraction: float = 0.0) -> None:
+                 random_fraction: float = 0.0, noise_level: float | None = None) -> None:
         super().__init__(space, mu=mu, seed=seed, epochs=fidelities[-1] if fidelities else 1,
                          max_evaluations=max_evaluations, budget_epochs=budget_epochs, report_every=report_every,
-                         startup_trials=startup_trials, random_fraction=random_fraction)
+                         startup_trials=startup_trials, random_fraction=random_fraction, noise_level=noise_level)
         self._init_halving(fidelities, eta, continue_promotions, brackets, rung_agreement)
         self._params: dict = {}  # genotype -> (params, distributions) of its first trial
 

@@ -28,7 +28,7 @@ SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "cr
                "initial", "max_layers", "seed", "dataset", "epochs", "batch_size", "lr", "train_subset", "val_size",
                "split_seed", "budget_epochs", "fidelities", "eta", "tournament_size", "startup_trials",
                "likelihood", "data_sha256", "columns", "image_size", "operators", "continue_promotions",
-               "brackets", "rung_agreement", "random_fraction", "min_layers", "width_min", "width_max",
+               "brackets", "rung_agreement", "random_fraction", "noise_level", "min_layers", "width_min", "width_max",
                "width_step", "latent_min", "latent_max", "latent_step", "missing")
 
 #: the proposer of a search that names no strategy (docs/experiments.md, "The default"); the paper's evolution
@@ -140,7 +140,8 @@ def config_of(args: argparse.Namespace) -> SearchConfig:
             crossover_rate=args.crossover_rate, mutation_rate=args.mutation_rate,
             initial=initial, seed=args.seed,
             operators=args.operators, continue_promotions=args.continue_promotions, brackets=args.brackets,
-            rung_agreement=args.rung_agreement, random_fraction=args.random_fraction)
+            rung_agreement=args.rung_agreement, random_fraction=args.random_fraction,
+            noise_level=args.noise_level)
     except OptionError as exc:
         raise UsageError(f"--{exc.option.replace('_', '-')}: {exc.message}") from None
     return SearchConfig(options, spec, space)

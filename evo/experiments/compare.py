@@ -106,16 +106,20 @@ ARMS = {
     "adaptive-tpe": "TPE proposals under asynchronous Hyperband whose brackets are dealt new genotypes only while "
                     "their first rung ranks like the final one (rung agreement: Spearman >= 0.5 over the final "
                     "results' learning curves)",
+    "hedged-tpe": "TPE proposals under asynchronous Hyperband, drawn at random while the results carry no signal "
+                  "(until the best final-fidelity loss beats their median by more than half a percent)",
     **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
 #: the share of random proposals of the bohb arm (BOHB's default)
 BOHB_RANDOM_FRACTION = 1 / 3
+#: the noise level of the hedged arm: loss differences under half a percent are taken for seed noise
+HEDGED_NOISE_LEVEL = 0.005
 #: the rung agreement of the adaptive arms (an option of evovae search, off by default: docs/experiments.md)
 ADAPTIVE_AGREEMENT = 0.5
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
-CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), "bohb",
+CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), "bohb", "hedged-tpe",
               *PEER_CONTINUING)
 
 
@@ -137,6 +141,9 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
     if arm == "bohb":
         return replace(base, strategy="tpe", mode="asha", fidelities=p.rungs, brackets=len(p.rungs),
                        random_fraction=BOHB_RANDOM_FRACTION)
+    if arm == "hedged-tpe":
+        return replace(base, strategy="tpe", mode="asha", fidelities=p.rungs, brackets=len(p.rungs),
+                       noise_level=HEDGED_NOISE_LEVEL)
     if arm in PEERS:
         raise ValueError(f"{arm} is a peer arm: its own library's optimizer, no evovae strategy (run_arm)")
     if arm in CONTINUING:
