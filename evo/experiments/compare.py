@@ -108,6 +108,8 @@ ARMS = {
                     "results' learning curves)",
     "hedged-tpe": "TPE proposals under asynchronous Hyperband, drawn at random while the results carry no signal "
                   "(until the best final-fidelity loss beats their median by more than half a percent)",
+    "hedged-adaptive-tpe": "hedged-tpe whose brackets are dealt new genotypes only while their first rung ranks "
+                           "like the final one (as adaptive-tpe)",
     **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
@@ -120,6 +122,7 @@ ADAPTIVE_AGREEMENT = 0.5
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
 CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), "bohb", "hedged-tpe",
+              "hedged-adaptive-tpe",
               *PEER_CONTINUING)
 
 
@@ -141,9 +144,10 @@ def arm_options(arm: str, p: ComparePreset, seed: int) -> StrategyOptions:
     if arm == "bohb":
         return replace(base, strategy="tpe", mode="asha", fidelities=p.rungs, brackets=len(p.rungs),
                        random_fraction=BOHB_RANDOM_FRACTION)
-    if arm == "hedged-tpe":
+    if arm in ("hedged-tpe", "hedged-adaptive-tpe"):
         return replace(base, strategy="tpe", mode="asha", fidelities=p.rungs, brackets=len(p.rungs),
-                       noise_level=HEDGED_NOISE_LEVEL)
+                       noise_level=HEDGED_NOISE_LEVEL,
+                       rung_agreement=ADAPTIVE_AGREEMENT if arm == "hedged-adaptive-tpe" else None)
     if arm in PEERS:
         raise ValueError(f"{arm} is a peer arm: its own library's optimizer, no evovae strategy (run_arm)")
     if arm in CONTINUING:
