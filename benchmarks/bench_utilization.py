@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evo.strategies import DEFAULT_NOISE_LEVEL, DEFAULT_RUNG_AGREEMENT
+
 FINAL = 10                                 # the final fidelity (epochs) of every schedule
 ASHA_RUNGS = (1, 3, FINAL)                 # what --mode asha picks at --epochs 10 --eta 3: E/eta^2, E/eta, E
 DEFAULT_RUNGS = (round(0.3 * FINAL), FINAL)  # the earlier default: generational TPE with rungs (0.3 E, E)
@@ -87,9 +89,10 @@ SCHEDULES = (
                dict(strategy=name, epochs=FINAL, fidelities=ASHA_RUNGS, eta=ETA, mode="asha"), False,
                ("--strategy", name, "--epochs", str(FINAL), "--mode", "asha", "--fidelities", _csv(ASHA_RUNGS)))
       for name in ("random", "evolution", "regularized", "tpe")),
-    Schedule("hyperband-tpe", f"asha tpe {_csv(ASHA_RUNGS)}, {len(ASHA_RUNGS)} brackets (the default)",
+    Schedule("hyperband-tpe", f"asha tpe {_csv(ASHA_RUNGS)}, {len(ASHA_RUNGS)} brackets, hedged (the default)",
              dict(strategy="tpe", epochs=FINAL, fidelities=ASHA_RUNGS, eta=ETA, mode="asha",
-                  brackets=len(ASHA_RUNGS)), False,
+                  brackets=len(ASHA_RUNGS), rung_agreement=DEFAULT_RUNG_AGREEMENT, noise_level=DEFAULT_NOISE_LEVEL),
+             False,
              ("--epochs", str(FINAL))),
 )
 BY_KEY = {s.key: s for s in SCHEDULES}

@@ -17,7 +17,8 @@ from .space import SearchSpace
 from .strategy import Strategy
 from .variation import MutationRates
 
-__all__ = ["EXTERNAL", "MODES", "MODE_STRATEGIES", "OPERATORS", "OptionError", "STRATEGIES", "StrategyFactory",
+__all__ = ["DEFAULT_NOISE_LEVEL", "DEFAULT_RUNG_AGREEMENT", "EXTERNAL", "MODES", "MODE_STRATEGIES", "OPERATORS",
+           "OptionError", "STRATEGIES", "StrategyFactory",
            "StrategyOptions", "budget_of", "make_strategy", "register_strategy"]
 
 #: name -> what it is (for --help and docs)
@@ -62,6 +63,12 @@ MODE_STRATEGIES = {
     "steady-state": ("evolution", "tpe"),
     "asha": ("evolution", "random", "regularized", "tpe"),
 }
+
+#: the default search's hedges (TPE under asynchronous Hyperband; docs/experiments.md, "The default"): TPE
+#: proposes at random while its best final-fidelity loss is within this fraction of their median ...
+DEFAULT_NOISE_LEVEL = 0.005
+#: ... and a bracket gets new genotypes while its first rung ranks like the final one this well (Spearman's rho)
+DEFAULT_RUNG_AGREEMENT = 0.5
 
 #: the mutation operator sets (evo/variation.py): the paper's, and local steps that can also shrink a network
 OPERATORS = ("paper", "local")

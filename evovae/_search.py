@@ -176,7 +176,7 @@ def _options(given: dict[str, Any], space: SearchSpace) -> StrategyOptions:
                                  "fidelities": list(fidelities) if fidelities else None})
     default_strategy(args)
     values = {**given, "strategy": args.strategy, "mode": args.mode, "brackets": args.brackets,
-              "rung_agreement": args.rung_agreement,
+              "rung_agreement": args.rung_agreement, "noise_level": args.noise_level,
               "generations": args.generations, "initial": initial, "fidelities": tuple(args.fidelities or ())}
     return StrategyOptions(**{f.name: values[f.name] for f in fields(StrategyOptions)})
 

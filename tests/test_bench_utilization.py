@@ -33,7 +33,7 @@ def test_the_simulated_tables_name_every_schedule_at_each_worker_count(bench, ca
     for schedule in bench.SCHEDULES:
         assert out.count(f"| {schedule.label} |") == 2, schedule.key
     assert "busy, asha tpe 1,3,10 / generational rungs, tpe 3,10 (the earlier default) (offspring 10):" in out
-    assert "busy, asha tpe 1,3,10, 3 brackets (the default) / generational rungs, tpe 3,10" in out
+    assert "busy, asha tpe 1,3,10, 3 brackets, hedged (the default) / generational rungs, tpe 3,10" in out
 
 
 def test_one_full_fidelity_task_per_worker_keeps_every_worker_busy(bench):

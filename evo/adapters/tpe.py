@@ -64,7 +64,7 @@ class TPESearch(AsyncStrategy):
     ``startup_trials`` proposals are random (Optuna's start-up phase). With ``random_fraction`` f > 0 each later
     proposal is drawn uniformly from the space with probability f (BOHB's hedge against a model misled by its
     data: Falkner et al. 2018 use f = 1/3); it is still a trial of the study, so TPE learns from its result.
-    With ``noise_level`` t, every proposal after the start-up ones is drawn at random while the results carry no
+    With ``noise_level`` t > 0, every proposal after the start-up ones is drawn at random while the results carry no
     signal: until the best final-fidelity (COMPLETE) result beats their median by more than t x |median| (for
     t = 0.005, half a percent of the loss). Where every model sits on one plateau (losses a few hundredths
     apart, the ranking seed noise), TPE would otherwise fit the noise and narrow its search to wherever it
@@ -83,7 +83,7 @@ class TPESearch(AsyncStrategy):
                                         or not 0.0 <= noise_level < 1.0):
             raise ValueError(f"noise_level must be a number from 0 to 1 (a fraction of the loss), got {noise_level!r}")
         self.random_fraction = float(random_fraction)
-        self.noise_level = None if noise_level is None else float(noise_level)
+        self.noise_level = float(noise_level) if noise_level else None  # 0: off
         self.random_while_no_signal = 0  # proposals drawn at random because the results carried no signal yet
         self.startup_trials = startup_trials
         self.study = make_study(seed, startup_trials)

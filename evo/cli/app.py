@@ -137,14 +137,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="asha with brackets: deal new genotypes only to the brackets whose first rung ranks like the "
                         "final one - Spearman's rho of the loss there with the final loss at least RHO, over the "
                         "final-fidelity results' learning curves once there are 8 (the highest bracket always; "
-                        "default: off)")
+                        "default: 0.5 for the default search, else off; -1 deals every bracket)")
     s.add_argument("--random-fraction", type=v.number(0, 1), default=0.0, metavar="F",
                    help="tpe in mode asha or steady-state: draw each proposal after the start-up ones uniformly "
                         "from the space with probability F (BOHB's hedge, which uses 1/3; default 0)")
     s.add_argument("--noise-level", type=v.number(0, 0.999), default=None, metavar="T",
                    help="tpe in mode asha or steady-state: after the start-up proposals, propose at random while the "
                         "results carry no signal - until the best final-fidelity loss beats their median by more "
-                        "than T times the median (e.g. 0.005: half a percent); TPE then takes over (default: off)")
+                        "than T times the median (0.005: half a percent); TPE then takes over (default: 0.005 for "
+                        "the default search, else off; 0 turns it off)")
     s.add_argument("--restart-promotions", dest="continue_promotions", action="store_false",
                    help="asha: train a promoted candidate again from scratch instead of continuing it from its "
                         "checkpoint (the result is the same; a continued promotion is charged only the epochs "

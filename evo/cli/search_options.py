@@ -14,12 +14,12 @@ from ..multifidelity import parse_fidelities
 from ..search_config import SearchConfig
 from ..space import SPACE_FIELDS, SearchSpace, space_for
 from ..spec import TrainSpec
-from ..strategies import OptionError, StrategyOptions
+from ..strategies import DEFAULT_NOISE_LEVEL, DEFAULT_RUNG_AGREEMENT, OptionError, StrategyOptions
 
 if TYPE_CHECKING:
     from ..head.cluster import ClusterOptions
 
-__all__ = ["DEFAULT_RUNG_AGREEMENT", "DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device",
+__all__ = ["DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device",
            "check_options", "cluster_options_of", "config_of", "default_strategy", "genotype_arg",
            "ignored_on_resume", "space_of", "spec_of"]
 
@@ -34,9 +34,6 @@ SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "cr
 #: the proposer of a search that names no strategy (docs/experiments.md, "The default"); the paper's evolution
 #: where an option only it has is given
 DEFAULT_STRATEGY = "tpe"
-#: the default search's brackets are dealt new genotypes while their first rung agrees this well with the final
-#: one (Spearman's rho; docs/experiments.md, "The default")
-DEFAULT_RUNG_AGREEMENT: float | None = None
 
 
 class UsageError(Exception):
@@ -61,8 +58,10 @@ def genotype_arg(text: str) -> Genotype:
 def default_strategy(args: argparse.Namespace) -> None:
     """Fill in what a new search left to the defaults: 5 generations unless an end is given. With neither
     ``--strategy`` nor ``--mode`` (nor ``--initial``): the default search, TPE under asynchronous Hyperband
-    (mode asha, rungs E/eta^2, E/eta, E of ``--epochs`` E or ``--fidelities``, one bracket per rung; TPE at full
-    fidelity, steady state, when E is too small for two rungs) - docs/experiments.md says why. Otherwise what
+    (mode asha, rungs E/eta^2, E/eta, E of ``--epochs`` E or ``--fidelities``, one bracket per rung, rung
+    agreement DEFAULT_RUNG_AGREEMENT; TPE at full fidelity, steady state, when E is too small for two rungs),
+    TPE random while its results carry no signal (noise level DEFAULT_NOISE_LEVEL) - docs/experiments.md says
+    why. Otherwise what
     the options always meant: ``--strategy`` unset is TPE with rungs (0.3 x E, E) at E >= 3 in mode
     generational, evolution with mode steady-state or ``--initial``; asha's rungs E/eta^2, E/eta, E; one
     bracket."""
@@ -79,7 +78,9 @@ def default_strategy(args: argparse.Namespace) -> None:
     if args.brackets is None:
         args.brackets = len(args.fidelities) if chosen and args.mode == "asha" else 1
     if args.rung_agreement is None and chosen and args.mode == "asha" and args.brackets > 1:
-        args.rung_agreement = DEFAULT_RUNG_AGREEMENT  # None: plain Hyperband
+        args.rung_agreement = DEFAULT_RUNG_AGREEMENT
+    if args.noise_level is None and chosen:  # TPE, in mode asha or (one epoch) steady-state
+        args.noise_level = DEFAULT_NOISE_LEVEL
     if args.strategy is not None:
         return
     if args.mode == "steady-state" or args.initial:  # the paper's steady-state future work; seeded generation 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..genotype import parse_genotype
 from ..spec import TrainSpec
-from ..strategies import StrategyOptions
+from ..strategies import DEFAULT_NOISE_LEVEL, DEFAULT_RUNG_AGREEMENT, StrategyOptions
 from .peers import PEER_CONTINUING, PEERS, make_peer, peer_config
 from .searches import SearchBench
 from .stats import bootstrap_mean_ci, mean_sd
@@ -77,7 +77,7 @@ COMPARE_PRESETS = {
                          train_subset=12_000, val_size=5000, epochs=10, budget_epochs=240, population=6,
                          offspring=6, fidelities=(3, 10), eta=3, seeds=10, retrain_epochs=20, iw_samples=100,
                          asha_fidelities=(1, 3, 10),
-                         arms=("hyperband-tpe", "random", "dehb", "optuna-hyperband", "smac")),
+                         arms=("hedged-adaptive-tpe", "random", "dehb", "optuna-hyperband", "smac")),
     "full": ComparePreset("full", "the paper's scale for a GPU cluster: all 50,000 training images, 10 seeds, "
                                   "500 epochs a search, IW bound with k = 5000",
                           train_subset=0, val_size=10_000, epochs=5, budget_epochs=500, population=10,
@@ -108,17 +108,18 @@ ARMS = {
                     "results' learning curves)",
     "hedged-tpe": "TPE proposals under asynchronous Hyperband, drawn at random while the results carry no signal "
                   "(until the best final-fidelity loss beats their median by more than half a percent)",
-    "hedged-adaptive-tpe": "hedged-tpe whose brackets are dealt new genotypes only while their first rung ranks "
-                           "like the final one (as adaptive-tpe)",
+    "hedged-adaptive-tpe": "TPE proposals under asynchronous Hyperband, drawn at random while the results carry "
+                           "no signal (as hedged-tpe), new genotypes dealt only to brackets whose first rung ranks "
+                           "like the final one (as adaptive-tpe): evovae search's default",
     **PEERS,  # outside libraries' optimizers, each through its own loop (evo/experiments/peers.py)
 }
 
 #: the share of random proposals of the bohb arm (BOHB's default)
 BOHB_RANDOM_FRACTION = 1 / 3
-#: the noise level of the hedged arm: loss differences under half a percent are taken for seed noise
-HEDGED_NOISE_LEVEL = 0.005
-#: the rung agreement of the adaptive arms (an option of evovae search, off by default: docs/experiments.md)
-ADAPTIVE_AGREEMENT = 0.5
+#: the noise level of the hedged arms (the default search's): loss differences under half a percent are noise
+HEDGED_NOISE_LEVEL = DEFAULT_NOISE_LEVEL
+#: the rung agreement of the adaptive arms (the default search's: docs/experiments.md)
+ADAPTIVE_AGREEMENT = DEFAULT_RUNG_AGREEMENT
 
 #: the arms whose promotions continue from checkpoints (their workers need a checkpoint store)
 CONTINUING = (*(arm for arm in ARMS if arm.startswith(("asha-", "hyperband-", "adaptive-"))), "bohb", "hedged-tpe",
@@ -270,8 +271,9 @@ def _paired(runs: dict[str, dict[int, dict]], default: str, other: str, key: str
 
 
 #: the arm the others are compared with, pair by pair: evovae search's default (TPE under asynchronous
-#: Hyperband); a comparison keeps the default of the day it was made (``default_arm`` in compare.json)
-DEFAULT_ARM = "hyperband-tpe"
+#: Hyperband, with its noise level and rung agreement); a comparison keeps the default of the day it was made
+#: (``default_arm`` in compare.json)
+DEFAULT_ARM = "hedged-adaptive-tpe"
 #: the default of comparisons made before compare.json said (generational TPE with rungs 0.3 E, E)
 EARLIER_DEFAULT_ARM = "tpe-multifidelity"
 
