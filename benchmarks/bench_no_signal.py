@@ -26,7 +26,7 @@ from evo.head.runner import Runner
 from evo.measurement import Measurement
 from evo.space import SearchSpace
 from evo.spec import TrainSpec
-from evo.strategies import StrategyOptions, make_strategy
+from evo.strategies import DEFAULT_NOISE_LEVEL, DEFAULT_RUNG_AGREEMENT, StrategyOptions, make_strategy
 from gpuworker.result import TrainResult
 
 FIDELITIES = (1, 3, 9)
@@ -62,6 +62,8 @@ ARMS: dict[str, dict] = {
     "hyperband random": dict(strategy="random", mode="asha", fidelities=FIDELITIES, brackets=3),
     "asha tpe": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES),
     "hyperband tpe": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES, brackets=3),
+    "hyperband tpe, hedged (default)": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES, brackets=3,
+                                            rung_agreement=DEFAULT_RUNG_AGREEMENT, noise_level=DEFAULT_NOISE_LEVEL),
     "asha evolution (local)": dict(strategy="evolution", mode="asha", fidelities=FIDELITIES, operators="local"),
     "hyperband evolution (local)": dict(strategy="evolution", mode="asha", fidelities=FIDELITIES,
                                         operators="local", brackets=3),
@@ -100,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
           f"budget {args.budget} epochs, {args.workers} simulated workers, rungs {FIDELITIES}")
     for signal in (True, False):
         print(f"\nlower rungs {'informative' if signal else 'carry NO signal (one plateau)'}")
-        print(f"{'arm':30s} {'median':>8s} {'IQR':>15s}   paired mean vs random [95% CI]")
+        print(f"{'arm':32s} {'median':>8s} {'IQR':>15s}   paired mean vs random [95% CI]")
         results = {arm: [run_arm(arm, seed, signal, args.budget, args.workers) for seed in range(args.seeds)]
                    for arm in ARMS}
         base = results["random (final fidelity)"]
         for arm, losses in results.items():
             q1, q3 = np.percentile(losses, [25, 75])
-            line = f"{arm:30s} {statistics.median(losses):8.2f} [{q1:6.2f}, {q3:6.2f}]"
+            line = f"{arm:32s} {statistics.median(losses):8.2f} [{q1:6.2f}, {q3:6.2f}]"
             if arm != "random (final fidelity)":
                 mean, lo, hi = paired_interval(losses, base, rng)
                 line += f"   {mean:+6.2f} [{lo:+6.2f}, {hi:+6.2f}]"
