@@ -341,8 +341,11 @@ def test_local_cluster_runs_a_tiny_search_to_the_end(tmp_path):
 @needs_venv
 def test_local_cluster_stops_everything_on_ctrl_c(tmp_path):
     logs = tmp_path / "cluster"
+    # with SIGINT at its default, as a terminal's foreground job has it: a test run started in the background
+    # of a non-interactive shell inherits SIGINT ignored, and a shell script cannot trap a signal ignored on entry
     proc = _local_cluster(tmp_path, "--fake", "--fake-sleep", "30", "--workers", "2",
-                          "--port", str(free_port_pair()), "--log-dir", str(logs))
+                          "--port", str(free_port_pair()), "--log-dir", str(logs),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     members: list[int] = []
     try:
         head_log = JsonLog(logs / "head.log")
