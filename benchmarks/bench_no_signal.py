@@ -8,7 +8,7 @@ the order 8 workers would deliver results); the figure is the true final loss of
 found at the final fidelity, over seeds, with paired bootstrap intervals against random search at the final
 fidelity. Pure engine and head: no training, seconds to run.
 
-    python benchmarks/bench_no_signal.py [--seeds 20] [--budget 600] [--workers 8]
+    python benchmarks/bench_no_signal.py [--seeds 20] [--budget 600] [--workers 8] [--arms "hyperband tpe,..."]
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ ARMS: dict[str, dict] = {
     "hyperband random": dict(strategy="random", mode="asha", fidelities=FIDELITIES, brackets=3),
     "asha tpe": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES),
     "hyperband tpe": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES, brackets=3),
-    "hyperband tpe, hedged (default)": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES, brackets=3,
+    "hyperband tpe hedged (default)": dict(strategy="tpe", mode="asha", fidelities=FIDELITIES, brackets=3,
                                             rung_agreement=DEFAULT_RUNG_AGREEMENT, noise_level=DEFAULT_NOISE_LEVEL),
     "asha evolution (local)": dict(strategy="evolution", mode="asha", fidelities=FIDELITIES, operators="local"),
     "hyperband evolution (local)": dict(strategy="evolution", mode="asha", fidelities=FIDELITIES,
@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=600)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--arms", default=None,
+                        help=f"comma-separated arms to run besides random (default all): {', '.join(ARMS)}")
     args = parser.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    arms = ["random (final fidelity)", *(a for a in arms if a != "random (final fidelity)")]
     evo.adapters.register_all()
     import logging
 
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlower rungs {'informative' if signal else 'carry NO signal (one plateau)'}")
         print(f"{'arm':32s} {'median':>8s} {'IQR':>15s}   paired mean vs random [95% CI]")
         results = {arm: [run_arm(arm, seed, signal, args.budget, args.workers) for seed in range(args.seeds)]
-                   for arm in ARMS}
+                   for arm in arms}
         base = results["random (final fidelity)"]
         for arm, losses in results.items():
             q1, q3 = np.percentile(losses, [25, 75])
