@@ -6,7 +6,7 @@ genotype: noise around one plateau, as models on a small data set sit on the mea
 epochs). Every arm gets the same epoch budget and runs on the simulated evaluator with 8 workers (decisions in
 the order 8 workers would deliver results); the figure is the true final loss of the best genotype each search
 found at the final fidelity, over seeds, with paired bootstrap intervals against random search at the final
-fidelity. Pure engine and head: no training, seconds to run.
+fidelity. Pure engine and head: no training; minutes to run (TPE's decisions dominate; --arms runs a subset).
 
     python benchmarks/bench_no_signal.py [--seeds 20] [--budget 600] [--workers 8] [--arms "hyperband tpe,..."]
 """

@@ -9,6 +9,7 @@ training, when its result arrives - and never trained twice.
 from __future__ import annotations
 
 import logging
+import statistics
 import warnings
 
 import optuna
@@ -121,14 +122,12 @@ class TPESearch(AsyncStrategy):
         level (a fraction of the median's size); False with fewer than two, or without a noise level."""
         if self.noise_level is None:
             return False
-        values = sorted(t.value for t in self.study.get_trials(deepcopy=False,
-                                                               states=(optuna.trial.TrialState.COMPLETE,))
-                        if t.value is not None)
+        values = [t.value for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if t.value is not None]
         if len(values) < 2:
             return False
-        median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1]
-                                                                  + values[len(values) // 2]) / 2
-        return median - values[0] > self.noise_level * abs(median)
+        median = statistics.median(values)
+        return median - min(values) > self.noise_level * abs(median)
 
     def _propose_unseen(self, taken: set[Genotype]) -> Genotype | None:
         """One ``_propose``: it skips and answers duplicates itself (the base class's hundred retries would

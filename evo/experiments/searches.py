@@ -81,9 +81,7 @@ class SearchBench:
         done = directory / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
-        # a simulated search takes known results through its simulated workers (told when they would finish)
-        with SearchRun.named(directory, SearchConfig(options, spec, self.space),
-                             cache=None if self.simulate else self.cache) as run:
+        with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self._runner_cache) as run:
             if self.watch is not None:
                 self.watch.search(name, run.strategy, run.runner, options.max_evaluations)
             attach_mirror(run)  # searches/NAME/optuna-journal.log, for evovae dashboard
@@ -124,7 +122,7 @@ class SearchBench:
             try:
                 started = time.perf_counter()
                 strategy = make(directory)
-                runner = Runner(spec, journal=journal, cache=None if self.simulate else self.cache)
+                runner = Runner(spec, journal=journal, cache=self._runner_cache)
                 if self.watch is not None:
                     self.watch.search(name, strategy, runner, None)
                 mirror_into(runner, directory, self.space, spec.epochs, spec)
@@ -147,6 +145,12 @@ class SearchBench:
             lock.release()
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
+
+    @property
+    def _runner_cache(self) -> ResultCache | None:
+        """The cache a search's Runner reads: none when simulating (the simulated workers take known results
+        from it, told when they would finish, not at once)."""
+        return None if self.simulate else self.cache
 
     def _search_evaluator(self) -> tuple[AsyncEvaluator, Callable[[], int]]:
         """What one search runs through: this bench's evaluator, or N simulated workers on it."""

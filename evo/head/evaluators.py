@@ -174,11 +174,13 @@ class SimulatedEvaluator:
         instead of trained, and still delivered when the simulated worker would finish it (give the cache
         here, not to the Runner, which would tell it at once); what is trained is put there.
         ``cache_hits`` counts the results taken from it."""
+        simulated = cls.__new__(cls)  # an alternative constructor: set up by _setup below
+
         def run(task: Task) -> Finished:
             if cache is not None:
                 known = cache.get(task.task_id)
                 if known is not None:
-                    self.cache_hits += 1
+                    simulated.cache_hits += 1
                     return Finished(task.task_id, known)
             evaluator.submit([task])
             while True:
@@ -188,9 +190,8 @@ class SimulatedEvaluator:
                             cache.put([(finished.task_id, finished.evaluation)])
                         return finished
 
-        self = cls.__new__(cls)
-        self._setup(run, workers, duration)
-        return self
+        simulated._setup(run, workers, duration)
+        return simulated
 
     def _setup(self, run: Callable[[Task], Finished], workers: int,
                duration: Callable[[Evaluation], float]) -> None:
