@@ -354,8 +354,23 @@ def _make_smac(cs: ConfigurationSpace, *, min_epochs: int, epochs: int, eta: int
                         n_trials=trials, min_budget=min_epochs, max_budget=epochs, seed=seed)
     initial = MultiFidelityFacade.get_initial_design(scenario, n_configs=startup_trials)
     intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta)
+    maximizer = MultiFidelityFacade.get_acquisition_maximizer(scenario)
+    _order_start_points(maximizer)
     return MultiFidelityFacade(scenario, _never_called, initial_design=initial, intensifier=intensifier,
-                               overwrite=True, logging_level=False)
+                               acquisition_maximizer=maximizer, overwrite=True, logging_level=False)
+
+
+def _order_start_points(maximizer: Any) -> None:
+    """Make SMAC's local search independent of Python's hash seed, so a resumed arm replays (SMAC 2.4.1 takes
+    its local-search start points as ``list(set(configurations))``, and a Configuration hashes its repr: the
+    order, and so every later random draw, changed with PYTHONHASHSEED; a search started in one process could
+    not be replayed in another). The start points are the same set, put in the order of their text."""
+    local = getattr(maximizer, "_local_search", None)
+    unordered = getattr(local, "_get_initial_points", None)
+    if unordered is None:
+        raise RuntimeError("this SMAC's acquisition maximizer has no _local_search._get_initial_points (written "
+                           "for smac 2.4.1): install the version setup.cfg's compare extra names")
+    local._get_initial_points = lambda *args, **kwargs: sorted(unordered(*args, **kwargs), key=repr)
 
 
 def _never_called(config: Any, seed: int = 0, budget: float | None = None) -> float:
