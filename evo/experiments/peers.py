@@ -365,7 +365,7 @@ def _order_start_points(maximizer: Any) -> None:
     its local-search start points as ``list(set(configurations))``, and a Configuration hashes its repr: the
     order, and so every later random draw, changed with PYTHONHASHSEED; a search started in one process could
     not be replayed in another). The start points are the same set, put in the order of their text."""
-    local = getattr(maximizer, "_local_search", None)
+    local: Any = getattr(maximizer, "_local_search", None)
     unordered = getattr(local, "_get_initial_points", None)
     if unordered is None:
         raise RuntimeError("this SMAC's acquisition maximizer has no _local_search._get_initial_points (written "
