@@ -74,11 +74,11 @@ def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
         if config is None:
             return SearchRun.open(args.resume, cache=args.cache, generations=args.generations)
         return SearchRun.create(args.run_dir or default_run_dir(), config, cache=args.cache)
-    except JournalError as exc:
-        message = str(exc)
-        if args.generations is not None and "generations" in message and "a resume may give more" in message:
-            message = f"--generations {args.generations}: {message} (or leave the option out)"
-        raise UsageError(message.replace("the cache ", "--cache ")) from None
+    except JournalError as exc:  # a refusal of an option names it (exc.option): said here as its flag
+        if exc.option is None:
+            raise UsageError(str(exc)) from None
+        hint = " (or leave the option out)" if exc.option == "generations" else ""
+        raise UsageError(f"--{exc.option} {getattr(args, exc.option)}: {exc}{hint}") from None
     except RunDirLocked as exc:
         raise UsageError(str(exc)) from None
 
@@ -219,16 +219,16 @@ def _finish(args: argparse.Namespace, search: SearchRun, evaluator: AsyncEvaluat
     print("final population (best first):")
     for rank_, e in enumerate(strategy.population, 1):
         print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}  ({e.epochs} epochs)")
-    reason = search.stop_reason.value if search.stop_reason else "nothing more to ask"
-    print(f"stopped: {reason}; evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the "
-          f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "
-          f"from the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
     summary = search.summary()
     summary["space"] = asdict(search.config.space)  # the grid searched (the options, the latent capped)
     simulated = getattr(evaluator, "summary", None)
     if simulated is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
         summary["simulated"] = simulated()
         print(f"simulated: {args.simulate_workers} workers, {summary['simulated']['seconds']:.0f} s of wall clock")
+    reason = search.stop_reason.value if search.stop_reason else "nothing more to ask"  # the last line says why
+    print(f"stopped: {reason}; evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the "
+          f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "
+          f"from the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
     search.finish(summary)
     if args.output:
         Path(args.output).write_text((search.run_dir / "result.json").read_text())

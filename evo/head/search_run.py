@@ -121,7 +121,7 @@ class SearchRun:
                 journal.close()
                 lock.release()
                 raise JournalError(f"{run_dir} was started for {started} generations; a resume may give more, "
-                                   f"not fewer ({generations})")
+                                   f"not fewer ({generations})", option="generations")
             if generations != started:  # kept, so a later resume replays the longer search it was extended to
                 config = config.with_generations(generations)
                 try:
@@ -164,7 +164,7 @@ class SearchRun:
                 journal.close()
                 lock.release()
                 _remove(made + cache_made)
-                raise JournalError(f"cannot open or create the cache {path} ({exc})") from None
+                raise JournalError(f"cannot open or create the cache {path} ({exc})", option="cache") from None
             made = made + cache_made
         return cls(run_dir, config, strategy, journal, lock, cache=cache, owns_cache=owns,  # type: ignore[arg-type]
                    made=made)

@@ -34,7 +34,13 @@ _MIGRATION_1_TO_2 = [
 
 
 class JournalError(RuntimeError):
-    """A run directory or cache that cannot be used as asked (and was left unchanged)."""
+    """A run directory or cache that cannot be used as asked (and was left unchanged). ``option``: the
+    search option the refusal concerns (``"generations"``, ``"cache"``), when one does, so a command line can
+    name its flag without reading the message; None otherwise."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class StorageError(RuntimeError):
