@@ -12,8 +12,9 @@ import pytest
 from distributed_helpers import Process, free_port_pair, wait_until
 from evo.engine import EvolutionEngine
 from evo.evaluation import Candidate, Evaluation
+from evo.head.cache import ResultCache
 from evo.head.evaluators import InProcessEvaluator
-from evo.head.journal import JournalError, ResultCache, RunJournal
+from evo.head.journal import JournalError, RunJournal
 from evo.head.runner import Runner
 from evo.spec import TrainSpec, task_id
 from evo.steady_state import SteadyStateEngine

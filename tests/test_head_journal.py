@@ -7,8 +7,9 @@ import pytest
 
 from evo.evaluation import EvalState, Evaluation
 from evo.genotype import parse_genotype
+from evo.head.cache import ResultCache
 from evo.head.evaluators import InProcessEvaluator
-from evo.head.journal import JournalError, ResultCache, RunJournal
+from evo.head.journal import JournalError, RunJournal
 from evo.head.runner import Runner
 from evo.measurement import Measurement
 from evo.spec import TrainSpec, task_id

@@ -8,8 +8,9 @@ import pytest
 
 from evo.evaluation import Candidate
 from evo.genotype import parse_genotype
+from evo.head.cache import ResultCache
 from evo.head.evaluators import InProcessEvaluator
-from evo.head.journal import JournalError, ResultCache, RunJournal
+from evo.head.journal import JournalError, RunJournal
 from evo.head.runner import Runner
 from evo.spec import TrainSpec, task_id
 from evo_helpers import ALL, OPTIONS, build, evaluate, told, train

@@ -39,7 +39,7 @@ from transport.keys import CurveServer
 from transport.leases import BrokerStats, Done, Failed, Leases
 from transport.protocol import Result
 
-__all__ = ["BindError", "Broker", "BrokerStats", "Done", "Failed", "ZAP_DOMAIN"]
+__all__ = ["BindError", "Broker", "BrokerStats", "Done", "Failed"]  # the outcomes poll() returns
 
 log = structlog.get_logger(__name__)
 

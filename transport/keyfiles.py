@@ -11,7 +11,7 @@ names the file and the fix:
 * a public key file given where the secret one is expected, and the other way round;
 * a pair whose two keys do not belong together, a file that is not a certificate.
 
-:mod:`transport.keys` re-exports all of this; import it from there.
+:mod:`transport.keys` builds the head's and the workers' CURVE settings on these files.
 """
 
 from __future__ import annotations

@@ -330,7 +330,8 @@ def field_names(cls: type) -> tuple[str, ...]:
 def wire_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Bend a worker's measurements into the shape ``Result.metrics`` accepts.
 
-    For the worker side (e.g. ``wire_metrics(train_result.metrics())``), not used by
+    For the worker side (e.g. a raw worker's own figures; gpuworker sends
+    ``TrainResult.measurement.to_dict()``, flat already), not used by
     the codec, which stays strict.  It
 
     * flattens nested mappings into dotted keys: ``{"test": {"loss": 1.0}}`` becomes

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import Candidate, Evaluation
-from .cache import ResultCache
 from .store import (
     RESULT_COLUMNS,
     VERSION,
@@ -33,7 +32,7 @@ from .store import (
     writing,
 )
 
-__all__ = ["FORMAT", "JournalError", "ResultCache", "RunJournal"]
+__all__ = ["FORMAT", "JournalError", "RunJournal"]
 
 FORMAT = "evovae-run"
 

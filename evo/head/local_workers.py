@@ -27,7 +27,7 @@ import structlog
 
 from transport.endpoints import local_endpoint
 
-__all__ = ["LocalWorkers", "die_with_parent", "local_endpoint"]
+__all__ = ["LocalWorkers", "die_with_parent"]
 
 log = structlog.get_logger(__name__)
 

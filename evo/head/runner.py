@@ -20,7 +20,8 @@ from ..evaluation import Candidate, Evaluation
 from ..genotype import Genotype
 from ..spec import TrainSpec
 from ..strategy import Report, StopReason, Strategy
-from .journal import JournalError, ResultCache, RunJournal
+from .cache import ResultCache
+from .journal import JournalError, RunJournal
 from .tasks import AsyncEvaluator, Finished, Task
 
 __all__ = ["Observer", "Runner"]
