@@ -58,6 +58,29 @@ def _whole(name: str, value: object, low: int) -> int:
     return value
 
 
+def _check_types(image_size: object, fidelities: object, initial: object, run_dir: object, cache: object,
+                 on_report: object) -> None:
+    """OptionError naming the parameter for a value of the wrong kind that would otherwise surface as a
+    TypeError or AttributeError from deep inside (``image_size=28``, ``fidelities=3``, ``run_dir=1``)."""
+    def ints(value: object) -> bool:
+        return (isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str)
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value))
+
+    if image_size is not None and not isinstance(image_size, str) and not ints(image_size):
+        raise OptionError("image_size", f"must be (H, W) or 'H,W', e.g. (28, 28), got {image_size!r}")
+    if fidelities is not None and not isinstance(fidelities, str) and not ints(fidelities):
+        raise OptionError("fidelities", f"must be increasing whole epochs, e.g. (1, 3, 9) or '1,3,9', got "
+                                        f"{fidelities!r}")
+    if (isinstance(initial, str) or not isinstance(initial, Sequence)
+            or not all(isinstance(g, (str, Genotype)) for g in initial)):
+        raise OptionError("initial", f"must be a sequence of genotypes, e.g. ['850|20|1000'], got {initial!r}")
+    for name, path in (("run_dir", run_dir), ("cache", cache)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise OptionError(name, f"must be a path (str or pathlib.Path), got {path!r}")
+    if on_report is not None and not callable(on_report):
+        raise OptionError("on_report", f"must be a function taking a Report, or None, got {on_report!r}")
+
+
 def search(data: Any, *,
            budget_epochs: int | None = None, generations: int | None = None,
            strategy: str | None = None, mode: str | None = None, epochs: int = 2,
@@ -101,6 +124,7 @@ def search(data: Any, *,
     Refusals are :class:`~evo.strategies.OptionError` (a ValueError) naming the parameter.
     """
     with library_logging(verbose):
+        _check_types(image_size, fidelities, initial, run_dir, cache, on_report)
         _whole("workers", workers, 0)
         _whole("threads", threads, 0)
         _whole("epochs", epochs, 1)

@@ -58,6 +58,13 @@ def test_every_refusal_names_the_parameter_in_python_words_and_creates_nothing(t
         (dict(data=tmp_path / "nowhere.npy"), "data", "no such file"),
         (dict(max_layers=2, space=SearchSpace()), "max_layers", "not both"),
         (dict(device="cuda:7"), "device", "cuda"),
+        # a value of the wrong kind is named too, not a TypeError from inside
+        (dict(image_size=28), "image_size", "(H, W)"),
+        (dict(fidelities=3), "fidelities", "(1, 3, 9)"),
+        (dict(initial="850|20|1000"), "initial", "a sequence of genotypes"),
+        (dict(initial=[5]), "initial", "a sequence of genotypes"),
+        (dict(cache=3), "cache", "a path"),
+        (dict(on_report=5), "on_report", "a function"),
     ]
     for kwargs, option, words in cases:
         exc = refusal(run_dir=run_dir, **kwargs)
