@@ -222,6 +222,8 @@ def _spec_error(exc: Exception, probe: Path | None) -> OptionError:
     if first in _SPEC_PARAMETERS:
         return OptionError(first, text[len(first):].lstrip(": ").strip())
     text = text.removeprefix("data: ")
+    if text.startswith("no column "):  # a table file without a column given in columns=
+        return OptionError("columns", text)
     named = [name for name in re.findall(r"\b([a-z_]+)=", text) if name in _SPEC_PARAMETERS]
     return OptionError(named[0] if named else "data", text)  # e.g. too few rows: "pass val_size=40"
 

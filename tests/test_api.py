@@ -66,6 +66,9 @@ def test_every_refusal_names_the_parameter_in_python_words_and_creates_nothing(t
         (dict(cache=3), "cache", "a path"),
         (dict(on_report=5), "on_report", "a function"),
     ]
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(300)))
+    cases.append((dict(data=table, columns=["a", "c"]), "columns", "no column 'c'"))  # a file's too, not data
     for kwargs, option, words in cases:
         exc = refusal(run_dir=run_dir, **kwargs)
         assert exc.option == option and words in exc.message, (kwargs, str(exc))
