@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+import structlog
+
 from evo.genotype import Genotype
 from evo.measurement import Measurement
 from evo.spec import TrainSpec, prefix_id
@@ -23,6 +25,8 @@ from evo.spec import TrainSpec, prefix_id
 from .result import TrainResult
 
 __all__ = ["Evaluator", "Interrupted", "WorkerUnfit", "fake_evaluator", "fake_loss", "torch_evaluator"]
+
+log = structlog.get_logger(__name__)
 
 Progress = Callable[[float], None]
 Evaluator = Callable[[Genotype, TrainSpec, Progress], TrainResult]
@@ -69,6 +73,16 @@ def _fake_resume(checkpoints: str | None, genotype: Genotype, spec: TrainSpec) -
     mark = Path(checkpoints) / prefix_id(genotype, spec)
     done = [int(p.stem) for p in mark.glob("*.pt") if p.stem.isdigit()] if mark.is_dir() else []
     return max((e for e in done if e < spec.epochs), default=0)
+
+
+def _fake_mark(path: Path) -> None:
+    """Mark a fake checkpoint; one that cannot be written (a full or read-only disk) is logged and skipped, as
+    the real store does (gpuworker/checkpoints.py): it only saves compute, and is no failure of the genotype."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as exc:
+        log.warning("checkpoint.not_saved", path=str(path), error=exc.strerror or str(exc))
 
 
 def _unit(genotype: Genotype, salt: str) -> float:
@@ -121,9 +135,7 @@ def fake_evaluator(sleep_s: float = 0.0, durations: str = "fixed", poison: Colle
         loss = fake_loss(genotype, spec.epochs)
         curve = tuple(fake_loss(genotype, epoch) for epoch in range(1, spec.epochs + 1))
         if checkpoints:
-            mark = Path(checkpoints) / prefix_id(genotype, spec)
-            mark.mkdir(parents=True, exist_ok=True)
-            (mark / f"{spec.epochs}.pt").touch()
+            _fake_mark(Path(checkpoints) / prefix_id(genotype, spec) / f"{spec.epochs}.pt")
         return TrainResult(str(genotype), True, Measurement(
             loss=loss, recon=loss - 10.0, kl=10.0, curve=curve, seconds=time.perf_counter() - started,
             epochs=spec.epochs, resumed_from=resumed, fake=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -240,3 +241,85 @@ def test_the_lock_is_free_again_when_its_holder_dies(tmp_path):
             time.sleep(0.05)
     assert holder(run)["pid"] == os.getpid()
     lock.release()
+
+
+# ---------------------------------------------------------------- experiments: their own run directory
+
+def experiment(kind: str, run: Path, *extra: str, sleep: str = "0.5") -> subprocess.Popen:
+    """``evovae experiment compare|paper`` on fake local workers (tiny preset, synthetic data): new in ``run``,
+    or ``--resume run`` when ``extra`` holds --resume."""
+    port = free_port_pair()
+    args = [sys.executable, "-m", "evo.cli", "experiment", kind, "--bind", f"tcp://127.0.0.1:{port}",
+            "--local-workers", "1", "--worker-arg=--fake", f"--worker-arg=--fake-sleep={sleep}",
+            "--log-format", "json", "--log-level", "error", *extra]
+    if "--resume" not in extra:
+        args += ["--preset", "tiny", "--dataset", "synthetic"]
+        args += (["--run-dir", str(run), "--arms", "random", "--seeds", "1", "--fidelity-count", "0"]
+                 if kind == "compare" else ["--out", str(run)])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def search_tells(run: Path) -> int:
+    """Results told so far in the searches of an experiment's run directory."""
+    return sum(journal_counts(journal.parent)[1] for journal in run.glob("searches/*/journal.sqlite"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["compare", "paper"])
+def test_a_second_experiment_on_a_run_directory_in_use_is_refused_naming_the_holder(tmp_path, kind):
+    run = tmp_path / "run"
+    first = experiment(kind, run, sleep="1.0")  # its search lasts well beyond the second's start-up
+    wait_until(lambda: holder(run).get("pid") == first.pid and search_tells(run) >= 1, 60,
+               f"the first {kind} to lock its run directory and journal a result")
+    logs_before = sorted(p.name for p in (run / "logs").iterdir())
+    # a resume; for a paper also a new one with --force, which would remove what the first wrote
+    seconds = [("--resume", str(run))] + ([("--force",)] if kind == "paper" else [])
+    for again in seconds:
+        status, out, err = finish(experiment(kind, run, *again), 60)
+        line = one_error_line(err)
+        assert status == 2 and "is in use by another evovae head" in line and f"PID {first.pid}" in line, err
+        assert out == ""  # refused before it said its run directory, bound a port or started a worker
+    assert sorted(p.name for p in (run / "logs").iterdir()) == logs_before  # no second worker's log
+    assert search_tells(run) >= 1  # nothing of the first's removed
+    assert holder(run)["pid"] == first.pid
+    first.send_signal(signal.SIGTERM)
+    status, out, err = finish(first)
+    assert status == 128 + signal.SIGTERM and f"--resume {run}" in err, (out, err)  # it ran on undisturbed
+    from evo.head.lock import RunLock
+
+    RunLock.acquire(run).release()  # free again once its holder ended
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_a_comparison_with_one_line_and_its_resume_finishes_it(small_disk):
+    run = small_disk / "run"
+    first = experiment("compare", run, sleep="0.3")
+    wait_until(lambda: search_tells(run) >= 3, 60, "the comparison's search to journal a few results")
+    filler = fill(small_disk)
+    status, out, err = finish(first)
+    line = one_error_line(err)
+    assert status == 1, (out, err)
+    assert "cannot write" in line and str(run) in line and f"evovae experiment compare --resume {run}" in line, line
+    filler.unlink()
+    status, out, err = finish(experiment("compare", run, "--resume", str(run), sleep="0.05"), 180)
+    assert status == 0 and f"report {run / 'report.md'}" in out, (out, err)
+    assert json.loads((run / "results.json").read_text())["summary"]
+
+
+def test_a_checkpoint_the_fake_worker_cannot_write_is_no_failure_of_the_genotype(tmp_path):
+    """As the real store (gpuworker/checkpoints.py): a full or read-only disk under RUN_DIR/checkpoints was a
+    task.error with a traceback in the fake worker, and the genotype's result a failure."""
+    import structlog
+
+    from evo.genotype import parse_genotype
+    from evo.spec import TrainSpec
+    from gpuworker.evaluators import fake_evaluator
+
+    blocked = tmp_path / "checkpoints"
+    blocked.write_text("a file where the store's directory should be")  # every write under it fails (ENOTDIR)
+    with structlog.testing.capture_logs() as logs:
+        result = fake_evaluator(checkpoints=str(blocked))(parse_genotype("850|20|1000"), TrainSpec(epochs=2),
+                                                          lambda _: None)
+    assert result.ok and result.measurement.loss is not None
+    (warning,) = [e for e in logs if e["event"] == "checkpoint.not_saved"]
+    assert str(blocked) in warning["path"] and warning["error"]

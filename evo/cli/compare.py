@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # imported when used
     from ..cmdline.signals import StopSignals
     from ..experiments.compare import ComparePreset
     from ..head.cluster import Cluster
+    from ..head.lock import RunLock
 
 __all__ = ["main"]
 
@@ -148,9 +149,23 @@ def _plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     return run, config
 
 
-def _create(run: Path, config: dict[str, Any]) -> None:
+def _lock(run: Path) -> RunLock:
+    """The comparison's run directory locked for this process (its journals, cache and task batches have one
+    writer): RunDirLocked, naming the holder, while another head uses it."""
+    from ..head.lock import RunLock
+
+    return RunLock.acquire(run)
+
+
+def _create(run: Path, config: dict[str, Any]) -> RunLock:
+    """A new comparison in ``run``, locked before anything is written in it."""
     run.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run)  # two new comparisons given one --run-dir at once: the second is refused here
+    if (run / "compare.json").exists():  # or finds what the first, ended meanwhile, wrote
+        lock.release()
+        raise ValueError(f"{run} exists and is not empty: resume it with --resume {run}, or pick another --run-dir")
     (run / "compare.json").write_text(json.dumps(config, indent=2))
+    return lock
 
 
 def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], cluster: Cluster,
@@ -206,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args
     from ..cmdline.log_setup import RunLogs, configure, file_level
     from ..head.cluster import Cluster, ClusterError
+    from ..head.lock import RunDirLocked
 
     new = None
     try:  # the data, then the cluster's options and keys, are checked before the run directory is created
@@ -221,9 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if set(config["preset"]["arms"]) & set(CONTINUING):  # promotions continue from checkpoints kept here
             options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={run / 'checkpoints'}"))
         cluster = Cluster(options)  # reads the key files
-        if not args.resume:
+        if args.resume:
+            lock = _lock(run)
+        else:
             new = _outermost_new(run)
-            _create(run, config)
+            lock = _create(run, config)
+    except RunDirLocked as exc:  # another comparison runs in it: nothing of it is touched
+        return _refused(str(exc), None)
     except OSError as exc:
         return _refused(f"cannot create the run directory {run}: {exc.strerror or exc}", new)
     except (ValueError, ClusterError) as exc:
@@ -236,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args, run, config, cluster, new)
     finally:
         logs.close()
+        lock.release()
 
 
 def _outermost_new(path: Path) -> Path:
@@ -258,6 +279,8 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
     from ..cmdline.signals import stop_signals
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
+    from ..head.lock import RunDirLocked
+    from ..head.store import StorageError
 
     started = time.perf_counter()
     with stop_signals() as stop:
@@ -274,6 +297,14 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
             print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae experiment compare --resume {run}",
                   file=sys.stderr)
             return stop.exit_status
+        except (StorageError, RunDirLocked) as exc:  # a full disk, an I/O error; a search's directory in use
+            try:
+                _save_progress(run, started)
+            except OSError:
+                pass  # the same disk: the next run's total misses this one's time, nothing else
+            print(f"evovae: error: {exc}; the comparison stopped with what it had journaled: fix that, then resume "
+                  f"with: evovae experiment compare --resume {run}", file=sys.stderr)
+            return 1
     (run / "progress.json").write_text(json.dumps({"seconds": results["seconds"]}))  # a later resume adds to it
     write_report(run, results)
     print(f"report {run / 'report.md'}", flush=True)

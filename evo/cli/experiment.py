@@ -190,7 +190,8 @@ def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
     from ..experiments.paper import run_paper
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
-    from ..head.store import JournalError
+    from ..head.lock import RunDirLocked
+    from ..head.store import JournalError, StorageError
     from .live import LiveDisplay
 
     print(f"run directory {run.path}", flush=True)
@@ -209,6 +210,10 @@ def _run(args: argparse.Namespace, run: PaperRun, cluster: Cluster) -> int:
             print(f"{PROG}: stopped by {stop.name}: {exc}; continue with: evovae experiment paper --resume {run.path}",
                   file=sys.stderr)
             return stop.exit_status
+        except (StorageError, RunDirLocked) as exc:  # a full disk, an I/O error; a search's directory in use
+            print(f"{PROG}: error: {exc}; the experiment stopped with what it had journaled: fix that, then continue "
+                  f"with: evovae experiment paper --resume {run.path}", file=sys.stderr)
+            return 1
     return 0
 
 

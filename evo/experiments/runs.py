@@ -5,7 +5,8 @@ path, fingerprint, columns, image size and likelihood, so a resume re-checks the
 ``results.sqlite`` the result cache every search and retraining task shares; ``progress.json`` the wall
 and CPU time and the transport counters of the runs so far (a run killed by SIGKILL loses what it spent
 since its last finished step); ``searches/``, ``tasks/`` and ``models/`` what the phases leave behind;
-``results.json`` and ``report.md`` (with the PNGs) the outcome.
+``results.json`` and ``report.md`` (with the PNGs) the outcome. ``lock``: held by the process that has the run
+open (one experiment at a time in a run directory, as one head per search: evo.head.lock).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..head.cache import ResultCache
+from ..head.lock import RunDirLocked, RunLock
 from .presets import ExperimentConfig
 
 __all__ = ["PaperRun", "RunDirError", "cpu_seconds"]
@@ -43,6 +45,16 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _lock(path: Path) -> RunLock:
+    """``path`` locked for this process: RunDirError (one line) while another one has it open."""
+    try:
+        return RunLock.acquire(path)
+    except RunDirLocked as exc:
+        raise RunDirError(str(exc)) from None
+    except OSError as exc:
+        raise RunDirError(f"cannot lock {path / RunLock.FILE}: {exc.strerror or exc}") from None
+
+
 def _write_json(path: Path, data: Any) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2) + "\n")
@@ -52,9 +64,10 @@ def _write_json(path: Path, data: Any) -> None:
 class PaperRun:
     """One experiment's run directory, opened by this process (use :meth:`create` or :meth:`open`)."""
 
-    def __init__(self, path: Path, config: ExperimentConfig) -> None:
+    def __init__(self, path: Path, config: ExperimentConfig, lock: RunLock) -> None:
         self.path = path
         self.config = config
+        self._lock = lock
         progress = path / PROGRESS
         self._progress: dict[str, Any] = json.loads(progress.read_text()) if progress.is_file() else {}
         self._progress["runs"] = self._progress.get("runs", 0) + 1
@@ -65,27 +78,40 @@ class PaperRun:
 
     @classmethod
     def create(cls, path: str | Path, config: ExperimentConfig, *, force: bool = False) -> PaperRun:
-        """A new experiment in ``path``; ``force`` first removes what an earlier experiment wrote there."""
+        """A new experiment in ``path``; ``force`` first removes what an earlier experiment wrote there.
+        RunDirError while another process has an experiment open in ``path`` (nothing of it is touched)."""
         path = Path(path)
-        if force:
-            for name in OWN:
-                target = path / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-            for png in path.glob("*.png"):
-                png.unlink()
-        elif (path / CONFIG).is_file():
-            raise RunDirError(f"{path} holds an experiment already: continue it with --resume {path}, "
-                              "or pass --force to start it over")
-        elif (path / "results.json").exists():
-            raise RunDirError(f"{path} already holds a report; pick another --out or pass --force")
         path.mkdir(parents=True, exist_ok=True)
-        _write_json(path / CONFIG, {"format": FORMAT, "version": VERSION, "config": config.to_dict()})
-        return cls(path, config)
+        lock = _lock(path)
+        try:
+            if force:
+                for name in OWN:
+                    target = path / name
+                    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                for png in path.glob("*.png"):
+                    png.unlink()
+            elif (path / CONFIG).is_file():
+                raise RunDirError(f"{path} holds an experiment already: continue it with --resume {path}, "
+                                  "or pass --force to start it over")
+            elif (path / "results.json").exists():
+                raise RunDirError(f"{path} already holds a report; pick another --out or pass --force")
+            _write_json(path / CONFIG, {"format": FORMAT, "version": VERSION, "config": config.to_dict()})
+            return cls(path, config, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
     def open(cls, path: str | Path) -> PaperRun:
-        """The experiment in ``path``, to continue it with the settings it was started with."""
-        return cls(Path(path), cls.read_config(path))
+        """The experiment in ``path``, to continue it with the settings it was started with. RunDirError while
+        another process has it open."""
+        config = cls.read_config(path)  # read-only: a directory that holds no experiment is refused unchanged
+        lock = _lock(Path(path))
+        try:
+            return cls(Path(path), config, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @staticmethod
     def read_config(path: str | Path) -> ExperimentConfig:
@@ -149,8 +175,13 @@ class PaperRun:
         now = self.timings()
         self._progress["total_s"], self._progress["cpu_s"] = now["total_s"], now["cpu_s"]
         self._started, self._cpu_at_start = time.perf_counter(), cpu_seconds()
-        self._save()
-        self.cache.close()
+        try:
+            self._save()
+        except OSError:
+            pass  # a full disk (said where the run stopped): the next run's totals miss this one's time
+        finally:
+            self.cache.close()
+            self._lock.release()
 
     def __enter__(self) -> PaperRun:
         return self
