@@ -5,7 +5,6 @@ result its journal holds."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,12 +16,10 @@ from ..evaluation import Evaluation
 from ..genotype import Genotype
 from ..head.cache import ResultCache
 from ..head.evaluators import SimulatedEvaluator
-from ..head.journal import JournalError, RunJournal
-from ..head.lock import RunLock
+from ..head.journal import RunJournal
 from ..head.progress import search_summary
 from ..head.runner import Runner
-from ..head.search_run import SearchRun
-from ..head.store import writing
+from ..head.search_run import SearchRun, StrategyRun
 from ..head.tasks import AsyncEvaluator, Finished, Task
 from ..head.watched import WatchedEvaluator
 from ..search_config import SearchConfig
@@ -109,40 +106,19 @@ class SearchBench:
         if done.is_file():
             return json.loads(done.read_text())
         stored = {"peer": config, "spec": spec.to_dict()}
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = RunLock.acquire(directory)
-        try:
-            if (directory / RunJournal.FILE).is_file():
-                journal = RunJournal.open(directory)
-                if json.dumps(journal.config, sort_keys=True) != json.dumps(stored, sort_keys=True):
-                    journal.close()
-                    raise JournalError(f"{directory} was started with other settings; use a new run directory")
-            else:
-                journal = RunJournal.create(directory, stored)
-            try:
-                started = time.perf_counter()
-                strategy = make(directory)
-                runner = Runner(spec, journal=journal, cache=self._runner_cache)
-                if self.watch is not None:
-                    self.watch.search(name, strategy, runner, None)
-                mirror_into(runner, directory, self.space, spec.epochs, spec)
-                runner.replay(strategy)
-                on_report = self.on_report
-                runner.on_report = (lambda r: on_report(name, r)) if on_report else None
-                evaluator, capacity = self._search_evaluator()
-                reason = runner.run(strategy, evaluator, capacity)
-                self.trained_now += runner.evaluated - self._cache_hits(evaluator)
-                result = {"name": name, **search_summary(strategy), "spec": spec.to_dict(), "peer": config,
-                          "stop_reason": reason.value if reason else None,
-                          "seconds": time.perf_counter() - started, **self._simulated(evaluator)}
-                partial = directory / "result.json.partial"
-                with writing(done, "the result"):
-                    partial.write_text(json.dumps(result, indent=2))
-                    partial.replace(done)  # a kill leaves no half-written result behind
-            finally:
-                journal.close()
-        finally:
-            lock.release()
+        with StrategyRun.of(directory, stored, spec, lambda: make(directory), cache=self._runner_cache) as run:
+            if self.watch is not None:
+                self.watch.search(name, run.strategy, run.runner, None)
+            mirror_into(run.runner, directory, self.space, spec.epochs, spec)
+            run.replay()
+            on_report = self.on_report
+            report = (lambda r: on_report(name, r)) if on_report else None
+            evaluator, capacity = self._search_evaluator()
+            reason = run.run(evaluator, capacity, on_report=report)
+            self.trained_now += run.runner.evaluated - self._cache_hits(evaluator)
+            result = run.finish({"name": name, **search_summary(run.strategy), "spec": spec.to_dict(),
+                                 "peer": config, "stop_reason": reason.value if reason else None,
+                                 "seconds": run.summary()["seconds"], **self._simulated(evaluator)})
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
 

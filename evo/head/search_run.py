@@ -8,6 +8,9 @@ to the journal's last state before any evaluator exists, so a journal that does 
 socket is bound. ``run(evaluator, capacity)`` searches until the strategy is done; ``finish()`` writes
 ``result.json`` atomically. ``close()`` releases everything; a start refused before anything was evaluated
 (``close(refused=True)``) removes what ``create`` made, so it leaves nothing behind.
+
+``StrategyRun`` is the same life for a strategy the engine does not build (an experiment's peer arm, a
+library's optimizer): ``StrategyRun.of(run_dir, stored, spec, build)`` journals ``stored`` as what defines it.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from ..search_config import SearchConfig
+from ..spec import TrainSpec
 from ..strategies import make_strategy
 from ..strategy import Report, StopReason, Strategy
 from .cache import ResultCache
@@ -33,9 +37,11 @@ from .runner import Observer, Runner
 from .store import StorageError, writing
 from .tasks import AsyncEvaluator
 
-__all__ = ["RunDirLocked", "SearchRun", "StorageError", "default_run_dir"]
+__all__ = ["RunDirLocked", "SearchRun", "StorageError", "StrategyRun", "default_run_dir"]
 
 log = structlog.get_logger(__name__)
+
+_Run = TypeVar("_Run", bound="StrategyRun")
 
 
 def default_run_dir(prefix: str = "search") -> Path:
@@ -43,23 +49,147 @@ def default_run_dir(prefix: str = "search") -> Path:
     return Path("runs") / time.strftime(f"{prefix}-%Y%m%dT%H%M%SZ-{os.getpid()}", time.gmtime())
 
 
-class SearchRun:
-    """One search: its run directory, lock, journal, optional cache, strategy and runner."""
+class StrategyRun:
+    """One search in its run directory, whatever built its strategy: the lock, journal, optional cache, the
+    strategy and its runner; replay, run, result.json and closing. :class:`SearchRun` builds the strategy from
+    the engine's options; :meth:`of` takes one built by the caller (an experiment's peer arm, a library's own
+    optimizer) with what defines it."""
 
-    def __init__(self, run_dir: Path, config: SearchConfig, strategy: Strategy, journal: RunJournal,
-                 lock: RunLock, *, cache: ResultCache | None, owns_cache: bool, made: list[Path]) -> None:
+    def __init__(self, run_dir: Path, spec: TrainSpec, strategy: Strategy, journal: RunJournal, lock: RunLock, *,
+                 cache: ResultCache | None, owns_cache: bool, made: list[Path]) -> None:
         self.run_dir = run_dir
-        self.config = config
+        self.spec = spec
         self.journal = journal
         self.cache = cache
         self.strategy = strategy
-        self.runner = Runner(config.spec, journal=journal, cache=cache)
+        self.runner = Runner(spec, journal=journal, cache=cache)
         self.stop_reason: StopReason | None = None
         self._lock = lock
         self._owns_cache = owns_cache
         self._made = made  # what create() made: removed again by close(refused=True)
         self._started = time.perf_counter()
         self._closed = False
+
+    @classmethod
+    def of(cls, run_dir: str | Path, stored: dict[str, Any], spec: TrainSpec, build: Callable[[], Strategy], *,
+           cache: ResultCache | None = None) -> StrategyRun:
+        """The search in ``run_dir`` whose strategy ``build()`` makes fresh and ``stored`` (JSON-able: the journal
+        keeps it) defines: opened if it was started there with the same ``stored`` (JournalError if with
+        other settings), else created (the directory made if missing)."""
+        run_dir = Path(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+        lock = _lock(run_dir, [])
+        try:
+            if (run_dir / RunJournal.FILE).is_file():
+                journal = RunJournal.open(run_dir)
+                if json.dumps(journal.config, sort_keys=True) != json.dumps(stored, sort_keys=True):
+                    journal.close()
+                    raise JournalError(f"{run_dir} was started with other settings; use a new run directory")
+            else:
+                journal = RunJournal.create(run_dir, stored)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            strategy = build()
+        except BaseException:
+            journal.close()
+            lock.release()
+            raise
+        return cls(run_dir, spec, strategy, journal, lock, cache=cache, owns_cache=False, made=[])
+
+    # -- the search --------------------------------------------------------------------------
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(candidate, evaluation, worker_key, replayed)`` after every tell from now on (those
+        replayed by ``replay()`` included, when it is added before)."""
+        self.runner.observers.append(observer)
+
+    def replay(self) -> int:
+        """Bring the fresh strategy to the journal's last state; returns the tells replayed. JournalError
+        when the journal does not replay (the configuration or the code changed)."""
+        return self.runner.replay(self.strategy)
+
+    def run(self, evaluator: AsyncEvaluator, capacity: Callable[[], int] = lambda: 1,
+            on_report: Callable[[Report], None] | None = None) -> StopReason | None:
+        """Search until the strategy is done (call ``replay()`` first); returns why it stopped."""
+        self.runner.on_report = on_report
+        self.stop_reason = self.runner.run(self.strategy, evaluator, capacity)
+        log.info("search.stopped", reason=self.stop_reason.value if self.stop_reason else "nothing to ask",
+                 evaluations=self.strategy.evaluation_count, epochs=self.strategy.asked_epochs)
+        return self.stop_reason
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """Where this search's promotions keep their checkpoints; None: its tasks start from scratch."""
+        return None
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether anything was evaluated (or taken from the cache) in this process."""
+        return bool(self.runner.evaluated or self.runner.cache_hits)
+
+    def summary(self) -> dict[str, Any]:
+        """What result.json holds: the search (evo.head.progress.search_summary), why it stopped, the spec,
+        and where its results came from."""
+        r = self.runner
+        reason = self.stop_reason or self.strategy.stop_reason
+        return {
+            "run_dir": str(self.run_dir),
+            "spec": self.spec.to_dict(),
+            **search_summary(self.strategy),
+            "stop_reason": reason.value if reason else None,
+            "evaluated_now": r.evaluated,
+            "reused_from_journal": r.reused,
+            "replayed_from_journal": r.replayed,
+            "cache_hits": r.cache_hits,
+            "epochs_trained_now": r.epochs_trained,
+            "train_seconds_now": round(r.train_seconds, 3),
+            "seconds": time.perf_counter() - self._started,
+        }
+
+    def finish(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``result.json`` (``summary``, by default :meth:`summary`) atomically; returns it."""
+        summary = summary if summary is not None else self.summary()
+        partial = self.run_dir / "result.json.partial"
+        with writing(self.run_dir / "result.json", "the result"):
+            partial.write_text(json.dumps(summary, indent=2))
+            partial.replace(self.run_dir / "result.json")  # a kill leaves no half-written result behind
+        if self.checkpoints is not None and self.strategy.done:  # no promotion is left to continue
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
+        return summary
+
+    def close(self, refused: bool = False) -> None:
+        """Release the cache (if this run opened it), the journal and the lock; with ``refused`` and nothing
+        evaluated, remove what ``create`` made."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_cache and self.cache is not None:
+            self.cache.close()
+        self.journal.close()
+        self._lock.release()
+        if refused and not self.evaluated:
+            _remove(self._made)
+
+    def __enter__(self: _Run) -> _Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SearchRun(StrategyRun):
+    """One search of the engine's strategies: :class:`StrategyRun` with its strategy built from the stored
+    configuration (options, spec, space)."""
+
+    def __init__(self, run_dir: Path, config: SearchConfig, strategy: Strategy, journal: RunJournal,
+                 lock: RunLock, *, cache: ResultCache | None, owns_cache: bool, made: list[Path]) -> None:
+        super().__init__(run_dir, config.spec, strategy, journal, lock, cache=cache, owns_cache=owns_cache,
+                         made=made)
+        self.config = config
 
     # -- making and opening ------------------------------------------------------------------
     @classmethod
@@ -169,86 +299,12 @@ class SearchRun:
         return cls(run_dir, config, strategy, journal, lock, cache=cache, owns_cache=owns,  # type: ignore[arg-type]
                    made=made)
 
-    # -- the search --------------------------------------------------------------------------
-    def observe(self, observer: Observer) -> None:
-        """Call ``observer(candidate, evaluation, worker_key, replayed)`` after every tell from now on (those
-        replayed by ``replay()`` included, when it is added before)."""
-        self.runner.observers.append(observer)
-
-    def replay(self) -> int:
-        """Bring the fresh strategy to the journal's last state; returns the tells replayed. JournalError
-        when the journal does not replay (the configuration or the code changed)."""
-        return self.runner.replay(self.strategy)
-
-    def run(self, evaluator: AsyncEvaluator, capacity: Callable[[], int] = lambda: 1,
-            on_report: Callable[[Report], None] | None = None) -> StopReason | None:
-        """Search until the strategy is done (call ``replay()`` first); returns why it stopped."""
-        self.runner.on_report = on_report
-        self.stop_reason = self.runner.run(self.strategy, evaluator, capacity)
-        log.info("search.stopped", reason=self.stop_reason.value if self.stop_reason else "nothing to ask",
-                 evaluations=self.strategy.evaluation_count, epochs=self.strategy.asked_epochs)
-        return self.stop_reason
-
     @property
     def checkpoints(self) -> Path | None:
         """Where this search's promotions keep their checkpoints (``RUN_DIR/checkpoints``): for a schedule that
         continues promoted candidates (``--mode asha``), else None. Removed when the search finishes."""
         o = self.config.options
         return self.run_dir / "checkpoints" if o.mode == "asha" and o.continue_promotions else None
-
-    @property
-    def evaluated(self) -> bool:
-        """Whether anything was evaluated (or taken from the cache) in this process."""
-        return bool(self.runner.evaluated or self.runner.cache_hits)
-
-    def summary(self) -> dict[str, Any]:
-        """What result.json holds: the search (evo.head.progress.search_summary), why it stopped, the spec,
-        and where its results came from."""
-        r = self.runner
-        reason = self.stop_reason or self.strategy.stop_reason
-        return {
-            "run_dir": str(self.run_dir),
-            "spec": self.config.spec.to_dict(),
-            **search_summary(self.strategy),
-            "stop_reason": reason.value if reason else None,
-            "evaluated_now": r.evaluated,
-            "reused_from_journal": r.reused,
-            "replayed_from_journal": r.replayed,
-            "cache_hits": r.cache_hits,
-            "epochs_trained_now": r.epochs_trained,
-            "train_seconds_now": round(r.train_seconds, 3),
-            "seconds": time.perf_counter() - self._started,
-        }
-
-    def finish(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write ``result.json`` (``summary``, by default :meth:`summary`) atomically; returns it."""
-        summary = summary if summary is not None else self.summary()
-        partial = self.run_dir / "result.json.partial"
-        with writing(self.run_dir / "result.json", "the result"):
-            partial.write_text(json.dumps(summary, indent=2))
-            partial.replace(self.run_dir / "result.json")  # a kill leaves no half-written result behind
-        if self.checkpoints is not None and self.strategy.done:  # no promotion is left to continue
-            shutil.rmtree(self.checkpoints, ignore_errors=True)
-        return summary
-
-    def close(self, refused: bool = False) -> None:
-        """Release the cache (if this run opened it), the journal and the lock; with ``refused`` and nothing
-        evaluated, remove what ``create`` made."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_cache and self.cache is not None:
-            self.cache.close()
-        self.journal.close()
-        self._lock.release()
-        if refused and not self.evaluated:
-            _remove(self._made)
-
-    def __enter__(self) -> SearchRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _lock(run_dir: Path, made: list[Path]) -> RunLock:
