@@ -26,7 +26,7 @@ from evo.evaluation import Evaluation
 from evo.genotype import Genotype, GenotypeError, parse_genotype
 from evo.head.cache import ResultCache
 from evo.head.journal import JournalError, RunJournal
-from evo.head.search_run import RunDirLocked, SearchRun, StorageError, default_run_dir
+from evo.head.search_run import OtherSettings, RunDirLocked, SearchRun, StorageError, default_run_dir
 from evo.multifidelity import parse_fidelities
 from evo.search_config import SearchConfig
 from evo.selection import rank
@@ -40,7 +40,6 @@ from ._quiet import library_logging, pythonic, run_logs
 
 if TYPE_CHECKING:
     from evo.cmdline.log_setup import RunLogs
-    from evo.head.tasks import AsyncEvaluator
     from gpuworker.inference import Model
 
 __all__ = ["SearchResult", "search"]
@@ -286,9 +285,10 @@ def _open(run_dir: Path, config: SearchConfig, cache: ResultCache | None) -> Sea
         return SearchRun.named(run_dir, config, cache=cache)
     except RunDirLocked as exc:
         raise OptionError("run_dir", str(exc)) from None
+    except OtherSettings:
+        pass  # said below, with what differs
     except JournalError as exc:
-        if "other settings" not in str(exc):
-            raise OptionError("run_dir", pythonic(str(exc), names={"--run-dir": "run_dir"})) from None
+        raise OptionError("run_dir", pythonic(str(exc), names={"--run-dir": "run_dir"})) from None
     journal = RunJournal.open(run_dir, readonly=True)
     try:
         stored = SearchConfig.from_dict(journal.config)
@@ -377,36 +377,21 @@ def _reporter(on_report: Callable[[Report], None] | None, verbose: bool) -> Call
 
 
 def _in_process(run: SearchRun, device: str | None, threads: int, report: Callable[[Report], None] | None) -> None:
-    from evo.head.evaluators import InProcessEvaluator
-    from gpuworker.checkpoints import CheckpointStore
-    from gpuworker.result import TrainResult
-    from gpuworker.train import evaluate, set_threads
+    from evo.cli.in_process import in_process_evaluator
 
-    if threads:
-        set_threads(threads)
-    store = CheckpointStore(run.checkpoints) if run.checkpoints is not None else None
-
-    def train(genotype: Genotype, task_spec: TrainSpec) -> TrainResult:
-        return evaluate(genotype, task_spec, device=device, checkpoints=store)
-
-    evaluator: AsyncEvaluator = InProcessEvaluator(train)
-    run.run(evaluator, lambda: 1, on_report=report)
+    run.run(in_process_evaluator(run.checkpoints, device=device, threads=threads or None), lambda: 1,
+            on_report=report)
 
 
 def _on_workers(run: SearchRun, workers: int, device: str | None, threads: int, logs: RunLogs,
                 report: Callable[[Report], None] | None) -> None:
     """The search on ``workers`` local worker processes; they log at info into ``logs`` (their files), which
     lets through to the terminal what the call's level does."""
+    from evo.cli.distribution import for_run
     from evo.head.cluster import Cluster, ClusterError, ClusterOptions
 
-    spec = run.config.spec
-    data = ["--dataset", spec.dataset]
-    for flag, value in (("--columns", spec.columns), ("--image-size", spec.image_size)):
-        if value:
-            data += [flag, value]
-    extra = (f"--checkpoints={run.checkpoints}",) if run.checkpoints is not None else ()
-    options = ClusterOptions(bind="tcp://127.0.0.1:*", local_workers=workers, worker_data=tuple(data),
-                             worker_args=extra, threads=threads, device=device, log_level="info")
+    options = for_run(ClusterOptions(bind="tcp://127.0.0.1:*", local_workers=workers, threads=threads, device=device),
+                      run.config.spec, run.checkpoints, log_level="info")
     try:
         with Cluster(options, worker_output=logs.workers) as cluster:
             run.run(cluster.evaluator(stop=threading.Event()), cluster.capacity, on_report=report)

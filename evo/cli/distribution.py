@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cmdline import validate as v
 from ..head.cluster import DEFAULT_BIND, ClusterError, ClusterOptions
 
-__all__ = ["add_distribution_options", "check_worker_args", "cluster_options", "worker_data_args"]
+if TYPE_CHECKING:
+    from ..spec import TrainSpec
+
+__all__ = ["add_distribution_options", "check_worker_args", "cluster_options", "for_run", "worker_data_args"]
 
 
 def add_distribution_options(parser: argparse.ArgumentParser, *, local_workers: int = 0, bind: str = DEFAULT_BIND,
@@ -66,6 +72,17 @@ def worker_data_args(args: argparse.Namespace) -> tuple[str, ...]:
         if getattr(args, key, ""):
             out += [flag, str(getattr(args, key))]
     return tuple(out)
+
+
+def for_run(options: ClusterOptions, spec: TrainSpec, checkpoints: Path | None, *,
+            log_level: str) -> ClusterOptions:
+    """``options`` for one run: its local workers are started with the run's data (a resume: the journal's),
+    keep ``log_level`` in their log files, and continue promotions from the run's ``checkpoints`` store."""
+    data = argparse.Namespace(dataset=spec.dataset, columns=spec.columns, image_size=spec.image_size)
+    options = replace(options, worker_data=worker_data_args(data), log_level=log_level)
+    if checkpoints is not None and "--checkpoints" not in " ".join(options.worker_args):
+        options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={checkpoints}"))
+    return options
 
 
 def check_worker_args(worker_args: tuple[str, ...] | list[str]) -> None:

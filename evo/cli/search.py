@@ -1,6 +1,7 @@
 """``evovae search``: the options become a :class:`~evo.search_config.SearchConfig` (evo/cli/search_options.py),
-the run a :class:`~evo.head.search_run.SearchRun`; this module wires it to a trainer in this process or to a
-cluster of workers, and shows what a person reads: on a terminal one live progress display (evo/cli/live.py),
+the run a :class:`~evo.head.search_run.SearchRun`; this module wires it to a trainer in this process
+(evo/cli/in_process.py) or to a cluster of workers, and shows what a person reads while it runs (the end:
+evo/cli/search_end.py): on a terminal one live progress display (evo/cli/live.py),
 elsewhere a plain progress line per report. The head's and the local workers' log lines are kept in
 ``RUN_DIR/logs/`` (JSON, rotated: evo.cmdline.log_setup.RunLogs) whatever the terminal shows. ``--resume
 RUN_DIR`` continues a search that stopped.
@@ -13,8 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cmdline.log_setup import RunLogs, file_level
@@ -23,8 +22,10 @@ from ..head.progress import SearchProgress, format_report
 from ..head.search_run import RunDirLocked, SearchRun, StorageError, default_run_dir
 from ..head.watched import WatchedEvaluator
 from ..search_config import SearchConfig
-from .distribution import worker_data_args
+from .distribution import for_run
+from .in_process import in_process_evaluator
 from .live import LiveDisplay, WorkersView, quiet_logs, workers_of
+from .search_end import finish
 from .search_options import (
     UsageError,
     check_data_here,
@@ -36,37 +37,13 @@ from .search_options import (
 )
 
 if TYPE_CHECKING:
-    from gpuworker.result import TrainResult
+    from pathlib import Path
 
-    from ..genotype import Genotype
     from ..head.cluster import ClusterOptions
-    from ..head.evaluators import InProcessEvaluator, SimulatedEvaluator
     from ..head.tasks import AsyncEvaluator
-    from ..spec import TrainSpec
     from ..strategy import Report
 
 __all__ = ["run"]
-
-
-def _in_process_evaluator(args: argparse.Namespace,
-                          checkpoints: Path | None) -> InProcessEvaluator | SimulatedEvaluator:
-    """The trainer in this process (gpuworker); with ``checkpoints``, promotions continue from there; with
-    ``--simulate-workers N``, results come in the order N workers would deliver them."""
-    from gpuworker.checkpoints import CheckpointStore
-    from gpuworker.train import evaluate, set_threads
-
-    from ..head.evaluators import InProcessEvaluator, SimulatedEvaluator
-
-    set_threads(args.threads or None)
-    store = CheckpointStore(checkpoints) if checkpoints is not None else None
-
-    def train(genotype: Genotype, task_spec: TrainSpec) -> TrainResult:
-        return evaluate(genotype, task_spec, device=args.device, data_root=args.data_root, download=args.download,
-                        checkpoints=store)
-
-    if args.simulate_workers:
-        return SimulatedEvaluator(train, args.simulate_workers)
-    return InProcessEvaluator(train)
 
 
 def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
@@ -109,14 +86,8 @@ def _run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None) -> in
         if ignored:
             print(f"evovae: note: resuming {search.run_dir}: its journal fixes the search, so "
                   f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored", file=sys.stderr)
-        spec = search.config.spec
-        data = argparse.Namespace(dataset=spec.dataset, columns=spec.columns, image_size=spec.image_size)
-        options = replace(options, worker_data=worker_data_args(data),  # the run's data (a resume: the journal's)
-                          log_level=file_level(args.log_level))  # the workers' files keep info; the terminal shows
-        #                                                              what --log-level lets through
-        checkpoints = search.checkpoints
-        if checkpoints is not None and "--checkpoints" not in " ".join(options.worker_args):
-            options = replace(options, worker_args=(*options.worker_args, f"--checkpoints={checkpoints}"))
+        checkpoints = search.checkpoints  # the workers' files keep info; the terminal shows what --log-level does
+        options = for_run(options, search.config.spec, checkpoints, log_level=file_level(args.log_level))
         if getattr(args, "dashboard_mirror", True):  # RUN_DIR/optuna-journal.log, for evovae dashboard
             from .dashboard import attach_mirror
 
@@ -129,7 +100,9 @@ def _run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None) -> in
             raise UsageError(str(exc)) from None
         print(f"run directory {search.run_dir}", flush=True)
         if args.in_process:
-            evaluator = _in_process_evaluator(args, checkpoints)
+            evaluator = in_process_evaluator(checkpoints, device=args.device, threads=args.threads or 0,
+                                             data_root=args.data_root, download=args.download,
+                                             simulate_workers=args.simulate_workers)
             capacity = getattr(evaluator, "capacity", lambda: 1)
             status = _search(args, search, progress, lambda: (evaluator, capacity))
         else:
@@ -142,7 +115,7 @@ def _run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None) -> in
     except StorageError as exc:  # the journal holds everything written before: a resume continues from it
         refused = False
         print(f"evovae: error: {exc}; the search stopped with what it had journaled: fix that, then resume with: "
-              f"evovae search --resume {search.run_dir}", file=sys.stderr)
+              f"{_resume_command(args, search.run_dir)}", file=sys.stderr)
         return 1
     finally:
         logs.close()
@@ -183,7 +156,7 @@ def _search(args: argparse.Namespace, search: SearchRun, progress: SearchProgres
         progress.start()
         search.run(WatchedEvaluator(evaluator, polled), capacity, on_report=report_line)
         display.show(progress.view(), workers=workers() if workers is not None else None)  # the final frame
-    _finish(args, search, evaluator)
+    finish(search, evaluator, output=args.output, simulate_workers=args.simulate_workers)
     return 0
 
 
@@ -209,26 +182,14 @@ def _search_on_cluster(args: argparse.Namespace, search: SearchRun, progress: Se
         except ClusterError as exc:
             raise UsageError(str(exc)) from None
         except SearchStopped as exc:
-            print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae search --resume {search.run_dir}",
+            print(f"evovae: stopped by {stop.name}: {exc}; resume with: {_resume_command(args, search.run_dir)}",
                   file=sys.stderr)
             return stop.exit_status
 
 
-def _finish(args: argparse.Namespace, search: SearchRun, evaluator: AsyncEvaluator) -> None:
-    strategy, runner = search.strategy, search.runner
-    print("final population (best first):")
-    for rank_, e in enumerate(strategy.population, 1):
-        print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}  ({e.epochs} epochs)")
-    summary = search.summary()
-    summary["space"] = asdict(search.config.space)  # the grid searched (the options, the latent capped)
-    simulated = getattr(evaluator, "summary", None)
-    if simulated is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
-        summary["simulated"] = simulated()
-        print(f"simulated: {args.simulate_workers} workers, {summary['simulated']['seconds']:.0f} s of wall clock")
-    reason = search.stop_reason.value if search.stop_reason else "nothing more to ask"  # the last line says why
-    print(f"stopped: {reason}; evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the "
-          f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "
-          f"from the cache; {strategy.asked_epochs} training epochs in all, {runner.epochs_trained} trained now")
-    search.finish(summary)
-    if args.output:
-        Path(args.output).write_text((search.run_dir / "result.json").read_text())
+def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that resumes this search: its run directory, and what the journal does not keep (the
+    cache, where the training happens)."""
+    where = "--in-process" if args.in_process else f"--local-workers {args.local_workers}" if args.local_workers else ""
+    cache = f"--cache {args.cache}" if args.cache else ""
+    return " ".join(part for part in ("evovae search --resume", str(run_dir), cache, where) if part)

@@ -37,11 +37,15 @@ from .runner import Observer, Runner
 from .store import StorageError, writing
 from .tasks import AsyncEvaluator
 
-__all__ = ["RunDirLocked", "SearchRun", "StorageError", "StrategyRun", "default_run_dir"]
+__all__ = ["OtherSettings", "RunDirLocked", "SearchRun", "StorageError", "StrategyRun", "default_run_dir"]
 
 log = structlog.get_logger(__name__)
 
 _Run = TypeVar("_Run", bound="StrategyRun")
+
+
+class OtherSettings(JournalError):
+    """The run directory holds a search started with other settings (left unchanged)."""
 
 
 def default_run_dir(prefix: str = "search") -> Path:
@@ -87,7 +91,7 @@ class StrategyRun:
                 journal = RunJournal.open(run_dir)
                 if json.dumps(journal.config, sort_keys=True) != json.dumps(stored, sort_keys=True):
                     journal.close()
-                    raise JournalError(f"{run_dir} was started with other settings; use a new run directory")
+                    raise OtherSettings(f"{run_dir} was started with other settings; use a new run directory")
             else:
                 journal = RunJournal.create(run_dir, stored)
         except BaseException:
@@ -277,7 +281,7 @@ class SearchRun(StrategyRun):
             run = cls.open(run_dir, cache=cache)
             if not run.config.same_search(config):
                 run.close()
-                raise JournalError(f"{run_dir} was started with other settings; use a new run directory")
+                raise OtherSettings(f"{run_dir} was started with other settings; use a new run directory")
             return run
         return cls.create(run_dir, config, cache=cache)
 
