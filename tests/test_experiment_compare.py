@@ -147,3 +147,22 @@ def test_compare_with_simulated_workers_tells_each_search_in_the_order_n_workers
     assert again.returncode == 0 and "so --simulate-workers is ignored" in again.stderr, again.stderr[-2000:]
     assert json.loads((run / "results.json").read_text())["simulate_workers"] == 4
 
+
+
+@pytest.mark.slow
+def test_first_seed_runs_the_comparison_on_other_seeds(tmp_path):
+    run = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "evo.cli.compare", "--preset", "tiny", "--dataset", "synthetic", "--seeds", "2",
+            "--first-seed", "7", "--arms", "random,hedged-adaptive-tpe", "--fidelity-count", "0",
+            "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json", "--run-dir", str(run)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run / "results.json").read_text())
+    assert [(s["arm"], s["seed"]) for s in results["searches"]] == [
+        ("random", 7), ("hedged-adaptive-tpe", 7), ("random", 8), ("hedged-adaptive-tpe", 8)]
+    assert sorted(p.name for p in (run / "searches").iterdir()) == [
+        "hedged-adaptive-tpe-seed7", "hedged-adaptive-tpe-seed8", "random-seed7", "random-seed8"]
+    stored = json.loads((run / "searches" / "random-seed8" / "run.json").read_text())
+    assert stored["config"]["options"]["seed"] == 8
+    report = (run / "report.md").read_text()
+    assert "seeds 7..8" in report and "| seed 7 | seed 8 |" in report

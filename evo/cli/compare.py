@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="validation examples (default: the preset's, at most a fifth of own data's examples)")
     p.add_argument("--split-seed", type=v.SEED, default=0)
     p.add_argument("--seeds", type=v.whole(1, 1000), default=None, help="seeds per arm (default: the preset's)")
+    p.add_argument("--first-seed", type=v.SEED, default=0,
+                   help="the arms run with seeds K .. K + seeds - 1 (default 0): another K repeats the comparison "
+                        "on seeds it has not seen")
     p.add_argument("--budget-epochs", type=v.whole(1, 10**12), default=None,
                    help="epochs per search (default: the preset's)")
     p.add_argument("--arms", type=v.choice_list(ARMS), default=None,
@@ -89,6 +92,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     preset = replace(preset, val_size=args.val_size)
     if args.seeds:
         preset = replace(preset, seeds=args.seeds)
+    preset = replace(preset, first_seed=args.first_seed)
     if args.budget_epochs:
         preset = replace(preset, budget_epochs=args.budget_epochs)
     if args.arms:
@@ -119,7 +123,7 @@ def _spec_of(preset: ComparePreset, config: dict[str, Any]) -> TrainSpec:
 
 #: what defines a comparison: taken from RUN_DIR/compare.json by --resume, so not to be given with it
 _DEFINING = ("preset", "dataset", "columns", "image_size", "likelihood", "missing", "val_size", "split_seed", "seeds",
-             "budget_epochs", "arms", "fidelity_count", "simulate_workers", "run_dir")
+             "first_seed", "budget_epochs", "arms", "fidelity_count", "simulate_workers", "run_dir")
 
 
 def _given_with_resume(args: argparse.Namespace) -> list[str]:
@@ -180,7 +184,7 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
     spec = _spec_of(preset, config)
     cache = ResultCache(run / "cache.sqlite")
     started = time.perf_counter()
-    watch.plan = [f"{arm}-seed{seed}" for seed in range(preset.seeds) for arm in preset.arms]  # run_compare's order
+    watch.plan = [f"{arm}-seed{seed}" for seed in preset.seed_values for arm in preset.arms]  # run_compare's order
     bench = SearchBench(run, cluster.evaluator(stop=stop.event), cluster.capacity, cache=cache, watch=watch,
                         on_report=lambda name, report: watch.report(
                             name, report, f"{cluster.stats_line()}  {time.perf_counter() - started:.0f}s"),

@@ -50,6 +50,12 @@ class ComparePreset:
     tournament_size: int = 3
     startup_trials: int = 10
     asha_fidelities: tuple[int, ...] = ()  # the asha and hyperband arms' rungs (default: ``fidelities``)
+    first_seed: int = 0       # the seeds are first_seed .. first_seed + seeds - 1
+
+    @property
+    def seed_values(self) -> range:
+        """The seeds every arm runs with."""
+        return range(self.first_seed, self.first_seed + self.seeds)
 
     @property
     def rungs(self) -> tuple[int, ...]:
@@ -199,7 +205,7 @@ def run_compare(bench: SearchBench, p: ComparePreset, spec: TrainSpec,
     if p.fidelities and p.fidelities[-1] != p.epochs:
         raise ValueError(f"the last fidelity ({p.fidelities[-1]}) must equal the final epochs ({p.epochs})")
     searches = []
-    for seed in range(p.seeds):
+    for seed in p.seed_values:
         for arm in p.arms:
             name = f"{arm}-seed{seed}"
             summary = run_arm(bench, arm, p, seed, spec, name)

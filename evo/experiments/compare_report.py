@@ -271,13 +271,14 @@ def _what_was_run(results: dict[str, Any]) -> list[str]:
     p, s, spec = results["preset"], results["summary"], results["spec"]
     arms = list(s["arms"])
     subset = spec["train_subset"]
+    first = p.get("first_seed", 0)
     train = f"at most {subset} training examples (fewer when the data has fewer)" if subset else "all training examples"
     out = [f"- Data: {results['dataset']}, {train}, a fixed validation "
            f"split of {spec['val_size']} (split seed {spec['split_seed']}); the test split only for retraining.",
-           f"- {len(arms)} arms x {p['seeds']} seeds (seeds 0..{p['seeds'] - 1}; the same seed gives every arm the "
-           f"same training seeds and split), {p['budget_epochs']} training epochs per search. A task costs the "
-           "epochs it trains, whatever its outcome: a promotion that continues from its checkpoint pays the epochs "
-           "in between, one trained again from scratch pays every fidelity it reaches.",
+           f"- {len(arms)} arms x {p['seeds']} seeds (seeds {first}..{first + p['seeds'] - 1}; the same seed gives "
+           f"every arm the same training seeds and split), {p['budget_epochs']} training epochs per search. A task "
+           "costs the epochs it trains, whatever its outcome: a promotion that continues from its checkpoint pays the "
+           "epochs in between, one trained again from scratch pays every fidelity it reaches.",
            f"- Search metric: validation negative ELBO after {p['epochs']} epochs ({_likelihood_text(spec)}, plus "
            "KL(q(z|x) || N(0, I)); one z sample).",
            f"- Final metric: each search's best genotype retrained {p['retrain_epochs']} epochs, then on the test "
@@ -398,7 +399,8 @@ def render_compare_report(results: dict[str, Any]) -> str:
                        f"{_f(row['top_quarter_overlap'])} | {_f(row['median_loss'])} |")
         out += ["", "![fidelity](fidelity.png)"]
     out += ["", "## Best genotypes per seed", "",
-            "| arm | " + " | ".join(f"seed {i}" for i in range(p["seeds"])) + " |", "|---|" + "---|" * p["seeds"]]
+            "| arm | " + " | ".join(f"seed {i}" for i in preset_of(results).seed_values) + " |",
+            "|---|" + "---|" * p["seeds"]]
     for arm, st in s["arms"].items():
         out.append(f"| {arm} | " + " | ".join(f"`{g}`" if g else "-" for g in st["best_genotypes"]) + " |")
     out += ["", f"Machine: {results['machine']}; wall time {results['seconds'] / 60:.1f} min."]
