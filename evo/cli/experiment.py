@@ -238,16 +238,27 @@ def _paper_watch(display: LiveDisplay, run: PaperRun, cluster: Cluster) -> Exper
         return sampled[0]
 
     class PaperWatch(ExperimentWatch):
+        figures: tuple[int, float] | None = None  # the figures' models: how many, since when
+
         def tasks(self, name: str, total: int, known: int) -> None:
             if name != "figures":
                 super().tasks(name, total, known)
                 return
             # elsewhere than on a terminal the experiment's own line says it ("training N models ... here")
             title = PAPER_PHASES[name]
+            self.figures = (total, time.monotonic())
             self.display.show(ProgressView(title, "models", total, None, 0, 0, time.monotonic(), 0.0),
                               phase=title, last="")
             if sampled:
                 self.display.show(workers=replace(sampled[0], alive=0, busy=0))
+
+        def line(self, text: str) -> None:
+            if text.startswith("done in") and self.figures is not None:  # the last frame: the figures' models
+                total, started = self.figures
+                now = time.monotonic()
+                self.display.show(ProgressView(PAPER_PHASES["figures"], "models", total, total, 0, 0, now,
+                                               now - started), phase="done", last=text)
+            super().line(text)
 
     return PaperWatch(display, [plan.name for plan in run.config.searches()], workers=workers)
 
