@@ -195,6 +195,8 @@ CASES = [
     ("compare-unknown-arm", ["experiment", "compare", "--arms", "evolution,annealing"], "unknown 'annealing'"),
     ("compare-arm-twice", ["experiment", "compare", "--arms", "random,random"], "each once"),
     ("compare-zero-seeds", ["experiment", "compare", "--seeds", "0"], "argument --seeds"),
+    ("compare-seeds-past-the-largest", ["experiment", "compare", "--preset", "tiny", "--dataset", "synthetic",
+                                        "--first-seed", "4294967295", "--seeds", "2"], "passes the largest seed"),
     ("compare-resume-missing", ["experiment", "compare", "--resume", "{missing}"], "argument --resume"),
     ("compare-run-dir-used", ["experiment", "compare", "--run-dir", "{used}"], "exists and is not empty"),
     # evovae logs, and evovae itself

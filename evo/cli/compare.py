@@ -92,6 +92,9 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     preset = replace(preset, val_size=args.val_size)
     if args.seeds:
         preset = replace(preset, seeds=args.seeds)
+    if args.first_seed + preset.seeds - 1 > v.MAX_SEED:
+        raise ValueError(f"--first-seed {args.first_seed}: its last seed ({args.first_seed} + {preset.seeds} - 1) "
+                         f"passes the largest seed, {v.MAX_SEED}")
     preset = replace(preset, first_seed=args.first_seed)
     if args.budget_epochs:
         preset = replace(preset, budget_epochs=args.budget_epochs)
@@ -205,7 +208,8 @@ def _experiment(args: argparse.Namespace, run: Path, config: dict[str, Any], clu
     results["trained_now"] = bench.trained_now
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {args.local_workers} local workers"
     flags = (("preset", config["preset"]["name"]), ("dataset", config["dataset"]), ("columns", spec.columns),
-             ("image-size", spec.image_size), ("simulate-workers", config.get("simulate_workers", 0)))
+             ("image-size", spec.image_size), ("simulate-workers", config.get("simulate_workers", 0)),
+             ("first-seed", preset.first_seed))
     results["command"] = "evovae experiment compare " + " ".join(f"--{k} {v}" for k, v in flags if v)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cache.close()
@@ -284,7 +288,7 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
     from ..head.cluster import ClusterError
     from ..head.evaluators import SearchStopped
     from ..head.lock import RunDirLocked
-    from ..head.store import StorageError
+    from ..head.store import JournalError, StorageError
 
     started = time.perf_counter()
     with stop_signals() as stop:
@@ -301,6 +305,12 @@ def _compare(args: argparse.Namespace, run: Path, config: dict[str, Any], cluste
             print(f"evovae: stopped by {stop.name}: {exc}; resume with: evovae experiment compare --resume {run}",
                   file=sys.stderr)
             return stop.exit_status
+        except JournalError as exc:  # a search's journal that does not replay (the code or its settings changed)
+            _save_progress(run, started)
+            print(f"evovae: error: {exc}; the comparison stopped there: move that search's directory aside to run it "
+                  f"again (the cache keeps what it trained), then resume with: evovae experiment compare --resume "
+                  f"{run}", file=sys.stderr)
+            return 1
         except (StorageError, RunDirLocked) as exc:  # a full disk, an I/O error; a search's directory in use
             try:
                 _save_progress(run, started)

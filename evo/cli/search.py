@@ -34,11 +34,10 @@ from .search_options import (
     cluster_options_of,
     config_of,
     ignored_on_resume,
+    resume_command,
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ..head.cluster import ClusterOptions
     from ..head.tasks import AsyncEvaluator
     from ..strategy import Report
@@ -55,7 +54,7 @@ def _open(args: argparse.Namespace, config: SearchConfig | None) -> SearchRun:
         if exc.option is None:
             raise UsageError(str(exc)) from None
         hint = " (or leave the option out)" if exc.option == "generations" else ""
-        raise UsageError(f"--{exc.option} {getattr(args, exc.option)}: {exc}{hint}") from None
+        raise UsageError(f"--{exc.option} {getattr(args, exc.option, '')}: {exc}{hint}") from None
     except RunDirLocked as exc:
         raise UsageError(str(exc)) from None
 
@@ -115,7 +114,7 @@ def _run(args: argparse.Namespace, parser_defaults: dict[str, Any] | None) -> in
     except StorageError as exc:  # the journal holds everything written before: a resume continues from it
         refused = False
         print(f"evovae: error: {exc}; the search stopped with what it had journaled: fix that, then resume with: "
-              f"{_resume_command(args, search.run_dir)}", file=sys.stderr)
+              f"{resume_command(args, search.run_dir)}", file=sys.stderr)
         return 1
     finally:
         logs.close()
@@ -182,14 +181,6 @@ def _search_on_cluster(args: argparse.Namespace, search: SearchRun, progress: Se
         except ClusterError as exc:
             raise UsageError(str(exc)) from None
         except SearchStopped as exc:
-            print(f"evovae: stopped by {stop.name}: {exc}; resume with: {_resume_command(args, search.run_dir)}",
+            print(f"evovae: stopped by {stop.name}: {exc}; resume with: {resume_command(args, search.run_dir)}",
                   file=sys.stderr)
             return stop.exit_status
-
-
-def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:
-    """The command that resumes this search: its run directory, and what the journal does not keep (the
-    cache, where the training happens)."""
-    where = "--in-process" if args.in_process else f"--local-workers {args.local_workers}" if args.local_workers else ""
-    cache = f"--cache {args.cache}" if args.cache else ""
-    return " ".join(part for part in ("evovae search --resume", str(run_dir), cache, where) if part)

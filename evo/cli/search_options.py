@@ -4,6 +4,7 @@ options a resumed search ignores because its journal fixes them."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +18,13 @@ from ..spec import TrainSpec
 from ..strategies import DEFAULT_NOISE_LEVEL, DEFAULT_RUNG_AGREEMENT, OptionError, StrategyOptions
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..head.cluster import ClusterOptions
 
 __all__ = ["DEFAULT_STRATEGY", "SEARCH_KEYS", "UsageError", "check_device",
            "check_options", "cluster_options_of", "config_of", "default_strategy", "genotype_arg",
-           "ignored_on_resume", "space_of", "spec_of"]
+           "ignored_on_resume", "resume_command", "space_of", "spec_of"]
 
 #: The options that define a search (stored in its journal; a resumed run takes them from there).
 SEARCH_KEYS = ("strategy", "mode", "population", "offspring", "generations", "crossover_rate", "mutation_rate",
@@ -225,3 +228,21 @@ def ignored_on_resume(args: argparse.Namespace, defaults: dict[str, Any]) -> lis
         flag = _FLAGS.get(key, f"--{key.replace('_', '-')}")
         ignored.append(f"{flag} (from {args.config})" if in_file and not written else flag)
     return ignored
+
+
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that resumes a search stopped before its end: its run directory, and the options the journal
+    does not keep (the cache, the data's location, where the training happens); a cluster's other options
+    (endpoints, keys, worker arguments) are given again as before."""
+    words = ["evovae", "search", "--resume", str(run_dir)]
+    for flag, value in (("--cache", args.cache), ("--data-root", args.data_root),
+                        ("--simulate-workers", args.simulate_workers)):
+        if value:
+            words += [flag, str(value)]
+    if args.download:
+        words.append("--download")
+    if args.in_process:
+        words.append("--in-process")
+    elif args.local_workers:
+        words += ["--local-workers", str(args.local_workers)]
+    return shlex.join(words)

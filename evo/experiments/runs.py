@@ -81,6 +81,8 @@ class PaperRun:
         """A new experiment in ``path``; ``force`` first removes what an earlier experiment wrote there.
         RunDirError while another process has an experiment open in ``path`` (nothing of it is touched)."""
         path = Path(path)
+        if not force:
+            cls._refuse_used(path)  # before anything is made in someone's directory
         path.mkdir(parents=True, exist_ok=True)
         lock = _lock(path)
         try:
@@ -90,16 +92,22 @@ class PaperRun:
                     shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
                 for png in path.glob("*.png"):
                     png.unlink()
-            elif (path / CONFIG).is_file():
-                raise RunDirError(f"{path} holds an experiment already: continue it with --resume {path}, "
-                                  "or pass --force to start it over")
-            elif (path / "results.json").exists():
-                raise RunDirError(f"{path} already holds a report; pick another --out or pass --force")
+            else:
+                cls._refuse_used(path)  # again, under the lock: another may have started meanwhile
             _write_json(path / CONFIG, {"format": FORMAT, "version": VERSION, "config": config.to_dict()})
             return cls(path, config, lock)
         except BaseException:
             lock.release()
             raise
+
+    @staticmethod
+    def _refuse_used(path: Path) -> None:
+        """RunDirError if ``path`` holds an experiment or a report already."""
+        if (path / CONFIG).is_file():
+            raise RunDirError(f"{path} holds an experiment already: continue it with --resume {path}, "
+                              "or pass --force to start it over")
+        if (path / "results.json").exists():
+            raise RunDirError(f"{path} already holds a report; pick another --out or pass --force")
 
     @classmethod
     def open(cls, path: str | Path) -> PaperRun:

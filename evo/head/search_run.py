@@ -98,12 +98,11 @@ class StrategyRun:
             lock.release()
             raise
         try:
-            strategy = build()
+            return StrategyRun(run_dir, spec, build(), journal, lock, cache=cache, owns_cache=False, made=[])
         except BaseException:
             journal.close()
             lock.release()
             raise
-        return cls(run_dir, spec, strategy, journal, lock, cache=cache, owns_cache=False, made=[])
 
     # -- the search --------------------------------------------------------------------------
     def observe(self, observer: Observer) -> None:
