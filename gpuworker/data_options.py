@@ -18,8 +18,9 @@ from typing import Any
 from evo.cmdline.validate import data_root
 from evo.spec import DATASETS, LIKELIHOODS, MISSING_RULES, TrainSpec, is_builtin
 
-__all__ = ["BUILTIN_INPUT_DIMS", "DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError", "add_data_options", "check_split",
-           "check_worker_data", "data_fields", "default_val_size", "input_dim", "spec_from_args"]
+__all__ = ["BUILTIN_INPUT_DIMS", "BUILTIN_TRAIN_SIZES", "DATA_KEYS", "DEFAULT_VAL_SIZE", "DataOptionError",
+           "add_data_options", "check_split", "check_worker_data", "data_fields", "default_val_size", "input_dim",
+           "spec_from_args"]
 
 #: The TrainSpec fields the data options decide (journal them with a search: ``data_fields`` sets them on args).
 DATA_KEYS = ("dataset", "data_sha256", "columns", "image_size", "likelihood", "missing")
@@ -29,6 +30,11 @@ DEFAULT_VAL_SIZE = 10_000
 
 #: The values per example of each built-in set (what the model takes in; the images flattened).
 BUILTIN_INPUT_DIMS = {"fashion-mnist": 784, "mnist": 784, "kmnist": 784, "cifar10": 3 * 32 * 32, "synthetic": 16 * 16}
+
+#: The training images of each built-in set (before the validation split; checked against the loaded sets by
+#: tests/test_data_options_sizes.py), so a head without torch can refuse a split they cannot give.
+BUILTIN_TRAIN_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "kmnist": 60_000, "cifar10": 50_000,
+                       "synthetic": 12_000}
 
 _PLACEHOLDER_SHA = "0" * 64
 
@@ -179,9 +185,20 @@ def check_split(spec: TrainSpec, data_root: str | None = None, *, subset_given: 
     """Own data of ``spec`` split (and standardised) as every worker will split it: too few rows for its
     ``val_size``, values outside [0, 1] for ``bernoulli``, or (``subset_given``: the person asked for it) a
     ``--train-subset`` larger than the training rows are a DataOptionError here, before anything is created.
-    An experiment's preset subset larger than the data means all of it. Nothing to do for a built-in set (the
-    head has no torch to load it; the trainer refuses a subset larger than the set)."""
+    An experiment's preset subset larger than the data means all of it. A built-in set is not loaded (the head
+    has no torch): its split is checked against its known size (:data:`BUILTIN_TRAIN_SIZES`), so a search on
+    remote workers only is refused here rather than by every worker."""
     if spec.builtin:
+        size = BUILTIN_TRAIN_SIZES.get(spec.dataset)
+        if size is None:
+            return
+        if spec.val_size >= size:
+            raise DataOptionError(f"--val-size {spec.val_size} leaves no training images out of {size} in "
+                                  f"{spec.dataset}; pass a smaller --val-size")
+        if subset_given and spec.train_subset > size - spec.val_size:
+            raise DataOptionError(f"--train-subset {spec.train_subset}: {spec.dataset} has only "
+                                  f"{size - spec.val_size} training images after the {spec.val_size} of the "
+                                  "validation split; give at most that, or 0 for all")
         return
     from .data import DataError, prepare
 

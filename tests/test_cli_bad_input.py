@@ -45,6 +45,10 @@ CASES = [
     ("train-missing-dataset", ["train", "100|20|100", "--dataset", "{missing}/x.npz"], "neither a built-in"),
     ("train-bad-likelihood", ["train", "100|20|100", "--likelihood", "poisson"], "argument --likelihood"),
     # evovae search
+    ("search-builtin-subset-past-its-size", ["search", "--dataset", "synthetic", "--train-subset", "20000"],
+     "has only 2000 training images"),
+    ("search-builtin-val-past-its-size", ["search", "--dataset", "synthetic", "--val-size", "12000"],
+     "leaves no training images out of 12000"),
     ("search-nan-lr", ["search", "--in-process", "--lr", "nan"], "argument --lr"),
     ("search-negative-population", ["search", "--population", "-1"], "argument --population"),
     ("search-zero-epochs", ["search", "--in-process", "--epochs", "0"], "argument --epochs"),
