@@ -122,11 +122,7 @@ def test_compare_killed_mid_way_resumes_without_retraining_what_finished(tmp_pat
 @pytest.mark.slow
 def test_compare_with_simulated_workers_tells_each_search_in_the_order_n_workers_would(tmp_path):
     run = tmp_path / "cmp"
-    argv = [sys.executable, "-m", "evo.cli.compare", "--preset", "tiny", "--dataset", "synthetic", "--seeds", "1",
-            "--arms", "hyperband-tpe,tpe-multifidelity", "--fidelity-count", "0", "--simulate-workers", "4",
-            "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json", "--run-dir", str(run)]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _tiny_compare(run, "--seeds", "1", "--arms", "hyperband-tpe,tpe-multifidelity", "--simulate-workers", "4")
     assert json.loads((run / "compare.json").read_text())["simulate_workers"] == 4
     results = json.loads((run / "results.json").read_text())
     assert results["simulate_workers"] == 4 and "--simulate-workers 4" in results["command"]
@@ -152,11 +148,7 @@ def test_compare_with_simulated_workers_tells_each_search_in_the_order_n_workers
 @pytest.mark.slow
 def test_first_seed_runs_the_comparison_on_other_seeds(tmp_path):
     run = tmp_path / "cmp"
-    argv = [sys.executable, "-m", "evo.cli.compare", "--preset", "tiny", "--dataset", "synthetic", "--seeds", "2",
-            "--first-seed", "7", "--arms", "random,hedged-adaptive-tpe", "--fidelity-count", "0",
-            "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json", "--run-dir", str(run)]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _tiny_compare(run, "--seeds", "2", "--first-seed", "7", "--arms", "random,hedged-adaptive-tpe")
     results = json.loads((run / "results.json").read_text())
     assert [(s["arm"], s["seed"]) for s in results["searches"]] == [
         ("random", 7), ("hedged-adaptive-tpe", 7), ("random", 8), ("hedged-adaptive-tpe", 8)]
@@ -166,3 +158,11 @@ def test_first_seed_runs_the_comparison_on_other_seeds(tmp_path):
     assert stored["config"]["options"]["seed"] == 8
     report = (run / "report.md").read_text()
     assert "seeds 7..8" in report and "| seed 7 | seed 8 |" in report
+
+
+def _tiny_compare(run, *flags):
+    """A tiny comparison on synthetic data without a fidelity study, in ``run``, with ``flags``; it must succeed."""
+    argv = [sys.executable, "-m", "evo.cli.compare", "--preset", "tiny", "--dataset", "synthetic", "--fidelity-count",
+            "0", *flags, "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--log-format", "json", "--run-dir", str(run)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

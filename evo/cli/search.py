@@ -155,7 +155,7 @@ def _search(args: argparse.Namespace, search: SearchRun, progress: SearchProgres
         progress.start()
         search.run(WatchedEvaluator(evaluator, polled), capacity, on_report=report_line)
         display.show(progress.view(), workers=workers() if workers is not None else None)  # the final frame
-    finish(search, evaluator, output=args.output, simulate_workers=args.simulate_workers)
+    finish(search, evaluator, output=args.output)
     return 0
 
 

@@ -11,8 +11,7 @@ from ..head.tasks import AsyncEvaluator
 __all__ = ["finish"]
 
 
-def finish(search: SearchRun, evaluator: AsyncEvaluator, *, output: str | None = None,
-           simulate_workers: int = 0) -> None:
+def finish(search: SearchRun, evaluator: AsyncEvaluator, *, output: str | None = None) -> None:
     """Print the final population and the stop line (last: it says why the search stopped), write
     result.json (and a copy to ``output``)."""
     strategy, runner = search.strategy, search.runner
@@ -21,10 +20,10 @@ def finish(search: SearchRun, evaluator: AsyncEvaluator, *, output: str | None =
         print(f"{rank_:3d}. {e.loss:9.3f}  {e.genotype}  ({e.epochs} epochs)")
     summary = search.summary()
     summary["space"] = asdict(search.config.space)  # the grid searched (the options, the latent capped)
-    simulated = getattr(evaluator, "summary", None)
-    if simulated is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
-        summary["simulated"] = simulated()
-        print(f"simulated: {simulate_workers} workers, {summary['simulated']['seconds']:.0f} s of wall clock")
+    clock = getattr(evaluator, "summary", None)
+    if clock is not None:  # --simulate-workers: the simulated clock, for anytime-against-time plots
+        simulated = summary["simulated"] = clock()
+        print(f"simulated: {simulated['workers']} workers, {simulated['seconds']:.0f} s of wall clock")
     reason = search.stop_reason.value if search.stop_reason else "nothing more to ask"  # the last line says why
     print(f"stopped: {reason}; evaluations: {runner.evaluated} run now, {runner.replayed + runner.reused} from the "
           f"journal ({runner.replayed} replayed, {runner.reused} received before the restart), {runner.cache_hits} "

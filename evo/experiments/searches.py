@@ -75,24 +75,11 @@ class SearchBench:
         plus ``name``, ``spec``, ``stop_reason`` and ``seconds``: the wall time of the run that finished it),
         running the search first if needed."""
         directory = self.root / "searches" / name
-        done = directory / "result.json"
-        if done.is_file():
-            return json.loads(done.read_text())
+        if (directory / "result.json").is_file():
+            return json.loads((directory / "result.json").read_text())
         with SearchRun.named(directory, SearchConfig(options, spec, self.space), cache=self._runner_cache) as run:
-            if self.watch is not None:
-                self.watch.search(name, run.strategy, run.runner, options.max_evaluations)
             attach_mirror(run)  # searches/NAME/optuna-journal.log, for evovae dashboard
-            run.replay()
-            on_report = self.on_report
-            report = (lambda r: on_report(name, r)) if on_report else None
-            evaluator, capacity = self._search_evaluator()
-            reason = run.run(evaluator, capacity, on_report=report)
-            self.trained_now += run.runner.evaluated - self._cache_hits(evaluator)
-            result = run.finish({"name": name, **summary(run.strategy), "spec": spec.to_dict(),
-                                 "stop_reason": reason.value if reason else None,
-                                 "seconds": run.summary()["seconds"], **self._simulated(evaluator)})
-        log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
-        return result
+            return self._run_on(name, run, summary, {}, options.max_evaluations)
 
     def peer(self, name: str, config: dict[str, Any], make: Callable[[Path], Strategy],
              spec: TrainSpec) -> dict[str, Any]:
@@ -102,23 +89,28 @@ class SearchBench:
         holds ``config`` and ``spec``; another config there is refused) is replayed through the fresh strategy
         and the search run on through this bench's evaluator and cache."""
         directory = self.root / "searches" / name
-        done = directory / "result.json"
-        if done.is_file():
-            return json.loads(done.read_text())
+        if (directory / "result.json").is_file():
+            return json.loads((directory / "result.json").read_text())
         stored = {"peer": config, "spec": spec.to_dict()}
         with StrategyRun.of(directory, stored, spec, lambda: make(directory), cache=self._runner_cache) as run:
-            if self.watch is not None:
-                self.watch.search(name, run.strategy, run.runner, None)
             mirror_into(run.runner, directory, self.space, spec.epochs, spec)
-            run.replay()
-            on_report = self.on_report
-            report = (lambda r: on_report(name, r)) if on_report else None
-            evaluator, capacity = self._search_evaluator()
-            reason = run.run(evaluator, capacity, on_report=report)
-            self.trained_now += run.runner.evaluated - self._cache_hits(evaluator)
-            result = run.finish({"name": name, **search_summary(run.strategy), "spec": spec.to_dict(),
-                                 "peer": config, "stop_reason": reason.value if reason else None,
-                                 "seconds": run.summary()["seconds"], **self._simulated(evaluator)})
+            return self._run_on(name, run, search_summary, {"peer": config}, None)
+
+    def _run_on(self, name: str, run: StrategyRun, summary: Callable[[Strategy], dict[str, Any]],
+                extra: dict[str, Any], max_evaluations: int | None) -> dict[str, Any]:
+        """Replay ``run`` and run it on through this bench's evaluator; write and return its result
+        (``summary(strategy)`` with ``name``, ``spec``, ``extra``, ``stop_reason``, ``seconds``)."""
+        if self.watch is not None:
+            self.watch.search(name, run.strategy, run.runner, max_evaluations)
+        run.replay()
+        on_report = self.on_report
+        report = (lambda r: on_report(name, r)) if on_report else None
+        evaluator, capacity = self._search_evaluator()
+        reason = run.run(evaluator, capacity, on_report=report)
+        self.trained_now += run.runner.evaluated - self._cache_hits(evaluator)
+        result = run.finish({"name": name, **summary(run.strategy), "spec": run.spec.to_dict(), **extra,
+                             "stop_reason": reason.value if reason else None,
+                             "seconds": run.summary()["seconds"], **self._simulated(evaluator)})
         log.info("experiment.search_done", name=name, best=result["best"], epochs=result["epochs_total"])
         return result
 
