@@ -75,3 +75,29 @@ def test_the_summary_gives_each_arm_its_curves_utilization_and_time_to_reach():
     assert median[0] is None and median[-1] == 270.0
     never = wallclock_summary({"gen": {0: generational}}, {"gen": True}, final_epochs=10, target=1.0, workers=(2,))
     assert never["by_workers"]["2"]["arms"]["gen"]["median_seconds_to_reach"] == math.inf
+
+
+def test_the_verdict_says_sooner_only_where_the_shown_minutes_differ():
+    """An arm 0.02 s ahead of the default on the simulated clock (noise on measured seconds) is not 'sooner'
+    in the verdict: it printed '0.44 against 0.44' (the committed mid comparison's dehb at 16 workers)."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from evo.experiments.compare_report import _verdict
+
+    committed = Path(__file__).resolve().parents[1] / "docs/results/fashion-mnist-compare-mid/results.json"
+    summary = json.loads(committed.read_text())["summary"]
+    d = summary["default"]
+
+    def sooner_line(s):
+        return next((line for line in _verdict(s) if "at 16 simulated workers" in line), "")
+
+    arms = summary["wallclock"]["by_workers"]["16"]["arms"]
+    mine = arms[d]["median_seconds_to_reach"]
+    assert 0 < mine - arms["dehb"]["median_seconds_to_reach"] < 0.6   # ahead by less than a hundredth of a minute
+    line = sooner_line(summary)
+    assert "`optuna-hyperband`" in line and "`dehb`" not in line
+    clearly = copy.deepcopy(summary)
+    clearly["wallclock"]["by_workers"]["16"]["arms"]["dehb"]["median_seconds_to_reach"] = mine - 6.0
+    assert "`dehb`" in sooner_line(clearly)
