@@ -54,6 +54,13 @@ def test_encode_writes_the_latent_means_of_a_new_file_in_any_of_its_forms(files,
         assert status == 0, err
         assert "wrote the latent means of 50 examples" in printed and f"to {out}" in printed
         assert np.allclose(np.load(out), expected.mean, atol=1e-6), source  # an .npz: train, then test
+    np.save(root / "one.npy", files["new"][0])  # one example, unbatched
+    status, printed, err = run(["encode", model_dir, "--data", str(root / "one.npy"), "--out", str(root / "z1.npy")],
+                               capsys)
+    assert status == 0 and "wrote the latent means of 1 example of" in printed, err
+    assert np.load(root / "z1.npy").shape == (1, expected.mean.shape[1])
+    status, printed, err = run(["score", model_dir, "--data", str(root / "one.npy")], capsys)
+    assert status == 0 and ": 1 example  negative ELBO" in printed, err
     both = root / "latents.npz"
     assert run(["encode", model_dir, "--data", str(root / "new.npy"), "--out", str(both)], capsys)[0] == 0
     with np.load(both) as saved:

@@ -168,7 +168,8 @@ def main_reconstruct(argv: Sequence[str] | None = None) -> int:
 
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             np.save(out, model.reconstruct_rows(rows))
-            print(f"wrote the reconstructions of {len(rows)} examples of {source} by {info['genotype']} to {out}")
+            examples = f"{len(rows)} example{'' if len(rows) == 1 else 's'}"
+            print(f"wrote the reconstructions of {examples} of {source} by {info['genotype']} to {out}")
             return 0
         stats = standardisation_of(info)
         if _is_table(info):

@@ -105,7 +105,8 @@ def main_encode(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(p.prog, f"cannot write {args.out}: {exc.strerror or exc}")
     what = "latent means" if suffix == ".npy" else "latent means and log-variances"
-    print(f"wrote the {what} of {len(mean)} examples of {args.data} (latent {model.latent}, {model.genotype}) to "
+    examples = f"{len(mean)} example{'' if len(mean) == 1 else 's'}"
+    print(f"wrote the {what} of {examples} of {args.data} (latent {model.latent}, {model.genotype}) to "
           f"{args.out}")
     return 0
 
@@ -141,7 +142,7 @@ def main_score(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             return _fail(p.prog, f"cannot write {args.out}: {exc.strerror or exc}")
     units = "nats per example (standardised features)" if model.likelihood == "gaussian" else "nats per example"
-    line = f"{args.data}: {len(elbo)} examples  negative ELBO {-float(elbo.mean()):.3f}"
+    line = f"{args.data}: {len(elbo)} example{'' if len(elbo) == 1 else 's'}  negative ELBO {-float(elbo.mean()):.3f}"
     if iw is not None:
         line += f"  negative IW bound (k={args.k}) {-float(iw.mean()):.3f}"
     try:
