@@ -274,11 +274,11 @@ def _what_was_run(results: dict[str, Any]) -> list[str]:
     p, s, spec = results["preset"], results["summary"], results["spec"]
     arms = list(s["arms"])
     subset = spec["train_subset"]
-    first = p.get("first_seed", 0)
+    seeds = preset_of(results).seed_values
     train = f"at most {subset} training examples (fewer when the data has fewer)" if subset else "all training examples"
     out = [f"- Data: {results['dataset']}, {train}, a fixed validation "
            f"split of {spec['val_size']} (split seed {spec['split_seed']}); the test split only for retraining.",
-           f"- {len(arms)} arms x {p['seeds']} seeds (seeds {first}..{first + p['seeds'] - 1}; the same seed gives "
+           f"- {len(arms)} arms x {p['seeds']} seeds (seeds {seeds[0]}..{seeds[-1]}; the same seed gives "
            f"every arm the same training seeds and split), {p['budget_epochs']} training epochs per search. A task "
            "costs the epochs it trains, whatever its outcome: a promotion that continues from its checkpoint pays the "
            "epochs in between, one trained again from scratch pays every fidelity it reaches.",
